@@ -1,0 +1,9 @@
+//! The YottaStore broker: zoned storage, partition logs and (later) the Kafka protocol server.
+//!
+//! See ARCHITECTURE.md at the repository root for the code map.
+
+pub mod buf;
+pub mod log;
+pub mod pending;
+pub mod uring;
+pub mod zone;

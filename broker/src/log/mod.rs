@@ -1,0 +1,3 @@
+//! Partition logs on zones.
+
+pub mod batch;

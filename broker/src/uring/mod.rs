@@ -1,0 +1,1 @@
+//! io_uring storage driver (being written).

@@ -1,0 +1,1 @@
+//! File-emulated zoned device (being written).

@@ -1,0 +1,1 @@
+//! In-memory zoned device (being written).

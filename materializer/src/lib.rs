@@ -1,0 +1,1 @@
+//! The materializer: consumes partition logs and maintains materialized views (issue 5).

@@ -1,0 +1,1 @@
+//! The query layer on DataFusion (issue 6).
