@@ -39,6 +39,19 @@ impl<T> Pending<T> {
         Pending(PendingInner::Ready(Some(result)))
     }
 
+    /// The result if the request has completed, without waiting. After `Some` is returned the
+    /// `Pending` is spent.
+    pub fn try_take(&mut self) -> Option<io::Result<T>> {
+        match &mut self.0 {
+            PendingInner::Ready(result) => result.take(),
+            PendingInner::Waiting(rx) => match rx.try_recv() {
+                Ok(result) => Some(result),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+                Err(oneshot::error::TryRecvError::Closed) => Some(Err(storage_thread_gone())),
+            },
+        }
+    }
+
     /// Blocks the current thread until the request completes. Must not be called from inside an
     /// async runtime worker (use `.await` there).
     pub fn wait(self) -> io::Result<T> {
@@ -69,6 +82,27 @@ impl<T> Future for Pending<T> {
                 Poll::Ready(Err(_)) => Poll::Ready(Err(storage_thread_gone())),
             },
         }
+    }
+}
+
+/// Runs a future to completion on the calling thread: the bridge for synchronous callers (tests,
+/// the crash-test child, benchmarks) of the async storage API. The storage threads do the work;
+/// this thread only sleeps until woken.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
     }
 }
 

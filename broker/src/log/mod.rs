@@ -1,3 +1,13 @@
-//! Partition logs on zones.
+//! Partition logs on zones: the on-zone format, indexes, the zone allocator, the partition log
+//! and recovery.
 
+mod allocator;
 pub mod batch;
+mod format;
+mod index;
+mod partition;
+mod store;
+
+pub use allocator::ZoneAllocator;
+pub use partition::{AppendInfo, Flush, LogConfig, LogError, PartitionId, PartitionLog, ReadPlan, TimestampMatch, TimestampPlan};
+pub use store::{LogStore, Recovered, RecoveryReport};

@@ -1,0 +1,832 @@
+//! `PartitionLog`: one Kafka partition stored as a chain of zones.
+//!
+//! Every method is synchronous and never blocks on I/O: writes are submitted and the returned
+//! handles (`Flush`, `ReadPlan`, `TimestampPlan`) are awaited by the caller. That lets the broker
+//! keep a partition behind a plain mutex held only for memory work, while many partitions' I/O
+//! is in flight together (the storage thread gathers them into one submission).
+//!
+//! Visibility: readers see batches below the high watermark, which is the durable end: a batch
+//! is readable once a flush covering it has completed. So nothing that could be lost by a crash
+//! is ever served.
+
+use std::collections::VecDeque;
+use std::io;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use super::allocator::ZoneAllocator;
+use super::batch::{self, BatchError, BatchHeader};
+use super::format::{self, FrameKind, ScanStep, ZoneHeader, FRAME_HEADER_BYTES, ZONE_HEADER_BYTES};
+use super::index::ZoneIndex;
+use crate::buf::{round_up, AlignedBuf, BLOCK_SIZE};
+use crate::pending::Pending;
+use crate::zone::{ZoneId, ZonedDevice};
+
+/// Tunables of partition logs. Every one is a limit with a reason.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The tail is written to the device in chunks of this size (1 MiB: large enough to reach
+    /// the device's sequential bandwidth, small enough to bound memory per partition).
+    pub write_chunk_bytes: usize,
+    /// One sparse index entry per this many bytes of frames (Kafka's index.interval.bytes).
+    pub index_interval_bytes: u64,
+    /// Recently appended batches kept in memory per partition to serve tailing consumers.
+    pub recent_cache_bytes_max: usize,
+    /// Device reads for fetches and scans are at least this large.
+    pub read_window_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            write_chunk_bytes: 1 << 20,
+            index_interval_bytes: 4096,
+            recent_cache_bytes_max: 4 << 20,
+            read_window_bytes: 256 << 10,
+        }
+    }
+}
+
+/// Which partition a log holds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId {
+    pub topic: String,
+    pub topic_id: [u8; 16],
+    pub partition: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(#[from] BatchError),
+    #[error("record batch of {size_bytes} bytes is larger than the {limit_bytes} bytes a zone can hold")]
+    BatchTooLarge { size_bytes: usize, limit_bytes: usize },
+    #[error("offset {offset} is out of range: the log holds [{log_start_offset}, {high_watermark})")]
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, high_watermark: i64 },
+    #[error("the partition log failed after a storage error and must be reopened: {0}")]
+    Failed(String),
+    #[error("corrupt data on the device in zone {zone} at byte {position_bytes}")]
+    CorruptOnDevice { zone: ZoneId, position_bytes: u64 },
+    #[error("storage: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp_ms: i64,
+}
+
+/// A zone of the chain and what the log knows of it.
+#[derive(Debug)]
+pub(crate) struct LogZone {
+    pub zone: ZoneId,
+    pub sequence: u64,
+    pub base_offset: i64,
+    /// The offset after the last batch in this zone.
+    pub end_offset: i64,
+    /// Position after the last frame.
+    pub data_end_bytes: u64,
+    /// The write pointer as this log has moved it (block aligned).
+    pub submitted_bytes: u64,
+    pub index: ZoneIndex,
+    /// No more appends go here (finished, or cut at recovery after a torn write).
+    pub sealed: bool,
+}
+
+impl LogZone {
+    /// The first frame position and the offset of the first batch there.
+    fn data_start(&self) -> (u64, i64) {
+        (ZONE_HEADER_BYTES as u64, self.base_offset)
+    }
+}
+
+/// Bytes of the active zone not yet handed to the device. `buf[0]` sits at `zone_position_bytes`
+/// (block aligned).
+struct Tail {
+    buf: AlignedBuf,
+    zone_position_bytes: u64,
+    /// (frame end position, offset after that frame's batch) for frames in `buf`.
+    frames: VecDeque<(u64, i64)>,
+}
+
+/// Shared between the log and its flush handles, which complete after the log moved on.
+#[derive(Debug)]
+struct Progress {
+    /// Every batch below this offset is durable.
+    durable_end_offset: AtomicI64,
+    failure: Mutex<Option<String>>,
+}
+
+impl Progress {
+    fn fail(&self, error: &io::Error) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_none() {
+            tracing::error!(%error, "partition log failed");
+            *failure = Some(error.to_string());
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+enum InFlight {
+    Write(Pending<AlignedBuf>),
+    Op(Pending<()>),
+}
+
+impl InFlight {
+    async fn complete(self) -> io::Result<()> {
+        match self {
+            InFlight::Write(write) => write.await.map(drop),
+            InFlight::Op(op) => op.await,
+        }
+    }
+
+    fn try_complete(&mut self) -> Option<io::Result<()>> {
+        match self {
+            InFlight::Write(write) => write.try_take().map(|result| result.map(drop)),
+            InFlight::Op(op) => op.try_take(),
+        }
+    }
+}
+
+type FlushOutcome = watch::Receiver<Option<Result<(), String>>>;
+
+pub struct PartitionLog {
+    id: PartitionId,
+    allocator: Arc<ZoneAllocator>,
+    config: LogConfig,
+    zones: VecDeque<LogZone>,
+    next_zone_sequence: u64,
+    log_start_offset: i64,
+    next_offset: i64,
+    tail: Option<Tail>,
+    in_flight: VecDeque<InFlight>,
+    progress: Arc<Progress>,
+    /// The outcome of the most recent flush: each flush reports success only after its
+    /// predecessor did, so a later flush can never hide an earlier failed write.
+    last_flush: Option<FlushOutcome>,
+    recent: VecDeque<(BatchHeader, Bytes)>,
+    recent_bytes: usize,
+}
+
+impl PartitionLog {
+    /// An empty log; it takes its first zone at the first append.
+    pub fn create(id: PartitionId, allocator: Arc<ZoneAllocator>, config: LogConfig) -> PartitionLog {
+        assert!(id.topic.len() <= format::TOPIC_NAME_BYTES_MAX && id.partition >= 0);
+        PartitionLog::from_parts(id, allocator, config, VecDeque::new(), (0, 0), 0)
+    }
+
+    /// A log from zones recovered by a scan (see `store`).
+    pub(crate) fn from_parts(
+        id: PartitionId,
+        allocator: Arc<ZoneAllocator>,
+        config: LogConfig,
+        zones: VecDeque<LogZone>,
+        (log_start_offset, next_offset): (i64, i64),
+        next_zone_sequence: u64,
+    ) -> PartitionLog {
+        assert!(config.write_chunk_bytes >= BLOCK_SIZE && config.write_chunk_bytes % BLOCK_SIZE == 0);
+        assert!(0 <= log_start_offset && log_start_offset <= next_offset);
+        assert!(zones.back().is_none_or(|zone| zone.sequence < next_zone_sequence));
+        PartitionLog {
+            id,
+            allocator,
+            config,
+            zones,
+            next_zone_sequence,
+            log_start_offset,
+            next_offset,
+            tail: None,
+            in_flight: VecDeque::new(),
+            progress: Arc::new(Progress { durable_end_offset: AtomicI64::new(next_offset), failure: Mutex::new(None) }),
+            last_flush: None,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+        }
+    }
+
+    pub fn id(&self) -> &PartitionId {
+        &self.id
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// The offset the next appended batch gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// Batches below this offset are durable and readable.
+    pub fn high_watermark(&self) -> i64 {
+        self.progress.durable_end_offset.load(Ordering::Acquire)
+    }
+
+    /// Bytes of data the log holds on its zones (headers and frames, excluding padding after
+    /// the last frame of each zone).
+    pub fn size_bytes(&self) -> u64 {
+        self.zones.iter().map(|zone| zone.data_end_bytes).sum()
+    }
+
+    /// The zones of the chain, oldest first.
+    pub fn zone_ids(&self) -> Vec<ZoneId> {
+        self.zones.iter().map(|zone| zone.zone).collect()
+    }
+
+    /// Set when a storage error made the log unusable until it is reopened.
+    pub fn failure(&self) -> Option<String> {
+        self.progress.failure()
+    }
+
+    fn check_not_failed(&self) -> Result<(), LogError> {
+        match self.progress.failure() {
+            Some(message) => Err(LogError::Failed(message)),
+            None => Ok(()),
+        }
+    }
+
+    fn zone_capacity_bytes(&self) -> u64 {
+        self.allocator.device().geometry().zone_capacity_bytes
+    }
+
+    /// The largest record batch a zone can hold.
+    pub fn batch_bytes_max(&self) -> usize {
+        (self.zone_capacity_bytes() as usize) - ZONE_HEADER_BYTES - FRAME_HEADER_BYTES
+    }
+
+    /// Validates a record batch, assigns its offsets (rewrites baseOffset; every other byte is
+    /// kept as received) and appends it. The batch becomes durable and readable when a flush
+    /// started after this call completes.
+    pub fn append(&mut self, mut batch: BytesMut, now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.check_not_failed()?;
+        self.reap();
+        let header = batch::validate(&batch)?;
+        if batch.len() > self.batch_bytes_max() {
+            return Err(LogError::BatchTooLarge { size_bytes: batch.len(), limit_bytes: self.batch_bytes_max() });
+        }
+        self.make_room(batch.len(), now_ms)?;
+        let base_offset = self.next_offset;
+        batch::set_base_offset(&mut batch, base_offset)?;
+        let last_offset = base_offset + i64::from(header.last_offset_delta);
+        let header = BatchHeader { base_offset, ..header };
+        let position_bytes = self.write_frame(FrameKind::RecordBatch, &batch, last_offset + 1);
+        let zone = self.zones.back_mut().expect("make_room leaves an active zone");
+        zone.index.on_batch(base_offset, last_offset, position_bytes, header.max_timestamp_ms);
+        zone.end_offset = last_offset + 1;
+        self.next_offset = last_offset + 1;
+        self.remember(header, batch.freeze());
+        Ok(AppendInfo { base_offset, last_offset, max_timestamp_ms: header.max_timestamp_ms })
+    }
+
+    fn remember(&mut self, header: BatchHeader, bytes: Bytes) {
+        self.recent_bytes += bytes.len();
+        self.recent.push_back((header, bytes));
+        while self.recent_bytes > self.config.recent_cache_bytes_max && self.recent.len() > 1 {
+            let (_, evicted) = self.recent.pop_front().expect("non-empty");
+            self.recent_bytes -= evicted.len();
+        }
+    }
+
+    /// Ensures the active zone can take a frame of `payload_bytes`, rolling to a new zone if not.
+    fn make_room(&mut self, payload_bytes: usize, now_ms: i64) -> Result<(), LogError> {
+        let capacity = self.zone_capacity_bytes();
+        if let Some(position) = self.append_position() {
+            let start = format::next_frame_start(position);
+            if start + format::frame_bytes(payload_bytes) as u64 <= capacity {
+                return Ok(());
+            }
+            self.seal_active_zone();
+        }
+        self.start_zone(now_ms)
+    }
+
+    /// Where the next frame goes in the active zone; `None` without an active zone.
+    fn append_position(&self) -> Option<u64> {
+        let zone = self.zones.back().filter(|zone| !zone.sealed)?;
+        Some(match &self.tail {
+            Some(tail) => tail.zone_position_bytes + tail.buf.len() as u64,
+            None => zone.submitted_bytes,
+        })
+    }
+
+    fn seal_active_zone(&mut self) {
+        self.submit_tail(true);
+        let zone = self.zones.back_mut().expect("active zone");
+        assert!(!zone.sealed);
+        zone.sealed = true;
+        let finish = self.allocator.finish(zone.zone);
+        self.in_flight.push_back(InFlight::Op(finish));
+    }
+
+    fn start_zone(&mut self, now_ms: i64) -> Result<(), LogError> {
+        assert!(self.tail.is_none());
+        let zone = self.allocator.allocate()?;
+        let header = ZoneHeader {
+            topic: self.id.topic.clone(),
+            topic_id: self.id.topic_id,
+            partition: self.id.partition,
+            zone_sequence: self.next_zone_sequence,
+            base_offset: self.next_offset,
+            created_ms: now_ms,
+        };
+        self.next_zone_sequence += 1;
+        let mut buf = AlignedBuf::with_capacity(self.config.write_chunk_bytes);
+        buf.extend_from_slice(&header.encode());
+        self.tail = Some(Tail { buf, zone_position_bytes: 0, frames: VecDeque::new() });
+        self.zones.push_back(LogZone {
+            zone,
+            sequence: header.zone_sequence,
+            base_offset: self.next_offset,
+            end_offset: self.next_offset,
+            data_end_bytes: ZONE_HEADER_BYTES as u64,
+            submitted_bytes: 0,
+            index: ZoneIndex::new(self.config.index_interval_bytes),
+            sealed: false,
+        });
+        Ok(())
+    }
+
+    /// Copies a frame into the tail; returns its position. Room was made by `make_room`.
+    fn write_frame(&mut self, kind: FrameKind, payload: &[u8], end_offset: i64) -> u64 {
+        let position = self.append_position().expect("active zone");
+        let start = format::next_frame_start(position);
+        let frame_bytes = format::frame_bytes(payload.len());
+        let needed = (start - position) as usize + frame_bytes;
+        if self.tail.as_ref().is_none_or(|tail| tail.buf.remaining() < needed) {
+            self.submit_tail(false);
+            let chunk = self.config.write_chunk_bytes;
+            let tail = self.tail.get_or_insert_with(|| Tail {
+                buf: AlignedBuf::with_capacity(chunk),
+                zone_position_bytes: position,
+                frames: VecDeque::new(),
+            });
+            if tail.buf.remaining() < needed {
+                let mut bigger = AlignedBuf::with_capacity(round_up(tail.buf.len() + needed, chunk));
+                bigger.extend_from_slice(&tail.buf);
+                tail.buf = bigger;
+            }
+        }
+        let tail = self.tail.as_mut().expect("tail ensured");
+        tail.buf.set_len(tail.buf.len() + (start - position) as usize);
+        tail.buf.extend_from_slice(&format::frame_header(kind, payload));
+        tail.buf.extend_from_slice(payload);
+        let end = start + frame_bytes as u64;
+        tail.frames.push_back((end, end_offset));
+        self.zones.back_mut().expect("active zone").data_end_bytes = end;
+        if tail.buf.len() >= self.config.write_chunk_bytes {
+            self.submit_tail(false);
+        }
+        start
+    }
+
+    /// Hands the tail's whole blocks to the device; with `pad`, pads the last partial block
+    /// first so everything is submitted (a flush or a zone switch).
+    fn submit_tail(&mut self, pad: bool) {
+        let Some(mut tail) = self.tail.take() else { return };
+        if pad {
+            tail.buf.pad_to_block();
+        }
+        let whole_bytes = tail.buf.len() / BLOCK_SIZE * BLOCK_SIZE;
+        if whole_bytes == 0 {
+            self.tail = Some(tail);
+            return;
+        }
+        let rest_bytes = tail.buf.len() - whole_bytes;
+        let submitted_end = tail.zone_position_bytes + whole_bytes as u64;
+        let mut frames = std::mem::take(&mut tail.frames);
+        while frames.front().is_some_and(|&(end, _)| end <= submitted_end) {
+            frames.pop_front();
+        }
+        if rest_bytes > 0 {
+            let mut rest = AlignedBuf::with_capacity(self.config.write_chunk_bytes);
+            rest.extend_from_slice(&tail.buf[whole_bytes..]);
+            tail.buf.set_len(whole_bytes);
+            self.tail = Some(Tail { buf: rest, zone_position_bytes: submitted_end, frames });
+        }
+        let zone = self.zones.back_mut().expect("tail belongs to the active zone");
+        assert_eq!(zone.submitted_bytes, tail.zone_position_bytes, "tail starts at the write pointer");
+        zone.submitted_bytes = submitted_end;
+        let write = self.allocator.write(zone.zone, tail.zone_position_bytes, tail.buf);
+        self.in_flight.push_back(InFlight::Write(write));
+    }
+
+    /// Collects completed writes without waiting; a failed one fails the log.
+    fn reap(&mut self) {
+        while let Some(front) = self.in_flight.front_mut() {
+            match front.try_complete() {
+                None => break,
+                Some(Ok(())) => {
+                    self.in_flight.pop_front();
+                }
+                Some(Err(error)) => {
+                    self.progress.fail(&error);
+                    self.in_flight.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Writes everything appended so far and makes it durable. The returned handle must be
+    /// awaited (or waited on): it reports the new high watermark, or the error that failed the
+    /// log.
+    #[must_use = "a flush reports durability only when awaited"]
+    pub fn start_flush(&mut self) -> Flush {
+        self.reap();
+        if let Some(message) = self.progress.failure() {
+            return Flush::failed(message);
+        }
+        self.submit_tail(true);
+        let writes: Vec<InFlight> = self.in_flight.drain(..).collect();
+        let device_flush = self.allocator.device().flush();
+        let (outcome_tx, outcome_rx) = watch::channel(None);
+        let previous = self.last_flush.replace(outcome_rx);
+        Flush {
+            state: FlushState::Running {
+                previous,
+                writes,
+                device_flush,
+                outcome: outcome_tx,
+                progress: self.progress.clone(),
+                durable_end_offset: self.next_offset,
+            },
+        }
+    }
+
+    /// Plans a read of whole batches starting with the one that contains `offset`, up to
+    /// `max_bytes` (at least one batch, however large, as Kafka does), below the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadPlan, LogError> {
+        self.check_not_failed()?;
+        let high_watermark = self.high_watermark();
+        if offset < self.log_start_offset || offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, high_watermark });
+        }
+        if offset == high_watermark {
+            return Ok(ReadPlan::Ready(Vec::new()));
+        }
+        if self.recent.front().is_some_and(|(header, _)| header.base_offset <= offset) {
+            let mut batches = Vec::new();
+            let mut total_bytes = 0;
+            for (header, bytes) in &self.recent {
+                if header.base_offset >= high_watermark {
+                    break;
+                }
+                if header.last_offset() < offset {
+                    continue;
+                }
+                if !batches.is_empty() && total_bytes + bytes.len() > max_bytes {
+                    break;
+                }
+                total_bytes += bytes.len();
+                batches.push(bytes.clone());
+            }
+            return Ok(ReadPlan::Ready(batches));
+        }
+        let zone = self.zone_for_offset(offset).expect("offset within the log has a zone");
+        let start = zone.index.position_for_offset(offset, zone.data_start());
+        let window_bytes = self.config.read_window_bytes.max(max_bytes.saturating_add(FRAME_HEADER_BYTES));
+        let scan = self.scan_zone(zone, start, window_bytes.min(self.zone_capacity_bytes() as usize));
+        Ok(ReadPlan::Device { scan, offset, max_bytes })
+    }
+
+    fn scan_zone(&self, zone: &LogZone, start: (u64, i64), window_bytes: usize) -> DeviceScan {
+        DeviceScan {
+            device: self.allocator.device().clone(),
+            zone: zone.zone,
+            start_bytes: start.0,
+            start_offset: start.1,
+            data_end_bytes: zone.data_end_bytes,
+            end_bytes: zone.submitted_bytes.min(round_up(zone.data_end_bytes as usize, BLOCK_SIZE) as u64),
+            stop_offset: self.high_watermark(),
+            window_bytes,
+        }
+    }
+
+    fn zone_for_offset(&self, offset: i64) -> Option<&LogZone> {
+        let after = self.zones.partition_point(|zone| zone.base_offset <= offset);
+        let zone = self.zones.get(after.checked_sub(1)?)?;
+        (offset < zone.end_offset).then_some(zone)
+    }
+
+    /// Plans the lookup of the first batch whose max timestamp is >= `timestamp_ms` (below the
+    /// high watermark), as Kafka's ListOffsets by timestamp does at batch granularity.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<TimestampPlan, LogError> {
+        self.check_not_failed()?;
+        let high_watermark = self.high_watermark();
+        let Some(zone) = self
+            .zones
+            .iter()
+            .find(|zone| zone.end_offset > self.log_start_offset && zone.index.max_timestamp_ms() >= timestamp_ms)
+        else {
+            return Ok(TimestampPlan { scan: None, timestamp_ms, log_start_offset: self.log_start_offset });
+        };
+        let start = zone.index.position_for_timestamp(timestamp_ms, zone.data_start());
+        let scan = (zone.base_offset < high_watermark).then(|| self.scan_zone(zone, start, self.config.read_window_bytes));
+        Ok(TimestampPlan { scan, timestamp_ms, log_start_offset: self.log_start_offset })
+    }
+
+    /// The batch with the largest timestamp below the high watermark: (its last offset, that
+    /// timestamp), as Kafka's ListOffsets MAX_TIMESTAMP reports it at batch granularity.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let high_watermark = self.high_watermark();
+        self.zones
+            .iter()
+            .filter(|zone| zone.end_offset > self.log_start_offset && zone.index.offset_of_max_timestamp() >= 0)
+            .filter(|zone| zone.index.offset_of_max_timestamp() < high_watermark)
+            .map(|zone| (zone.index.offset_of_max_timestamp(), zone.index.max_timestamp_ms()))
+            .max_by_key(|&(offset, timestamp)| (timestamp, std::cmp::Reverse(offset)))
+    }
+
+    /// Resets whole zones that retention no longer needs: by time (a zone whose newest batch is
+    /// older than `retention_ms`) and by size (while the log without its oldest zone is still at
+    /// least `retention_bytes`). The active zone is always kept. Returns the zones released.
+    pub fn apply_retention(&mut self, now_ms: i64, retention_ms: Option<i64>, retention_bytes: Option<u64>) -> usize {
+        let mut released = 0;
+        while self.zones.len() > 1 {
+            let oldest = &self.zones[0];
+            let expired_by_time = retention_ms.is_some_and(|ms| oldest.index.max_timestamp_ms() < now_ms.saturating_sub(ms));
+            let oldest_bytes = oldest.data_end_bytes;
+            let over_size = retention_bytes.is_some_and(|limit| self.size_bytes() - oldest_bytes >= limit);
+            if !(expired_by_time || over_size) {
+                break;
+            }
+            self.release_oldest_zone();
+            released += 1;
+        }
+        released
+    }
+
+    fn release_oldest_zone(&mut self) {
+        assert!(self.zones.len() > 1, "the active zone is never released");
+        let zone = self.zones.pop_front().expect("non-empty");
+        self.allocator.release(zone.zone);
+        let new_start = self.zones[0].base_offset;
+        self.log_start_offset = self.log_start_offset.max(new_start);
+        while self.recent.front().is_some_and(|(header, _)| header.last_offset() < self.log_start_offset) {
+            let (_, evicted) = self.recent.pop_front().expect("non-empty");
+            self.recent_bytes -= evicted.len();
+        }
+    }
+
+    /// Deletes records below `offset` (-1: the high watermark), as Kafka's DeleteRecords: the
+    /// log start offset moves exactly there, durably (it is written into the log itself), and
+    /// zones wholly below it are reset. Await the returned flush for durability.
+    pub fn delete_records(&mut self, offset: i64, now_ms: i64) -> Result<Flush, LogError> {
+        self.check_not_failed()?;
+        let high_watermark = self.high_watermark();
+        let offset = if offset == -1 { high_watermark } else { offset };
+        if offset < 0 || offset > high_watermark {
+            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, high_watermark });
+        }
+        if offset > self.log_start_offset {
+            self.make_room(8, now_ms)?;
+            self.write_frame(FrameKind::LogStartOffset, &offset.to_be_bytes(), self.next_offset);
+            self.log_start_offset = offset;
+            while self.zones.len() > 1 && self.zones[0].end_offset <= offset {
+                self.release_oldest_zone();
+            }
+            while self.recent.front().is_some_and(|(header, _)| header.last_offset() < offset) {
+                let (_, evicted) = self.recent.pop_front().expect("non-empty");
+                self.recent_bytes -= evicted.len();
+            }
+        }
+        Ok(self.start_flush())
+    }
+
+    /// Releases every zone of the log (topic deletion).
+    pub fn delete(mut self) {
+        self.submit_tail(true);
+        for zone in self.zones.drain(..) {
+            self.allocator.release(zone.zone);
+        }
+    }
+}
+
+/// A flush in progress. Await `complete` (async) or call `wait` (threads outside a runtime).
+#[must_use = "a flush reports durability only when awaited"]
+pub struct Flush {
+    state: FlushState,
+}
+
+enum FlushState {
+    Failed(String),
+    Running {
+        previous: Option<FlushOutcome>,
+        writes: Vec<InFlight>,
+        device_flush: Pending<()>,
+        outcome: watch::Sender<Option<Result<(), String>>>,
+        progress: Arc<Progress>,
+        durable_end_offset: i64,
+    },
+}
+
+impl Flush {
+    fn failed(message: String) -> Flush {
+        Flush { state: FlushState::Failed(message) }
+    }
+
+    /// Completes the flush: the high watermark it reached, or the error that failed the log.
+    pub async fn complete(self) -> Result<i64, LogError> {
+        let (previous, writes, device_flush, outcome, progress, durable_end_offset) = match self.state {
+            FlushState::Failed(message) => return Err(LogError::Failed(message)),
+            FlushState::Running { previous, writes, device_flush, outcome, progress, durable_end_offset } => {
+                (previous, writes, device_flush, outcome, progress, durable_end_offset)
+            }
+        };
+        let result = async {
+            if let Some(mut previous) = previous {
+                match previous.wait_for(|outcome| outcome.is_some()).await {
+                    Ok(outcome) => outcome.clone().expect("waited for Some")?,
+                    Err(_) => return Err("an earlier flush was dropped before it completed".to_string()),
+                }
+            }
+            for write in writes {
+                write.complete().await.map_err(|error| {
+                    progress.fail(&error);
+                    error.to_string()
+                })?;
+            }
+            device_flush.await.map_err(|error| {
+                progress.fail(&error);
+                error.to_string()
+            })
+        }
+        .await;
+        if result.is_err() && progress.failure().is_none() {
+            progress.fail(&io::Error::other(result.clone().unwrap_err()));
+        }
+        let _ = outcome.send(Some(result.clone()));
+        result.map_err(LogError::Failed)?;
+        progress.durable_end_offset.fetch_max(durable_end_offset, Ordering::AcqRel);
+        Ok(durable_end_offset)
+    }
+
+    /// Blocks the calling thread until the flush completes (not from inside an async task).
+    pub fn wait(self) -> Result<i64, LogError> {
+        crate::pending::block_on(self.complete())
+    }
+}
+
+/// A planned read: either already answered from memory, or a scan of one zone on the device.
+pub enum ReadPlan {
+    Ready(Vec<Bytes>),
+    Device { scan: DeviceScan, offset: i64, max_bytes: usize },
+}
+
+impl ReadPlan {
+    /// The batches read, in offset order.
+    pub async fn execute(self) -> Result<Vec<Bytes>, LogError> {
+        match self {
+            ReadPlan::Ready(batches) => Ok(batches),
+            ReadPlan::Device { scan, offset, max_bytes } => {
+                let mut batches = Vec::new();
+                let mut total_bytes = 0usize;
+                scan.run(|header, bytes| {
+                    if header.last_offset() < offset {
+                        return ControlFlow::Continue(());
+                    }
+                    if !batches.is_empty() && total_bytes + bytes.len() > max_bytes {
+                        return ControlFlow::Break(());
+                    }
+                    total_bytes += bytes.len();
+                    batches.push(bytes);
+                    ControlFlow::Continue(())
+                })
+                .await?;
+                Ok(batches)
+            }
+        }
+    }
+
+    pub fn wait(self) -> Result<Vec<Bytes>, LogError> {
+        crate::pending::block_on(self.execute())
+    }
+}
+
+/// A planned lookup by timestamp.
+pub struct TimestampPlan {
+    scan: Option<DeviceScan>,
+    timestamp_ms: i64,
+    log_start_offset: i64,
+}
+
+/// The answer of a lookup by timestamp: the first batch at or after the timestamp. Its offset
+/// is the batch's base offset, or the log start offset when that lies inside the batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimestampMatch {
+    pub offset: i64,
+    pub max_timestamp_ms: i64,
+    /// The batch itself, so the protocol layer can refine to the exact record.
+    pub batch: Bytes,
+}
+
+impl TimestampPlan {
+    pub async fn execute(self) -> Result<Option<TimestampMatch>, LogError> {
+        let Some(scan) = self.scan else { return Ok(None) };
+        let (timestamp_ms, log_start_offset) = (self.timestamp_ms, self.log_start_offset);
+        let mut found = None;
+        scan.run(|header, bytes| {
+            if header.last_offset() >= log_start_offset && header.max_timestamp_ms >= timestamp_ms {
+                found = Some(TimestampMatch {
+                    offset: header.base_offset.max(log_start_offset),
+                    max_timestamp_ms: header.max_timestamp_ms,
+                    batch: bytes,
+                });
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })
+        .await?;
+        Ok(found)
+    }
+
+    pub fn wait(self) -> Result<Option<TimestampMatch>, LogError> {
+        crate::pending::block_on(self.execute())
+    }
+}
+
+/// A sequential scan of the record batches of one zone between two positions, below an offset.
+pub struct DeviceScan {
+    device: Arc<dyn ZonedDevice>,
+    zone: ZoneId,
+    start_bytes: u64,
+    /// Base offset of the batch at `start_bytes`.
+    start_offset: i64,
+    /// Where the zone's verified frames end (after a cut at recovery, garbage may follow).
+    data_end_bytes: u64,
+    /// Where reading ends: the data end rounded up to a block.
+    end_bytes: u64,
+    /// Batches from this offset on are not durable yet: the scan stops before them, and the
+    /// bytes after the last durable batch may be a write still in flight.
+    stop_offset: i64,
+    window_bytes: usize,
+}
+
+impl DeviceScan {
+    /// Feeds every batch (header and zero-copy bytes) to `visit` until it breaks, the batches
+    /// reach `stop_offset`, or the zone's data ends.
+    async fn run(self, mut visit: impl FnMut(&BatchHeader, Bytes) -> ControlFlow<()>) -> Result<(), LogError> {
+        let block = BLOCK_SIZE as u64;
+        let mut position = self.start_bytes;
+        let mut next_offset = self.start_offset;
+        let mut window_bytes = self.window_bytes;
+        loop {
+            if next_offset >= self.stop_offset || position >= self.data_end_bytes {
+                return Ok(());
+            }
+            let window_start = position / block * block;
+            let window_end = (window_start + round_up(window_bytes, BLOCK_SIZE) as u64).min(self.end_bytes);
+            if window_start >= window_end {
+                return Err(LogError::CorruptOnDevice { zone: self.zone, position_bytes: position });
+            }
+            let buf = self.device.read(self.zone, window_start, (window_end - window_start) as usize).await?;
+            let window = Bytes::from_owner(buf);
+            loop {
+                match format::scan_frame(&window, window_start, position, window_end) {
+                    ScanStep::Frame { kind, payload, end_bytes } => {
+                        position = end_bytes;
+                        if kind != FrameKind::RecordBatch {
+                            continue;
+                        }
+                        let corrupt = LogError::CorruptOnDevice { zone: self.zone, position_bytes: position };
+                        let header = batch::parse_header(payload).map_err(|_| corrupt)?;
+                        if header.base_offset >= self.stop_offset {
+                            return Ok(());
+                        }
+                        next_offset = header.last_offset() + 1;
+                        let start = (end_bytes - window_start) as usize - payload.len();
+                        if visit(&header, window.slice(start..start + payload.len())).is_break() {
+                            return Ok(());
+                        }
+                        if next_offset >= self.stop_offset || position >= self.data_end_bytes {
+                            return Ok(());
+                        }
+                    }
+                    ScanStep::Padding { next_bytes } => position = next_bytes,
+                    ScanStep::End | ScanStep::Invalid | ScanStep::NeedMore { .. } => {
+                        if window_end >= self.end_bytes {
+                            // Durable batches remain but the zone's bytes end or do not parse.
+                            return Err(LogError::CorruptOnDevice { zone: self.zone, position_bytes: position });
+                        }
+                        // The frame may only look cut by the window's end: read on from it,
+                        // with a larger window if it started inside this one.
+                        if position < window_end {
+                            window_bytes = window_bytes.saturating_mul(2);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! `LogStore`: opens a zoned device, recovers every partition log on it, and creates new ones.
+//!
+//! Recovery reads each zone's header to rebuild the partition chains (ordered by zone sequence),
+//! then scans every frame up to the write pointer to rebuild the indexes. A chain is cut at the
+//! first frame that does not verify (a torn write): that zone is finished so nothing is appended
+//! after the garbage, and any later zones of the chain are reset (they can only hold writes that
+//! were never acknowledged, since an acknowledgement waits for every earlier write). Zones whose
+//! header does not verify are reset. The device's write pointers are the only metadata: there is
+//! no side file that could disagree with the data.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::allocator::ZoneAllocator;
+use super::batch;
+use super::format::{self, FrameKind, ScanStep, ZoneHeader, ZONE_HEADER_BYTES};
+use super::index::ZoneIndex;
+use super::partition::{LogConfig, LogError, LogZone, PartitionId, PartitionLog};
+use crate::zone::{ZoneId, ZoneInfo, ZoneState, ZonedDevice};
+
+pub struct LogStore {
+    allocator: Arc<ZoneAllocator>,
+    config: LogConfig,
+}
+
+/// What recovery found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub zones_scanned: usize,
+    pub bytes_scanned: u64,
+    pub batches_recovered: u64,
+    /// Zones cut at a frame that did not verify (torn writes), then finished.
+    pub zones_cut: usize,
+    /// Zones reset: an unreadable header, or after a cut in their chain.
+    pub zones_reset: usize,
+    pub duration: Duration,
+}
+
+pub struct Recovered {
+    pub store: LogStore,
+    pub partitions: Vec<PartitionLog>,
+    pub report: RecoveryReport,
+}
+
+struct ChainZone {
+    info: ZoneInfo,
+    header: ZoneHeader,
+}
+
+impl LogStore {
+    /// Recovers every partition log on `device`.
+    pub async fn open(device: Arc<dyn ZonedDevice>, config: LogConfig) -> Result<Recovered, LogError> {
+        let started = Instant::now();
+        let mut report = RecoveryReport::default();
+        let mut chains: BTreeMap<PartitionId, Vec<ChainZone>> = BTreeMap::new();
+        let mut unreadable = Vec::new();
+        for info in device.report_zones() {
+            if info.write_pointer_bytes == 0 {
+                continue;
+            }
+            let block = device.read(info.id, 0, ZONE_HEADER_BYTES).await?;
+            match ZoneHeader::decode(&block) {
+                Some(header) => {
+                    let id = PartitionId { topic: header.topic.clone(), topic_id: header.topic_id, partition: header.partition };
+                    chains.entry(id).or_default().push(ChainZone { info, header });
+                }
+                None => unreadable.push(info.id),
+            }
+        }
+        let owned: BTreeSet<ZoneId> = chains.values().flatten().map(|zone| zone.info.id).collect();
+        let allocator = Arc::new(ZoneAllocator::new(device.clone(), &owned));
+        for zone in unreadable {
+            tracing::warn!(zone, "zone header does not verify; resetting the zone");
+            allocator.release(zone);
+            report.zones_reset += 1;
+        }
+        let mut partitions = Vec::with_capacity(chains.len());
+        for (id, mut chain) in chains {
+            chain.sort_by_key(|zone| zone.header.zone_sequence);
+            let log = recover_chain(id, chain, &allocator, &config, &mut report).await?;
+            partitions.push(log);
+        }
+        allocator.settle().await?;
+        report.duration = started.elapsed();
+        Ok(Recovered { store: LogStore { allocator, config }, partitions, report })
+    }
+
+    /// A new, empty partition log (it takes a zone at its first append).
+    pub fn create_partition(&self, id: PartitionId) -> PartitionLog {
+        PartitionLog::create(id, self.allocator.clone(), self.config.clone())
+    }
+
+    pub fn allocator(&self) -> &Arc<ZoneAllocator> {
+        &self.allocator
+    }
+
+    pub fn device(&self) -> &Arc<dyn ZonedDevice> {
+        self.allocator.device()
+    }
+}
+
+async fn recover_chain(
+    id: PartitionId,
+    chain: Vec<ChainZone>,
+    allocator: &Arc<ZoneAllocator>,
+    config: &LogConfig,
+    report: &mut RecoveryReport,
+) -> Result<PartitionLog, LogError> {
+    let device = allocator.device().clone();
+    let mut zones: VecDeque<LogZone> = VecDeque::new();
+    let mut log_start_offset = 0i64;
+    // New zones get a sequence above every zone seen, even dropped ones whose reset may not
+    // complete before another crash.
+    let next_zone_sequence = chain.iter().map(|zone| zone.header.zone_sequence + 1).max().unwrap_or(0);
+    for ChainZone { info, header } in chain {
+        // A zone continues the log only if it starts exactly where the verified log ends. That
+        // keeps a zone written after an earlier cut (its base is the cut point) and drops one
+        // written before a crash after a torn write (its base lies beyond the cut).
+        let continues = zones.back().is_none_or(|last| last.end_offset == header.base_offset && last.sequence < header.zone_sequence);
+        if !continues {
+            tracing::warn!(topic = %id.topic, partition = id.partition, zone = info.id, "zone does not continue the verified log; resetting it");
+            allocator.release(info.id);
+            report.zones_reset += 1;
+            continue;
+        }
+        let scanned = scan_zone(device.as_ref(), info, &header, config).await?;
+        report.zones_scanned += 1;
+        report.bytes_scanned += info.write_pointer_bytes;
+        report.batches_recovered += scanned.batches;
+        log_start_offset = log_start_offset.max(scanned.log_start_offset);
+        let mut zone = scanned.zone;
+        if !scanned.clean {
+            tracing::warn!(
+                topic = %id.topic, partition = id.partition, zone = info.id, position_bytes = zone.data_end_bytes,
+                "frame does not verify (torn write); cutting the log here"
+            );
+            report.zones_cut += 1;
+        }
+        if !scanned.clean || info.state == ZoneState::Full {
+            zone.sealed = true;
+            if info.state != ZoneState::Full {
+                allocator.finish(info.id).await?;
+            }
+        }
+        zones.push_back(zone);
+    }
+    // Every zone but the last is sealed: appends only ever go to the newest zone.
+    let count = zones.len();
+    for zone in zones.iter_mut().take(count.saturating_sub(1)) {
+        if !zone.sealed {
+            zone.sealed = true;
+            allocator.finish(zone.zone).await?;
+        }
+    }
+    let first_base = zones.front().map_or(0, |zone| zone.base_offset);
+    let next_offset = zones.back().map_or(0, |zone| zone.end_offset);
+    let log_start_offset = log_start_offset.max(first_base).min(next_offset);
+    Ok(PartitionLog::from_parts(id, allocator.clone(), config.clone(), zones, (log_start_offset, next_offset), next_zone_sequence))
+}
+
+struct ScannedZone {
+    zone: LogZone,
+    batches: u64,
+    log_start_offset: i64,
+    /// The scan reached the write pointer with every frame verified.
+    clean: bool,
+}
+
+async fn scan_zone(device: &dyn ZonedDevice, info: ZoneInfo, header: &ZoneHeader, config: &LogConfig) -> Result<ScannedZone, LogError> {
+    let write_pointer = info.write_pointer_bytes;
+    let data = device.read(info.id, 0, write_pointer as usize).await?;
+    let mut index = ZoneIndex::new(config.index_interval_bytes);
+    let mut position = ZONE_HEADER_BYTES as u64;
+    let mut data_end = position;
+    let mut next_offset = header.base_offset;
+    let mut batches = 0;
+    let mut log_start_offset = 0;
+    let clean = loop {
+        match format::scan_frame(&data, 0, position, write_pointer) {
+            ScanStep::Frame { kind: FrameKind::RecordBatch, payload, end_bytes } => {
+                let Ok(batch) = batch::parse_header(payload) else { break false };
+                if batch.base_offset != next_offset || batch.last_offset_delta < 0 {
+                    break false;
+                }
+                index.on_batch(batch.base_offset, batch.last_offset(), position, batch.max_timestamp_ms);
+                next_offset = batch.last_offset() + 1;
+                batches += 1;
+                position = end_bytes;
+                data_end = end_bytes;
+            }
+            ScanStep::Frame { kind: FrameKind::LogStartOffset, payload, end_bytes } => {
+                let Ok(bytes) = <[u8; 8]>::try_from(payload) else { break false };
+                log_start_offset = log_start_offset.max(i64::from_be_bytes(bytes));
+                position = end_bytes;
+                data_end = end_bytes;
+            }
+            ScanStep::Padding { next_bytes } => position = next_bytes,
+            // Clean only if the frames reach the write pointer: zeros before it would leave a
+            // gap that a later recovery stops at.
+            ScanStep::End => break position >= write_pointer,
+            ScanStep::Invalid | ScanStep::NeedMore { .. } => break false,
+        }
+    };
+    let zone = LogZone {
+        zone: info.id,
+        sequence: header.zone_sequence,
+        base_offset: header.base_offset,
+        end_offset: next_offset,
+        data_end_bytes: data_end,
+        submitted_bytes: write_pointer,
+        index,
+        sealed: false,
+    };
+    Ok(ScannedZone { zone, batches, log_start_offset, clean })
+}
