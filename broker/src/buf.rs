@@ -31,7 +31,11 @@ impl AlignedBuf {
         // Safety: layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len: 0, capacity }
+        AlignedBuf {
+            ptr,
+            len: 0,
+            capacity,
+        }
     }
 
     /// A zeroed buffer of exactly `len_bytes` (which must be a multiple of `BLOCK_SIZE`).
@@ -69,7 +73,12 @@ impl AlignedBuf {
     /// The writable tail after `len` (zeroed unless written before a `clear`).
     pub fn spare_mut(&mut self) -> &mut [u8] {
         // Safety: the allocation is `capacity` bytes long.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), self.capacity - self.len) }
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.ptr.as_ptr().add(self.len),
+                self.capacity - self.len,
+            )
+        }
     }
 
     /// Sets the length. Bytes up to `len` must have been initialised, which they always are:
@@ -150,7 +159,10 @@ impl AsRef<[u8]> for AlignedBuf {
 
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBuf").field("len", &self.len).field("capacity", &self.capacity).finish()
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity)
+            .finish()
     }
 }
 

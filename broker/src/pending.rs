@@ -57,13 +57,18 @@ impl<T> Pending<T> {
     pub fn wait(self) -> io::Result<T> {
         match self.0 {
             PendingInner::Ready(result) => result.expect("Pending polled after completion"),
-            PendingInner::Waiting(rx) => rx.blocking_recv().unwrap_or_else(|_| Err(storage_thread_gone())),
+            PendingInner::Waiting(rx) => rx
+                .blocking_recv()
+                .unwrap_or_else(|_| Err(storage_thread_gone())),
         }
     }
 }
 
 fn storage_thread_gone() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, "storage thread stopped before completing the request")
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "storage thread stopped before completing the request",
+    )
 }
 
 // Pending never pins its `T`: a ready value is moved out whole, and the receiver is Unpin.
@@ -75,7 +80,9 @@ impl<T> Future for Pending<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let this = self.get_mut();
         match &mut this.0 {
-            PendingInner::Ready(result) => Poll::Ready(result.take().expect("Pending polled after completion")),
+            PendingInner::Ready(result) => {
+                Poll::Ready(result.take().expect("Pending polled after completion"))
+            }
             PendingInner::Waiting(rx) => match Pin::new(rx).poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(result)) => Poll::Ready(result),
@@ -116,7 +123,9 @@ mod tests {
         std::thread::spawn(move || tx.complete(Ok(7)));
         assert_eq!(rx.wait().unwrap(), 7);
 
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let (tx, rx) = Pending::<u32>::channel();
         tx.complete(Ok(9));
         assert_eq!(runtime.block_on(rx).unwrap(), 9);

@@ -24,21 +24,50 @@ fn geometry() -> ZoneGeometry {
 }
 
 fn config() -> LogConfig {
-    LogConfig { write_chunk_bytes: 16 << 10, index_interval_bytes: 2048, recent_cache_bytes_max: 8 << 10, read_window_bytes: 8 << 10 }
+    LogConfig {
+        write_chunk_bytes: 16 << 10,
+        index_interval_bytes: 2048,
+        recent_cache_bytes_max: 8 << 10,
+        read_window_bytes: 8 << 10,
+    }
 }
 
 fn partition_id(partition: usize) -> PartitionId {
-    PartitionId { topic: "model".into(), topic_id: [1; 16], partition: partition as i32 }
+    PartitionId {
+        topic: "model".into(),
+        topic_id: [1; 16],
+        partition: partition as i32,
+    }
 }
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { partition: usize, records: usize, value_bytes: usize, timestamp_ms: i64 },
-    Flush { partition: usize },
-    Read { partition: usize, at: f64, max_bytes: usize },
-    Timestamp { partition: usize, timestamp_ms: i64 },
-    Retention { partition: usize, bytes: u64 },
-    DeleteRecords { partition: usize, at: f64 },
+    Append {
+        partition: usize,
+        records: usize,
+        value_bytes: usize,
+        timestamp_ms: i64,
+    },
+    Flush {
+        partition: usize,
+    },
+    Read {
+        partition: usize,
+        at: f64,
+        max_bytes: usize,
+    },
+    Timestamp {
+        partition: usize,
+        timestamp_ms: i64,
+    },
+    Retention {
+        partition: usize,
+        bytes: u64,
+    },
+    DeleteRecords {
+        partition: usize,
+        at: f64,
+    },
     Reopen,
 }
 
@@ -74,19 +103,30 @@ struct ModelPartition {
 
 impl ModelPartition {
     fn end(&self) -> i64 {
-        self.batches.last().map_or(self.log_start.max(self.durable_end), |b| b.last + 1)
+        self.batches
+            .last()
+            .map_or(self.log_start.max(self.durable_end), |b| b.last + 1)
     }
     fn durable(&self) -> impl Iterator<Item = &ModelBatch> {
-        self.batches.iter().filter(|b| b.last >= self.log_start && b.base < self.durable_end)
+        self.batches
+            .iter()
+            .filter(|b| b.last >= self.log_start && b.base < self.durable_end)
     }
 }
 
 fn make_batch(records: usize, value_bytes: usize, timestamp_ms: i64, salt: u64) -> Vec<u8> {
     let records: Vec<SimpleRecord> = (0..records)
         .map(|i| {
-            let value: Vec<u8> = (0..value_bytes / records.max(1)).map(|j| (salt as usize + i * 31 + j) as u8).collect();
+            let value: Vec<u8> = (0..value_bytes / records.max(1))
+                .map(|j| (salt as usize + i * 31 + j) as u8)
+                .collect();
             let key = format!("key-{salt}-{i}");
-            SimpleRecord::new(Some(key.as_bytes()), if i == 1 { None } else { Some(&value) }, &[("h", Some(b"v"))], timestamp_ms + i as i64)
+            SimpleRecord::new(
+                Some(key.as_bytes()),
+                if i == 1 { None } else { Some(&value) },
+                &[("h", Some(b"v"))],
+                timestamp_ms + i as i64,
+            )
         })
         .collect();
     encode_batch(&records, Compression::None).unwrap()
@@ -106,7 +146,11 @@ fn open(device: &Arc<dyn ZonedDevice>) -> (LogStore, Vec<PartitionLog>) {
         logs[index] = Some(log);
     }
     let store = recovered.store;
-    let logs = logs.into_iter().enumerate().map(|(i, log)| log.unwrap_or_else(|| store.create_partition(partition_id(i)))).collect();
+    let logs = logs
+        .into_iter()
+        .enumerate()
+        .map(|(i, log)| log.unwrap_or_else(|| store.create_partition(partition_id(i))))
+        .collect();
     (store, logs)
 }
 
@@ -117,28 +161,51 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut salt = 0u64;
     for op in ops {
         match op {
-            Op::Append { partition, records, value_bytes, timestamp_ms } => {
+            Op::Append {
+                partition,
+                records,
+                value_bytes,
+                timestamp_ms,
+            } => {
                 salt += 1;
                 let batch = make_batch(records, value_bytes, timestamp_ms, salt);
-                let info = logs[partition].append(BytesMut::from(&batch[..]), 0).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let info = logs[partition]
+                    .append(BytesMut::from(&batch[..]), 0)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let m = &mut model[partition];
                 prop_assert_eq!(info.base_offset, m.end());
                 prop_assert_eq!(info.last_offset, info.base_offset + records as i64 - 1);
-                m.batches.push(ModelBatch { base: info.base_offset, last: info.last_offset, max_timestamp_ms: info.max_timestamp_ms, bytes: stored(&batch, info.base_offset) });
+                m.batches.push(ModelBatch {
+                    base: info.base_offset,
+                    last: info.last_offset,
+                    max_timestamp_ms: info.max_timestamp_ms,
+                    bytes: stored(&batch, info.base_offset),
+                });
             }
             Op::Flush { partition } => {
-                let hw = logs[partition].start_flush().wait().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let hw = logs[partition]
+                    .start_flush()
+                    .wait()
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(hw, model[partition].end());
                 model[partition].durable_end = hw;
                 prop_assert_eq!(logs[partition].high_watermark(), hw);
             }
-            Op::Read { partition, at, max_bytes } => {
+            Op::Read {
+                partition,
+                at,
+                max_bytes,
+            } => {
                 let m = &model[partition];
                 let log = &logs[partition];
                 prop_assert_eq!(log.log_start_offset(), m.log_start);
                 let span = (m.durable_end - m.log_start) as f64;
                 let offset = m.log_start + (span * at) as i64;
-                let batches = log.read(offset, max_bytes).unwrap().wait().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let batches = log
+                    .read(offset, max_bytes)
+                    .unwrap()
+                    .wait()
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let expected: Vec<&ModelBatch> = m.durable().filter(|b| b.last >= offset).collect();
                 if offset >= m.durable_end {
                     prop_assert!(batches.is_empty());
@@ -153,13 +220,32 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 // Below the log start: out of range, as Kafka answers.
                 if m.log_start > 0 {
-                    prop_assert!(matches!(log.read(m.log_start - 1, max_bytes), Err(LogError::OffsetOutOfRange { .. })), "read below start");
+                    prop_assert!(
+                        matches!(
+                            log.read(m.log_start - 1, max_bytes),
+                            Err(LogError::OffsetOutOfRange { .. })
+                        ),
+                        "read below start"
+                    );
                 }
-                prop_assert!(matches!(log.read(m.durable_end + 1, max_bytes), Err(LogError::OffsetOutOfRange { .. })), "read above high watermark");
+                prop_assert!(
+                    matches!(
+                        log.read(m.durable_end + 1, max_bytes),
+                        Err(LogError::OffsetOutOfRange { .. })
+                    ),
+                    "read above high watermark"
+                );
             }
-            Op::Timestamp { partition, timestamp_ms } => {
+            Op::Timestamp {
+                partition,
+                timestamp_ms,
+            } => {
                 let m = &model[partition];
-                let found = logs[partition].offset_for_timestamp(timestamp_ms).unwrap().wait().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let found = logs[partition]
+                    .offset_for_timestamp(timestamp_ms)
+                    .unwrap()
+                    .wait()
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let expected = m.durable().find(|b| b.max_timestamp_ms >= timestamp_ms);
                 match (found, expected) {
                     (None, None) => {}
@@ -168,26 +254,48 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert_eq!(found.max_timestamp_ms, expected.max_timestamp_ms);
                         prop_assert_eq!(&found.batch, &expected.bytes);
                     }
-                    (found, expected) => prop_assert!(false, "timestamp {} found {:?} expected {:?}", timestamp_ms, found.map(|f| f.offset), expected.map(|e| e.base)),
+                    (found, expected) => prop_assert!(
+                        false,
+                        "timestamp {} found {:?} expected {:?}",
+                        timestamp_ms,
+                        found.map(|f| f.offset),
+                        expected.map(|e| e.base)
+                    ),
                 }
             }
             Op::Retention { partition, bytes } => {
                 let log = &mut logs[partition];
                 let before = log.log_start_offset();
                 log.apply_retention(0, None, Some(bytes));
-                prop_assert_eq!(log.apply_retention(0, None, Some(bytes)), 0, "retention is idempotent");
+                prop_assert_eq!(
+                    log.apply_retention(0, None, Some(bytes)),
+                    0,
+                    "retention is idempotent"
+                );
                 let m = &mut model[partition];
                 let after = log.log_start_offset();
                 prop_assert!(after >= before);
-                prop_assert!(after == m.log_start || m.batches.iter().any(|b| b.base == after), "log start {} on a batch boundary", after);
+                prop_assert!(
+                    after == m.log_start || m.batches.iter().any(|b| b.base == after),
+                    "log start {} on a batch boundary",
+                    after
+                );
                 m.log_start = after;
-                prop_assert!(log.size_bytes() < bytes || log.zone_ids().len() == 1 || log.size_bytes() - 1 < bytes + 56 * 1024);
+                prop_assert!(
+                    log.size_bytes() < bytes
+                        || log.zone_ids().len() == 1
+                        || log.size_bytes() - 1 < bytes + 56 * 1024
+                );
             }
             Op::DeleteRecords { partition, at } => {
                 let m = &mut model[partition];
                 let target = m.log_start + ((m.durable_end - m.log_start) as f64 * at) as i64;
-                let flush = logs[partition].delete_records(target, 0).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                flush.wait().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let flush = logs[partition]
+                    .delete_records(target, 0)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                flush
+                    .wait()
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 m.log_start = m.log_start.max(target);
                 m.durable_end = m.end();
                 prop_assert_eq!(logs[partition].log_start_offset(), m.log_start);
@@ -201,12 +309,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let log = &logs[partition];
                     // Unflushed batches may or may not survive, but only whole, in order.
                     let end = log.log_end_offset();
-                    prop_assert!(end >= m.durable_end && end <= m.end(), "end {} within [{}, {}]", end, m.durable_end, m.end());
+                    prop_assert!(
+                        end >= m.durable_end && end <= m.end(),
+                        "end {} within [{}, {}]",
+                        end,
+                        m.durable_end,
+                        m.end()
+                    );
                     m.batches.retain(|b| b.base < end);
                     prop_assert_eq!(m.end(), end.max(m.log_start));
                     m.durable_end = end;
                     prop_assert_eq!(log.high_watermark(), end);
-                    prop_assert_eq!(log.log_start_offset(), m.log_start, "partition {}", partition);
+                    prop_assert_eq!(
+                        log.log_start_offset(),
+                        m.log_start,
+                        "partition {}",
+                        partition
+                    );
                 }
             }
         }
@@ -226,21 +345,38 @@ proptest! {
 #[test]
 fn many_partitions_share_few_open_zones() {
     // 200 partitions, 4 open zones: every partition writes and flushes in turn.
-    let geometry = ZoneGeometry { zone_size_bytes: 64 << 10, zone_capacity_bytes: 64 << 10, zone_count: 260, max_open_zones: 4, max_active_zones: 256 };
+    let geometry = ZoneGeometry {
+        zone_size_bytes: 64 << 10,
+        zone_capacity_bytes: 64 << 10,
+        zone_count: 260,
+        max_open_zones: 4,
+        max_active_zones: 256,
+    };
     let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
-    let store = broker::pending::block_on(LogStore::open(device.clone(), config())).unwrap().store;
-    let mut logs: Vec<PartitionLog> = (0..200).map(|p| store.create_partition(partition_id(p))).collect();
+    let store = broker::pending::block_on(LogStore::open(device.clone(), config()))
+        .unwrap()
+        .store;
+    let mut logs: Vec<PartitionLog> = (0..200)
+        .map(|p| store.create_partition(partition_id(p)))
+        .collect();
     for round in 0..3 {
         for (p, log) in logs.iter_mut().enumerate() {
             let batch = make_batch(2, 500, round, p as u64);
             log.append(BytesMut::from(&batch[..]), 0).unwrap();
             log.start_flush().wait().unwrap();
         }
-        let open = device.report_zones().iter().filter(|z| z.state == broker::zone::ZoneState::Open).count();
+        let open = device
+            .report_zones()
+            .iter()
+            .filter(|z| z.state == broker::zone::ZoneState::Open)
+            .count();
         assert!(open <= 4, "{open} zones open");
     }
     drop(logs);
     let recovered = broker::pending::block_on(LogStore::open(device.clone(), config())).unwrap();
     assert_eq!(recovered.partitions.len(), 200);
-    assert!(recovered.partitions.iter().all(|log| log.log_end_offset() == 6));
+    assert!(recovered
+        .partitions
+        .iter()
+        .all(|log| log.log_end_offset() == 6));
 }

@@ -41,8 +41,14 @@ impl ZoneAllocator {
     /// Zones left open by a previous owner of the device are closed: nobody writes them now, and
     /// the open budget starts whole (a real device after power loss reports them closed too).
     pub fn new(device: Arc<dyn ZonedDevice>, owned: &BTreeSet<ZoneId>) -> ZoneAllocator {
-        for zone in device.report_zones().iter().filter(|zone| zone.state == ZoneState::Open) {
-            device.close(zone.id).expect("an open zone can always be closed");
+        for zone in device
+            .report_zones()
+            .iter()
+            .filter(|zone| zone.state == ZoneState::Open)
+        {
+            device
+                .close(zone.id)
+                .expect("an open zone can always be closed");
         }
         let free = device
             .report_zones()
@@ -52,7 +58,11 @@ impl ZoneAllocator {
             .collect();
         ZoneAllocator {
             device,
-            state: Mutex::new(AllocatorState { free, resetting: Vec::new(), open_lru: VecDeque::new() }),
+            state: Mutex::new(AllocatorState {
+                free,
+                resetting: Vec::new(),
+                open_lru: VecDeque::new(),
+            }),
         }
     }
 
@@ -61,7 +71,9 @@ impl ZoneAllocator {
     }
 
     fn lock(&self) -> MutexGuard<'_, AllocatorState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes a free zone for a partition, within the device's active-zone limit.
@@ -78,11 +90,19 @@ impl ZoneAllocator {
         let Some(&zone) = state.free.iter().next() else {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
-                format!("no free zone left on the device ({} zones, {} being reset)", geometry.zone_count, state.resetting.len()),
+                format!(
+                    "no free zone left on the device ({} zones, {} being reset)",
+                    geometry.zone_count,
+                    state.resetting.len()
+                ),
             ));
         };
         if active >= geometry.max_active_zones {
-            return Err(ZoneError::TooManyActiveZones { zone, max_active_zones: geometry.max_active_zones }.into());
+            return Err(ZoneError::TooManyActiveZones {
+                zone,
+                max_active_zones: geometry.max_active_zones,
+            }
+            .into());
         }
         state.free.remove(&zone);
         Ok(zone)
@@ -161,7 +181,9 @@ impl AllocatorState {
                 Some(Ok(())) => {
                     self.free.insert(zone);
                 }
-                Some(Err(error)) => tracing::error!(zone, %error, "zone reset failed; the zone stays out of use"),
+                Some(Err(error)) => {
+                    tracing::error!(zone, %error, "zone reset failed; the zone stays out of use")
+                }
             }
         }
         self.resetting = still;

@@ -55,7 +55,10 @@ pub struct ZoneHeader {
 impl ZoneHeader {
     /// Encodes into a full block.
     pub fn encode(&self) -> [u8; ZONE_HEADER_BYTES] {
-        assert!(self.topic.len() <= TOPIC_NAME_BYTES_MAX, "topic name length checked by callers");
+        assert!(
+            self.topic.len() <= TOPIC_NAME_BYTES_MAX,
+            "topic name length checked by callers"
+        );
         let mut block = [0u8; ZONE_HEADER_BYTES];
         let mut at = 0;
         let mut put = |bytes: &[u8]| {
@@ -80,8 +83,13 @@ impl ZoneHeader {
     /// Decodes a zone's first block; `None` if it is not a valid header (never written, torn,
     /// or another format).
     pub fn decode(block: &[u8]) -> Option<ZoneHeader> {
-        let mut reader = Reader { bytes: block, at: 0 };
-        if reader.take(8)? != ZONE_MAGIC || u16::from_be_bytes(reader.array()?) != ZONE_FORMAT_VERSION {
+        let mut reader = Reader {
+            bytes: block,
+            at: 0,
+        };
+        if reader.take(8)? != ZONE_MAGIC
+            || u16::from_be_bytes(reader.array()?) != ZONE_FORMAT_VERSION
+        {
             return None;
         }
         let topic_id: [u8; 16] = reader.array()?;
@@ -93,13 +101,22 @@ impl ZoneHeader {
         if topic_len > TOPIC_NAME_BYTES_MAX {
             return None;
         }
-        let topic = std::str::from_utf8(reader.take(topic_len)?).ok()?.to_string();
+        let topic = std::str::from_utf8(reader.take(topic_len)?)
+            .ok()?
+            .to_string();
         let end = reader.at;
         let crc = u32::from_be_bytes(reader.array()?);
         if crc != crc32fast::hash(&block[..end]) || base_offset < 0 || partition < 0 {
             return None;
         }
-        Some(ZoneHeader { topic, topic_id, partition, zone_sequence, base_offset, created_ms })
+        Some(ZoneHeader {
+            topic,
+            topic_id,
+            partition,
+            zone_sequence,
+            base_offset,
+            created_ms,
+        })
     }
 }
 
@@ -155,7 +172,11 @@ pub fn next_frame_start(position_bytes: u64) -> u64 {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ScanStep<'a> {
     /// A valid frame: its kind, payload and the position just after it.
-    Frame { kind: FrameKind, payload: &'a [u8], end_bytes: u64 },
+    Frame {
+        kind: FrameKind,
+        payload: &'a [u8],
+        end_bytes: u64,
+    },
     /// Padding: continue at `next_bytes`.
     Padding { next_bytes: u64 },
     /// No more frames (zeros at a block boundary, or the end of the written data).
@@ -170,7 +191,12 @@ pub enum ScanStep<'a> {
 /// Scans the frame at `position_bytes` (a zone-relative position) within `window`, which holds
 /// the zone's bytes starting at `window_start_bytes`; `written_end_bytes` is where the zone's
 /// data ends (its write pointer).
-pub fn scan_frame(window: &[u8], window_start_bytes: u64, position_bytes: u64, written_end_bytes: u64) -> ScanStep<'_> {
+pub fn scan_frame(
+    window: &[u8],
+    window_start_bytes: u64,
+    position_bytes: u64,
+    written_end_bytes: u64,
+) -> ScanStep<'_> {
     let position_bytes = next_frame_start(position_bytes);
     if position_bytes >= written_end_bytes {
         return ScanStep::End;
@@ -178,19 +204,28 @@ pub fn scan_frame(window: &[u8], window_start_bytes: u64, position_bytes: u64, w
     if position_bytes + FRAME_HEADER_BYTES as u64 > written_end_bytes {
         return ScanStep::Invalid;
     }
-    assert!(position_bytes >= window_start_bytes, "scan position before the window");
+    assert!(
+        position_bytes >= window_start_bytes,
+        "scan position before the window"
+    );
     let at = (position_bytes - window_start_bytes) as usize;
     let Some(header) = window.get(at..at + FRAME_HEADER_BYTES) else {
-        return ScanStep::NeedMore { frame_end_bytes: position_bytes + FRAME_HEADER_BYTES as u64 };
+        return ScanStep::NeedMore {
+            frame_end_bytes: position_bytes + FRAME_HEADER_BYTES as u64,
+        };
     };
     if header.iter().all(|&b| b == 0) {
         let block = BLOCK_SIZE as u64;
         if position_bytes % block == 0 {
             return ScanStep::End;
         }
-        return ScanStep::Padding { next_bytes: position_bytes.next_multiple_of(block) };
+        return ScanStep::Padding {
+            next_bytes: position_bytes.next_multiple_of(block),
+        };
     }
-    let len = u64::from(u32::from_be_bytes(header[0..4].try_into().expect("4 bytes")));
+    let len = u64::from(u32::from_be_bytes(
+        header[0..4].try_into().expect("4 bytes"),
+    ));
     let crc = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
     let Some(kind) = FrameKind::from_u8(header[8]) else {
         return ScanStep::Invalid;
@@ -204,7 +239,9 @@ pub fn scan_frame(window: &[u8], window_start_bytes: u64, position_bytes: u64, w
     }
     let payload_at = at + FRAME_HEADER_BYTES;
     let Some(payload) = window.get(payload_at..payload_at + len as usize) else {
-        return ScanStep::NeedMore { frame_end_bytes: end_bytes };
+        return ScanStep::NeedMore {
+            frame_end_bytes: end_bytes,
+        };
     };
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&header[0..4]);
@@ -213,7 +250,11 @@ pub fn scan_frame(window: &[u8], window_start_bytes: u64, position_bytes: u64, w
     if hasher.finalize() != crc {
         return ScanStep::Invalid;
     }
-    ScanStep::Frame { kind, payload, end_bytes }
+    ScanStep::Frame {
+        kind,
+        payload,
+        end_bytes,
+    }
 }
 
 #[cfg(test)]
@@ -263,7 +304,9 @@ mod tests {
         let mut payload_lens = Vec::new();
         loop {
             match scan_frame(&zone, 0, position, end) {
-                ScanStep::Frame { payload, end_bytes, .. } => {
+                ScanStep::Frame {
+                    payload, end_bytes, ..
+                } => {
                     payload_lens.push(payload.len());
                     position = end_bytes;
                 }
@@ -284,10 +327,17 @@ mod tests {
         for index in [0usize, 5, 8, 9, 12, 200, 311] {
             let mut corrupt = zone.clone();
             corrupt[ZONE_HEADER_BYTES + index] ^= 1;
-            assert_eq!(scan_frame(&corrupt, 0, start, end), ScanStep::Invalid, "byte {index}");
+            assert_eq!(
+                scan_frame(&corrupt, 0, start, end),
+                ScanStep::Invalid,
+                "byte {index}"
+            );
         }
         // Short window: ask for more rather than guess.
-        assert!(matches!(scan_frame(&zone[..ZONE_HEADER_BYTES + 100], 0, start, end), ScanStep::NeedMore { .. }));
+        assert!(matches!(
+            scan_frame(&zone[..ZONE_HEADER_BYTES + 100], 0, start, end),
+            ScanStep::NeedMore { .. }
+        ));
     }
 
     #[test]
@@ -295,11 +345,21 @@ mod tests {
         let mut zone = vec![0u8; 3 * BLOCK_SIZE];
         let payload = b"after padding";
         let second_block = 2 * BLOCK_SIZE;
-        zone[second_block..second_block + FRAME_HEADER_BYTES].copy_from_slice(&frame_header(FrameKind::RecordBatch, payload));
-        zone[second_block + FRAME_HEADER_BYTES..second_block + FRAME_HEADER_BYTES + payload.len()].copy_from_slice(payload);
+        zone[second_block..second_block + FRAME_HEADER_BYTES]
+            .copy_from_slice(&frame_header(FrameKind::RecordBatch, payload));
+        zone[second_block + FRAME_HEADER_BYTES..second_block + FRAME_HEADER_BYTES + payload.len()]
+            .copy_from_slice(payload);
         let end = (3 * BLOCK_SIZE) as u64;
-        assert_eq!(scan_frame(&zone, 0, BLOCK_SIZE as u64 + 100, end), ScanStep::Padding { next_bytes: 2 * BLOCK_SIZE as u64 });
-        assert!(matches!(scan_frame(&zone, 0, 2 * BLOCK_SIZE as u64, end), ScanStep::Frame { .. }));
+        assert_eq!(
+            scan_frame(&zone, 0, BLOCK_SIZE as u64 + 100, end),
+            ScanStep::Padding {
+                next_bytes: 2 * BLOCK_SIZE as u64
+            }
+        );
+        assert!(matches!(
+            scan_frame(&zone, 0, 2 * BLOCK_SIZE as u64, end),
+            ScanStep::Frame { .. }
+        ));
         assert_eq!(scan_frame(&zone, 0, BLOCK_SIZE as u64, end), ScanStep::End);
         assert_eq!(next_frame_start(BLOCK_SIZE as u64 - 5), BLOCK_SIZE as u64);
     }

@@ -36,16 +36,28 @@ impl ZoneIndex {
     }
 
     /// Records a batch appended (or recovered) at `position_bytes`. Batches arrive in order.
-    pub fn on_batch(&mut self, base_offset: i64, last_offset: i64, position_bytes: u64, max_timestamp_ms: i64) {
+    pub fn on_batch(
+        &mut self,
+        base_offset: i64,
+        last_offset: i64,
+        position_bytes: u64,
+        max_timestamp_ms: i64,
+    ) {
         let due = match self.last_entry_position_bytes {
             None => true,
             Some(last) => position_bytes >= last + self.interval_bytes,
         };
         if due {
             if let Some(previous) = self.entries.last() {
-                assert!(previous.base_offset < base_offset && previous.position_bytes < position_bytes);
+                assert!(
+                    previous.base_offset < base_offset && previous.position_bytes < position_bytes
+                );
             }
-            self.entries.push(IndexEntry { base_offset, position_bytes, max_timestamp_before_ms: self.max_timestamp_ms });
+            self.entries.push(IndexEntry {
+                base_offset,
+                position_bytes,
+                max_timestamp_before_ms: self.max_timestamp_ms,
+            });
             self.last_entry_position_bytes = Some(position_bytes);
         }
         if max_timestamp_ms > self.max_timestamp_ms {
@@ -57,20 +69,27 @@ impl ZoneIndex {
     /// Where to start scanning for the batch containing `offset`: (position, base offset of the
     /// batch there). `zone_start` is the zone's first frame position and base offset.
     pub fn position_for_offset(&self, offset: i64, zone_start: (u64, i64)) -> (u64, i64) {
-        let after = self.entries.partition_point(|entry| entry.base_offset <= offset);
+        let after = self
+            .entries
+            .partition_point(|entry| entry.base_offset <= offset);
         self.entry_before(after, zone_start)
     }
 
     /// Where to start scanning for the first batch whose max timestamp is >= `timestamp_ms`.
     pub fn position_for_timestamp(&self, timestamp_ms: i64, zone_start: (u64, i64)) -> (u64, i64) {
-        let after = self.entries.partition_point(|entry| entry.max_timestamp_before_ms < timestamp_ms);
+        let after = self
+            .entries
+            .partition_point(|entry| entry.max_timestamp_before_ms < timestamp_ms);
         self.entry_before(after, zone_start)
     }
 
     fn entry_before(&self, after: usize, zone_start: (u64, i64)) -> (u64, i64) {
         match after {
             0 => zone_start,
-            n => (self.entries[n - 1].position_bytes, self.entries[n - 1].base_offset),
+            n => (
+                self.entries[n - 1].position_bytes,
+                self.entries[n - 1].base_offset,
+            ),
         }
     }
 
@@ -111,6 +130,9 @@ mod tests {
         assert_eq!(index.position_for_timestamp(301, start), (5296, 30));
         assert_eq!(index.position_for_timestamp(650, start), (5296, 30));
         assert_eq!(index.position_for_timestamp(701, start), (6496, 60));
-        assert_eq!((index.max_timestamp_ms(), index.offset_of_max_timestamp()), (700, 69));
+        assert_eq!(
+            (index.max_timestamp_ms(), index.offset_of_max_timestamp()),
+            (700, 69)
+        );
     }
 }

@@ -9,5 +9,8 @@ mod partition;
 mod store;
 
 pub use allocator::ZoneAllocator;
-pub use partition::{AppendInfo, Flush, LogConfig, LogError, PartitionId, PartitionLog, ReadPlan, TimestampMatch, TimestampPlan};
+pub use partition::{
+    AppendInfo, Flush, LogConfig, LogError, PartitionId, PartitionLog, ReadPlan, TimestampMatch,
+    TimestampPlan,
+};
 pub use store::{LogStore, Recovered, RecoveryReport};

@@ -12,8 +12,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
@@ -63,10 +63,21 @@ pub struct PartitionId {
 pub enum LogError {
     #[error("corrupt record batch: {0}")]
     CorruptBatch(#[from] BatchError),
-    #[error("record batch of {size_bytes} bytes is larger than the {limit_bytes} bytes a zone can hold")]
-    BatchTooLarge { size_bytes: usize, limit_bytes: usize },
-    #[error("offset {offset} is out of range: the log holds [{log_start_offset}, {high_watermark})")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, high_watermark: i64 },
+    #[error(
+        "record batch of {size_bytes} bytes is larger than the {limit_bytes} bytes a zone can hold"
+    )]
+    BatchTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
+    #[error(
+        "offset {offset} is out of range: the log holds [{log_start_offset}, {high_watermark})"
+    )]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
     #[error("the partition log failed after a storage error and must be reopened: {0}")]
     Failed(String),
     #[error("corrupt data on the device in zone {zone} at byte {position_bytes}")]
@@ -134,7 +145,10 @@ impl Progress {
     }
 
     fn failure(&self) -> Option<String> {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -181,7 +195,11 @@ pub struct PartitionLog {
 
 impl PartitionLog {
     /// An empty log; it takes its first zone at the first append.
-    pub fn create(id: PartitionId, allocator: Arc<ZoneAllocator>, config: LogConfig) -> PartitionLog {
+    pub fn create(
+        id: PartitionId,
+        allocator: Arc<ZoneAllocator>,
+        config: LogConfig,
+    ) -> PartitionLog {
         assert!(id.topic.len() <= format::TOPIC_NAME_BYTES_MAX && id.partition >= 0);
         PartitionLog::from_parts(id, allocator, config, VecDeque::new(), (0, 0), 0)
     }
@@ -195,9 +213,13 @@ impl PartitionLog {
         (log_start_offset, next_offset): (i64, i64),
         next_zone_sequence: u64,
     ) -> PartitionLog {
-        assert!(config.write_chunk_bytes >= BLOCK_SIZE && config.write_chunk_bytes % BLOCK_SIZE == 0);
+        assert!(
+            config.write_chunk_bytes >= BLOCK_SIZE && config.write_chunk_bytes % BLOCK_SIZE == 0
+        );
         assert!(0 <= log_start_offset && log_start_offset <= next_offset);
-        assert!(zones.back().is_none_or(|zone| zone.sequence < next_zone_sequence));
+        assert!(zones
+            .back()
+            .is_none_or(|zone| zone.sequence < next_zone_sequence));
         PartitionLog {
             id,
             allocator,
@@ -208,7 +230,10 @@ impl PartitionLog {
             next_offset,
             tail: None,
             in_flight: VecDeque::new(),
-            progress: Arc::new(Progress { durable_end_offset: AtomicI64::new(next_offset), failure: Mutex::new(None) }),
+            progress: Arc::new(Progress {
+                durable_end_offset: AtomicI64::new(next_offset),
+                failure: Mutex::new(None),
+            }),
             last_flush: None,
             recent: VecDeque::new(),
             recent_bytes: 0,
@@ -273,20 +298,38 @@ impl PartitionLog {
         self.reap();
         let header = batch::validate(&batch)?;
         if batch.len() > self.batch_bytes_max() {
-            return Err(LogError::BatchTooLarge { size_bytes: batch.len(), limit_bytes: self.batch_bytes_max() });
+            return Err(LogError::BatchTooLarge {
+                size_bytes: batch.len(),
+                limit_bytes: self.batch_bytes_max(),
+            });
         }
         self.make_room(batch.len(), now_ms)?;
         let base_offset = self.next_offset;
         batch::set_base_offset(&mut batch, base_offset)?;
         let last_offset = base_offset + i64::from(header.last_offset_delta);
-        let header = BatchHeader { base_offset, ..header };
+        let header = BatchHeader {
+            base_offset,
+            ..header
+        };
         let position_bytes = self.write_frame(FrameKind::RecordBatch, &batch, last_offset + 1);
-        let zone = self.zones.back_mut().expect("make_room leaves an active zone");
-        zone.index.on_batch(base_offset, last_offset, position_bytes, header.max_timestamp_ms);
+        let zone = self
+            .zones
+            .back_mut()
+            .expect("make_room leaves an active zone");
+        zone.index.on_batch(
+            base_offset,
+            last_offset,
+            position_bytes,
+            header.max_timestamp_ms,
+        );
         zone.end_offset = last_offset + 1;
         self.next_offset = last_offset + 1;
         self.remember(header, batch.freeze());
-        Ok(AppendInfo { base_offset, last_offset, max_timestamp_ms: header.max_timestamp_ms })
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp_ms: header.max_timestamp_ms,
+        })
     }
 
     fn remember(&mut self, header: BatchHeader, bytes: Bytes) {
@@ -343,7 +386,11 @@ impl PartitionLog {
         self.next_zone_sequence += 1;
         let mut buf = AlignedBuf::with_capacity(self.config.write_chunk_bytes);
         buf.extend_from_slice(&header.encode());
-        self.tail = Some(Tail { buf, zone_position_bytes: 0, frames: VecDeque::new() });
+        self.tail = Some(Tail {
+            buf,
+            zone_position_bytes: 0,
+            frames: VecDeque::new(),
+        });
         self.zones.push_back(LogZone {
             zone,
             sequence: header.zone_sequence,
@@ -363,7 +410,11 @@ impl PartitionLog {
         let start = format::next_frame_start(position);
         let frame_bytes = format::frame_bytes(payload.len());
         let needed = (start - position) as usize + frame_bytes;
-        if self.tail.as_ref().is_none_or(|tail| tail.buf.remaining() < needed) {
+        if self
+            .tail
+            .as_ref()
+            .is_none_or(|tail| tail.buf.remaining() < needed)
+        {
             self.submit_tail(false);
             let chunk = self.config.write_chunk_bytes;
             let tail = self.tail.get_or_insert_with(|| Tail {
@@ -372,14 +423,17 @@ impl PartitionLog {
                 frames: VecDeque::new(),
             });
             if tail.buf.remaining() < needed {
-                let mut bigger = AlignedBuf::with_capacity(round_up(tail.buf.len() + needed, chunk));
+                let mut bigger =
+                    AlignedBuf::with_capacity(round_up(tail.buf.len() + needed, chunk));
                 bigger.extend_from_slice(&tail.buf);
                 tail.buf = bigger;
             }
         }
         let tail = self.tail.as_mut().expect("tail ensured");
-        tail.buf.set_len(tail.buf.len() + (start - position) as usize);
-        tail.buf.extend_from_slice(&format::frame_header(kind, payload));
+        tail.buf
+            .set_len(tail.buf.len() + (start - position) as usize);
+        tail.buf
+            .extend_from_slice(&format::frame_header(kind, payload));
         tail.buf.extend_from_slice(payload);
         let end = start + frame_bytes as u64;
         tail.frames.push_back((end, end_offset));
@@ -393,7 +447,9 @@ impl PartitionLog {
     /// Hands the tail's whole blocks to the device; with `pad`, pads the last partial block
     /// first so everything is submitted (a flush or a zone switch).
     fn submit_tail(&mut self, pad: bool) {
-        let Some(mut tail) = self.tail.take() else { return };
+        let Some(mut tail) = self.tail.take() else {
+            return;
+        };
         if pad {
             tail.buf.pad_to_block();
         }
@@ -412,12 +468,24 @@ impl PartitionLog {
             let mut rest = AlignedBuf::with_capacity(self.config.write_chunk_bytes);
             rest.extend_from_slice(&tail.buf[whole_bytes..]);
             tail.buf.set_len(whole_bytes);
-            self.tail = Some(Tail { buf: rest, zone_position_bytes: submitted_end, frames });
+            self.tail = Some(Tail {
+                buf: rest,
+                zone_position_bytes: submitted_end,
+                frames,
+            });
         }
-        let zone = self.zones.back_mut().expect("tail belongs to the active zone");
-        assert_eq!(zone.submitted_bytes, tail.zone_position_bytes, "tail starts at the write pointer");
+        let zone = self
+            .zones
+            .back_mut()
+            .expect("tail belongs to the active zone");
+        assert_eq!(
+            zone.submitted_bytes, tail.zone_position_bytes,
+            "tail starts at the write pointer"
+        );
         zone.submitted_bytes = submitted_end;
-        let write = self.allocator.write(zone.zone, tail.zone_position_bytes, tail.buf);
+        let write = self
+            .allocator
+            .write(zone.zone, tail.zone_position_bytes, tail.buf);
         self.in_flight.push_back(InFlight::Write(write));
     }
 
@@ -469,12 +537,20 @@ impl PartitionLog {
         self.check_not_failed()?;
         let high_watermark = self.high_watermark();
         if offset < self.log_start_offset || offset > high_watermark {
-            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, high_watermark });
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                high_watermark,
+            });
         }
         if offset == high_watermark {
             return Ok(ReadPlan::Ready(Vec::new()));
         }
-        if self.recent.front().is_some_and(|(header, _)| header.base_offset <= offset) {
+        if self
+            .recent
+            .front()
+            .is_some_and(|(header, _)| header.base_offset <= offset)
+        {
             let mut batches = Vec::new();
             let mut total_bytes = 0;
             for (header, bytes) in &self.recent {
@@ -492,11 +568,24 @@ impl PartitionLog {
             }
             return Ok(ReadPlan::Ready(batches));
         }
-        let zone = self.zone_for_offset(offset).expect("offset within the log has a zone");
+        let zone = self
+            .zone_for_offset(offset)
+            .expect("offset within the log has a zone");
         let start = zone.index.position_for_offset(offset, zone.data_start());
-        let window_bytes = self.config.read_window_bytes.max(max_bytes.saturating_add(FRAME_HEADER_BYTES));
-        let scan = self.scan_zone(zone, start, window_bytes.min(self.zone_capacity_bytes() as usize));
-        Ok(ReadPlan::Device { scan, offset, max_bytes })
+        let window_bytes = self
+            .config
+            .read_window_bytes
+            .max(max_bytes.saturating_add(FRAME_HEADER_BYTES));
+        let scan = self.scan_zone(
+            zone,
+            start,
+            window_bytes.min(self.zone_capacity_bytes() as usize),
+        );
+        Ok(ReadPlan::Device {
+            scan,
+            offset,
+            max_bytes,
+        })
     }
 
     fn scan_zone(&self, zone: &LogZone, start: (u64, i64), window_bytes: usize) -> DeviceScan {
@@ -506,14 +595,18 @@ impl PartitionLog {
             start_bytes: start.0,
             start_offset: start.1,
             data_end_bytes: zone.data_end_bytes,
-            end_bytes: zone.submitted_bytes.min(round_up(zone.data_end_bytes as usize, BLOCK_SIZE) as u64),
+            end_bytes: zone
+                .submitted_bytes
+                .min(round_up(zone.data_end_bytes as usize, BLOCK_SIZE) as u64),
             stop_offset: self.high_watermark(),
             window_bytes,
         }
     }
 
     fn zone_for_offset(&self, offset: i64) -> Option<&LogZone> {
-        let after = self.zones.partition_point(|zone| zone.base_offset <= offset);
+        let after = self
+            .zones
+            .partition_point(|zone| zone.base_offset <= offset);
         let zone = self.zones.get(after.checked_sub(1)?)?;
         (offset < zone.end_offset).then_some(zone)
     }
@@ -523,16 +616,27 @@ impl PartitionLog {
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<TimestampPlan, LogError> {
         self.check_not_failed()?;
         let high_watermark = self.high_watermark();
-        let Some(zone) = self
+        // Every zone that may hold a match, in order: a zone's maximum may come from batches
+        // below the log start, so the first candidate does not always hold the answer.
+        let scans = self
             .zones
             .iter()
-            .find(|zone| zone.end_offset > self.log_start_offset && zone.index.max_timestamp_ms() >= timestamp_ms)
-        else {
-            return Ok(TimestampPlan { scan: None, timestamp_ms, log_start_offset: self.log_start_offset });
-        };
-        let start = zone.index.position_for_timestamp(timestamp_ms, zone.data_start());
-        let scan = (zone.base_offset < high_watermark).then(|| self.scan_zone(zone, start, self.config.read_window_bytes));
-        Ok(TimestampPlan { scan, timestamp_ms, log_start_offset: self.log_start_offset })
+            .filter(|zone| {
+                zone.end_offset > self.log_start_offset && zone.base_offset < high_watermark
+            })
+            .filter(|zone| zone.index.max_timestamp_ms() >= timestamp_ms)
+            .map(|zone| {
+                let start = zone
+                    .index
+                    .position_for_timestamp(timestamp_ms, zone.data_start());
+                self.scan_zone(zone, start, self.config.read_window_bytes)
+            })
+            .collect();
+        Ok(TimestampPlan {
+            scans,
+            timestamp_ms,
+            log_start_offset: self.log_start_offset,
+        })
     }
 
     /// The batch with the largest timestamp below the high watermark: (its last offset, that
@@ -541,22 +645,36 @@ impl PartitionLog {
         let high_watermark = self.high_watermark();
         self.zones
             .iter()
-            .filter(|zone| zone.end_offset > self.log_start_offset && zone.index.offset_of_max_timestamp() >= 0)
+            .filter(|zone| {
+                zone.end_offset > self.log_start_offset && zone.index.offset_of_max_timestamp() >= 0
+            })
             .filter(|zone| zone.index.offset_of_max_timestamp() < high_watermark)
-            .map(|zone| (zone.index.offset_of_max_timestamp(), zone.index.max_timestamp_ms()))
+            .map(|zone| {
+                (
+                    zone.index.offset_of_max_timestamp(),
+                    zone.index.max_timestamp_ms(),
+                )
+            })
             .max_by_key(|&(offset, timestamp)| (timestamp, std::cmp::Reverse(offset)))
     }
 
     /// Resets whole zones that retention no longer needs: by time (a zone whose newest batch is
     /// older than `retention_ms`) and by size (while the log without its oldest zone is still at
     /// least `retention_bytes`). The active zone is always kept. Returns the zones released.
-    pub fn apply_retention(&mut self, now_ms: i64, retention_ms: Option<i64>, retention_bytes: Option<u64>) -> usize {
+    pub fn apply_retention(
+        &mut self,
+        now_ms: i64,
+        retention_ms: Option<i64>,
+        retention_bytes: Option<u64>,
+    ) -> usize {
         let mut released = 0;
         while self.zones.len() > 1 {
             let oldest = &self.zones[0];
-            let expired_by_time = retention_ms.is_some_and(|ms| oldest.index.max_timestamp_ms() < now_ms.saturating_sub(ms));
+            let expired_by_time = retention_ms
+                .is_some_and(|ms| oldest.index.max_timestamp_ms() < now_ms.saturating_sub(ms));
             let oldest_bytes = oldest.data_end_bytes;
-            let over_size = retention_bytes.is_some_and(|limit| self.size_bytes() - oldest_bytes >= limit);
+            let over_size =
+                retention_bytes.is_some_and(|limit| self.size_bytes() - oldest_bytes >= limit);
             if !(expired_by_time || over_size) {
                 break;
             }
@@ -572,7 +690,11 @@ impl PartitionLog {
         self.allocator.release(zone.zone);
         let new_start = self.zones[0].base_offset;
         self.log_start_offset = self.log_start_offset.max(new_start);
-        while self.recent.front().is_some_and(|(header, _)| header.last_offset() < self.log_start_offset) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(header, _)| header.last_offset() < self.log_start_offset)
+        {
             let (_, evicted) = self.recent.pop_front().expect("non-empty");
             self.recent_bytes -= evicted.len();
         }
@@ -586,16 +708,28 @@ impl PartitionLog {
         let high_watermark = self.high_watermark();
         let offset = if offset == -1 { high_watermark } else { offset };
         if offset < 0 || offset > high_watermark {
-            return Err(LogError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, high_watermark });
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                high_watermark,
+            });
         }
         if offset > self.log_start_offset {
             self.make_room(8, now_ms)?;
-            self.write_frame(FrameKind::LogStartOffset, &offset.to_be_bytes(), self.next_offset);
+            self.write_frame(
+                FrameKind::LogStartOffset,
+                &offset.to_be_bytes(),
+                self.next_offset,
+            );
             self.log_start_offset = offset;
             while self.zones.len() > 1 && self.zones[0].end_offset <= offset {
                 self.release_oldest_zone();
             }
-            while self.recent.front().is_some_and(|(header, _)| header.last_offset() < offset) {
+            while self
+                .recent
+                .front()
+                .is_some_and(|(header, _)| header.last_offset() < offset)
+            {
                 let (_, evicted) = self.recent.pop_front().expect("non-empty");
                 self.recent_bytes -= evicted.len();
             }
@@ -632,22 +766,39 @@ enum FlushState {
 
 impl Flush {
     fn failed(message: String) -> Flush {
-        Flush { state: FlushState::Failed(message) }
+        Flush {
+            state: FlushState::Failed(message),
+        }
     }
 
     /// Completes the flush: the high watermark it reached, or the error that failed the log.
     pub async fn complete(self) -> Result<i64, LogError> {
-        let (previous, writes, device_flush, outcome, progress, durable_end_offset) = match self.state {
-            FlushState::Failed(message) => return Err(LogError::Failed(message)),
-            FlushState::Running { previous, writes, device_flush, outcome, progress, durable_end_offset } => {
-                (previous, writes, device_flush, outcome, progress, durable_end_offset)
-            }
-        };
+        let (previous, writes, device_flush, outcome, progress, durable_end_offset) =
+            match self.state {
+                FlushState::Failed(message) => return Err(LogError::Failed(message)),
+                FlushState::Running {
+                    previous,
+                    writes,
+                    device_flush,
+                    outcome,
+                    progress,
+                    durable_end_offset,
+                } => (
+                    previous,
+                    writes,
+                    device_flush,
+                    outcome,
+                    progress,
+                    durable_end_offset,
+                ),
+            };
         let result = async {
             if let Some(mut previous) = previous {
                 match previous.wait_for(|outcome| outcome.is_some()).await {
                     Ok(outcome) => outcome.clone().expect("waited for Some")?,
-                    Err(_) => return Err("an earlier flush was dropped before it completed".to_string()),
+                    Err(_) => {
+                        return Err("an earlier flush was dropped before it completed".to_string())
+                    }
                 }
             }
             for write in writes {
@@ -667,7 +818,9 @@ impl Flush {
         }
         let _ = outcome.send(Some(result.clone()));
         result.map_err(LogError::Failed)?;
-        progress.durable_end_offset.fetch_max(durable_end_offset, Ordering::AcqRel);
+        progress
+            .durable_end_offset
+            .fetch_max(durable_end_offset, Ordering::AcqRel);
         Ok(durable_end_offset)
     }
 
@@ -680,7 +833,11 @@ impl Flush {
 /// A planned read: either already answered from memory, or a scan of one zone on the device.
 pub enum ReadPlan {
     Ready(Vec<Bytes>),
-    Device { scan: DeviceScan, offset: i64, max_bytes: usize },
+    Device {
+        scan: DeviceScan,
+        offset: i64,
+        max_bytes: usize,
+    },
 }
 
 impl ReadPlan {
@@ -688,7 +845,11 @@ impl ReadPlan {
     pub async fn execute(self) -> Result<Vec<Bytes>, LogError> {
         match self {
             ReadPlan::Ready(batches) => Ok(batches),
-            ReadPlan::Device { scan, offset, max_bytes } => {
+            ReadPlan::Device {
+                scan,
+                offset,
+                max_bytes,
+            } => {
                 let mut batches = Vec::new();
                 let mut total_bytes = 0usize;
                 scan.run(|header, bytes| {
@@ -715,7 +876,7 @@ impl ReadPlan {
 
 /// A planned lookup by timestamp.
 pub struct TimestampPlan {
-    scan: Option<DeviceScan>,
+    scans: Vec<DeviceScan>,
     timestamp_ms: i64,
     log_start_offset: i64,
 }
@@ -732,21 +893,27 @@ pub struct TimestampMatch {
 
 impl TimestampPlan {
     pub async fn execute(self) -> Result<Option<TimestampMatch>, LogError> {
-        let Some(scan) = self.scan else { return Ok(None) };
         let (timestamp_ms, log_start_offset) = (self.timestamp_ms, self.log_start_offset);
         let mut found = None;
-        scan.run(|header, bytes| {
-            if header.last_offset() >= log_start_offset && header.max_timestamp_ms >= timestamp_ms {
-                found = Some(TimestampMatch {
-                    offset: header.base_offset.max(log_start_offset),
-                    max_timestamp_ms: header.max_timestamp_ms,
-                    batch: bytes,
-                });
-                return ControlFlow::Break(());
+        for scan in self.scans {
+            scan.run(|header, bytes| {
+                if header.last_offset() >= log_start_offset
+                    && header.max_timestamp_ms >= timestamp_ms
+                {
+                    found = Some(TimestampMatch {
+                        offset: header.base_offset.max(log_start_offset),
+                        max_timestamp_ms: header.max_timestamp_ms,
+                        batch: bytes,
+                    });
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            })
+            .await?;
+            if found.is_some() {
+                break;
             }
-            ControlFlow::Continue(())
-        })
-        .await?;
+        }
         Ok(found)
     }
 
@@ -775,7 +942,10 @@ pub struct DeviceScan {
 impl DeviceScan {
     /// Feeds every batch (header and zero-copy bytes) to `visit` until it breaks, the batches
     /// reach `stop_offset`, or the zone's data ends.
-    async fn run(self, mut visit: impl FnMut(&BatchHeader, Bytes) -> ControlFlow<()>) -> Result<(), LogError> {
+    async fn run(
+        self,
+        mut visit: impl FnMut(&BatchHeader, Bytes) -> ControlFlow<()>,
+    ) -> Result<(), LogError> {
         let block = BLOCK_SIZE as u64;
         let mut position = self.start_bytes;
         let mut next_offset = self.start_offset;
@@ -785,20 +955,38 @@ impl DeviceScan {
                 return Ok(());
             }
             let window_start = position / block * block;
-            let window_end = (window_start + round_up(window_bytes, BLOCK_SIZE) as u64).min(self.end_bytes);
+            let window_end =
+                (window_start + round_up(window_bytes, BLOCK_SIZE) as u64).min(self.end_bytes);
             if window_start >= window_end {
-                return Err(LogError::CorruptOnDevice { zone: self.zone, position_bytes: position });
+                return Err(LogError::CorruptOnDevice {
+                    zone: self.zone,
+                    position_bytes: position,
+                });
             }
-            let buf = self.device.read(self.zone, window_start, (window_end - window_start) as usize).await?;
+            let buf = self
+                .device
+                .read(
+                    self.zone,
+                    window_start,
+                    (window_end - window_start) as usize,
+                )
+                .await?;
             let window = Bytes::from_owner(buf);
             loop {
                 match format::scan_frame(&window, window_start, position, window_end) {
-                    ScanStep::Frame { kind, payload, end_bytes } => {
+                    ScanStep::Frame {
+                        kind,
+                        payload,
+                        end_bytes,
+                    } => {
                         position = end_bytes;
                         if kind != FrameKind::RecordBatch {
                             continue;
                         }
-                        let corrupt = LogError::CorruptOnDevice { zone: self.zone, position_bytes: position };
+                        let corrupt = LogError::CorruptOnDevice {
+                            zone: self.zone,
+                            position_bytes: position,
+                        };
                         let header = batch::parse_header(payload).map_err(|_| corrupt)?;
                         if header.base_offset >= self.stop_offset {
                             return Ok(());
@@ -816,7 +1004,10 @@ impl DeviceScan {
                     ScanStep::End | ScanStep::Invalid | ScanStep::NeedMore { .. } => {
                         if window_end >= self.end_bytes {
                             // Durable batches remain but the zone's bytes end or do not parse.
-                            return Err(LogError::CorruptOnDevice { zone: self.zone, position_bytes: position });
+                            return Err(LogError::CorruptOnDevice {
+                                zone: self.zone,
+                                position_bytes: position,
+                            });
                         }
                         // The frame may only look cut by the window's end: read on from it,
                         // with a larger window if it started inside this one.

@@ -50,7 +50,10 @@ struct ChainZone {
 
 impl LogStore {
     /// Recovers every partition log on `device`.
-    pub async fn open(device: Arc<dyn ZonedDevice>, config: LogConfig) -> Result<Recovered, LogError> {
+    pub async fn open(
+        device: Arc<dyn ZonedDevice>,
+        config: LogConfig,
+    ) -> Result<Recovered, LogError> {
         let started = Instant::now();
         let mut report = RecoveryReport::default();
         let mut chains: BTreeMap<PartitionId, Vec<ChainZone>> = BTreeMap::new();
@@ -62,8 +65,15 @@ impl LogStore {
             let block = device.read(info.id, 0, ZONE_HEADER_BYTES).await?;
             match ZoneHeader::decode(&block) {
                 Some(header) => {
-                    let id = PartitionId { topic: header.topic.clone(), topic_id: header.topic_id, partition: header.partition };
-                    chains.entry(id).or_default().push(ChainZone { info, header });
+                    let id = PartitionId {
+                        topic: header.topic.clone(),
+                        topic_id: header.topic_id,
+                        partition: header.partition,
+                    };
+                    chains
+                        .entry(id)
+                        .or_default()
+                        .push(ChainZone { info, header });
                 }
                 None => unreadable.push(info.id),
             }
@@ -83,7 +93,11 @@ impl LogStore {
         }
         allocator.settle().await?;
         report.duration = started.elapsed();
-        Ok(Recovered { store: LogStore { allocator, config }, partitions, report })
+        Ok(Recovered {
+            store: LogStore { allocator, config },
+            partitions,
+            report,
+        })
     }
 
     /// A new, empty partition log (it takes a zone at its first append).
@@ -112,12 +126,18 @@ async fn recover_chain(
     let mut log_start_offset = 0i64;
     // New zones get a sequence above every zone seen, even dropped ones whose reset may not
     // complete before another crash.
-    let next_zone_sequence = chain.iter().map(|zone| zone.header.zone_sequence + 1).max().unwrap_or(0);
+    let next_zone_sequence = chain
+        .iter()
+        .map(|zone| zone.header.zone_sequence + 1)
+        .max()
+        .unwrap_or(0);
     for ChainZone { info, header } in chain {
         // A zone continues the log only if it starts exactly where the verified log ends. That
         // keeps a zone written after an earlier cut (its base is the cut point) and drops one
         // written before a crash after a torn write (its base lies beyond the cut).
-        let continues = zones.back().is_none_or(|last| last.end_offset == header.base_offset && last.sequence < header.zone_sequence);
+        let continues = zones.back().is_none_or(|last| {
+            last.end_offset == header.base_offset && last.sequence < header.zone_sequence
+        });
         if !continues {
             tracing::warn!(topic = %id.topic, partition = id.partition, zone = info.id, "zone does not continue the verified log; resetting it");
             allocator.release(info.id);
@@ -156,7 +176,14 @@ async fn recover_chain(
     let first_base = zones.front().map_or(0, |zone| zone.base_offset);
     let next_offset = zones.back().map_or(0, |zone| zone.end_offset);
     let log_start_offset = log_start_offset.max(first_base).min(next_offset);
-    Ok(PartitionLog::from_parts(id, allocator.clone(), config.clone(), zones, (log_start_offset, next_offset), next_zone_sequence))
+    Ok(PartitionLog::from_parts(
+        id,
+        allocator.clone(),
+        config.clone(),
+        zones,
+        (log_start_offset, next_offset),
+        next_zone_sequence,
+    ))
 }
 
 struct ScannedZone {
@@ -167,7 +194,12 @@ struct ScannedZone {
     clean: bool,
 }
 
-async fn scan_zone(device: &dyn ZonedDevice, info: ZoneInfo, header: &ZoneHeader, config: &LogConfig) -> Result<ScannedZone, LogError> {
+async fn scan_zone(
+    device: &dyn ZonedDevice,
+    info: ZoneInfo,
+    header: &ZoneHeader,
+    config: &LogConfig,
+) -> Result<ScannedZone, LogError> {
     let write_pointer = info.write_pointer_bytes;
     let data = device.read(info.id, 0, write_pointer as usize).await?;
     let mut index = ZoneIndex::new(config.index_interval_bytes);
@@ -178,19 +210,36 @@ async fn scan_zone(device: &dyn ZonedDevice, info: ZoneInfo, header: &ZoneHeader
     let mut log_start_offset = 0;
     let clean = loop {
         match format::scan_frame(&data, 0, position, write_pointer) {
-            ScanStep::Frame { kind: FrameKind::RecordBatch, payload, end_bytes } => {
-                let Ok(batch) = batch::parse_header(payload) else { break false };
+            ScanStep::Frame {
+                kind: FrameKind::RecordBatch,
+                payload,
+                end_bytes,
+            } => {
+                let Ok(batch) = batch::parse_header(payload) else {
+                    break false;
+                };
                 if batch.base_offset != next_offset || batch.last_offset_delta < 0 {
                     break false;
                 }
-                index.on_batch(batch.base_offset, batch.last_offset(), position, batch.max_timestamp_ms);
+                index.on_batch(
+                    batch.base_offset,
+                    batch.last_offset(),
+                    position,
+                    batch.max_timestamp_ms,
+                );
                 next_offset = batch.last_offset() + 1;
                 batches += 1;
                 position = end_bytes;
                 data_end = end_bytes;
             }
-            ScanStep::Frame { kind: FrameKind::LogStartOffset, payload, end_bytes } => {
-                let Ok(bytes) = <[u8; 8]>::try_from(payload) else { break false };
+            ScanStep::Frame {
+                kind: FrameKind::LogStartOffset,
+                payload,
+                end_bytes,
+            } => {
+                let Ok(bytes) = <[u8; 8]>::try_from(payload) else {
+                    break false;
+                };
                 log_start_offset = log_start_offset.max(i64::from_be_bytes(bytes));
                 position = end_bytes;
                 data_end = end_bytes;
@@ -212,5 +261,10 @@ async fn scan_zone(device: &dyn ZonedDevice, info: ZoneInfo, header: &ZoneHeader
         index,
         sealed: false,
     };
-    Ok(ScannedZone { zone, batches, log_start_offset, clean })
+    Ok(ScannedZone {
+        zone,
+        batches,
+        log_start_offset,
+        clean,
+    })
 }

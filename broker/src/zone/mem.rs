@@ -21,7 +21,9 @@ struct MemState {
 
 impl MemZonedDevice {
     pub fn new(geometry: ZoneGeometry) -> io::Result<MemZonedDevice> {
-        geometry.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+        geometry
+            .validate()
+            .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
         Ok(MemZonedDevice {
             state: Mutex::new(MemState {
                 table: ZoneTable::new(geometry),
@@ -33,7 +35,9 @@ impl MemZonedDevice {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemState> {
         // A poisoned lock means a panic mid-update in a test; the data is still consistent
         // because every update validates before it mutates.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -52,7 +56,10 @@ impl ZonedDevice for MemZonedDevice {
 
     fn write(&self, zone: ZoneId, offset_bytes: u64, buf: AlignedBuf) -> Pending<AlignedBuf> {
         let mut state = self.lock();
-        if let Err(error) = state.table.accept_write(zone, offset_bytes, buf.len() as u64) {
+        if let Err(error) = state
+            .table
+            .accept_write(zone, offset_bytes, buf.len() as u64)
+        {
             return Pending::ready(Err(error.into()));
         }
         state.data[zone as usize].extend_from_slice(&buf);
@@ -86,7 +93,13 @@ impl ZonedDevice for MemZonedDevice {
     }
 
     fn finish(&self, zone: ZoneId) -> Pending<()> {
-        Pending::ready(self.lock().table.finish(zone).map(|_| ()).map_err(Into::into))
+        Pending::ready(
+            self.lock()
+                .table
+                .finish(zone)
+                .map(|_| ())
+                .map_err(Into::into),
+        )
     }
 
     fn reset(&self, zone: ZoneId) -> Pending<()> {

@@ -46,7 +46,10 @@ impl ZoneGeometry {
     pub fn validate(&self) -> Result<(), String> {
         let block = Self::BLOCK_SIZE_BYTES;
         if self.zone_size_bytes == 0 || self.zone_size_bytes % block != 0 {
-            return Err(format!("zone size {} is not a positive multiple of {block}", self.zone_size_bytes));
+            return Err(format!(
+                "zone size {} is not a positive multiple of {block}",
+                self.zone_size_bytes
+            ));
         }
         if self.zone_capacity_bytes == 0
             || self.zone_capacity_bytes % block != 0
@@ -121,16 +124,40 @@ impl ZoneInfo {
 pub enum ZoneError {
     #[error("zone {zone} does not exist (device has {zone_count} zones)")]
     NoSuchZone { zone: ZoneId, zone_count: u32 },
-    #[error("write to zone {zone} at {offset_bytes} is not at its write pointer {write_pointer_bytes}")]
-    NotAtWritePointer { zone: ZoneId, offset_bytes: u64, write_pointer_bytes: u64 },
+    #[error(
+        "write to zone {zone} at {offset_bytes} is not at its write pointer {write_pointer_bytes}"
+    )]
+    NotAtWritePointer {
+        zone: ZoneId,
+        offset_bytes: u64,
+        write_pointer_bytes: u64,
+    },
     #[error("write of {len_bytes} bytes to zone {zone} at {offset_bytes} crosses its capacity {capacity_bytes}")]
-    BeyondCapacity { zone: ZoneId, offset_bytes: u64, len_bytes: u64, capacity_bytes: u64 },
+    BeyondCapacity {
+        zone: ZoneId,
+        offset_bytes: u64,
+        len_bytes: u64,
+        capacity_bytes: u64,
+    },
     #[error("zone {zone}: offset {offset_bytes} or length {len_bytes} is not a multiple of the block size")]
-    Unaligned { zone: ZoneId, offset_bytes: u64, len_bytes: u64 },
+    Unaligned {
+        zone: ZoneId,
+        offset_bytes: u64,
+        len_bytes: u64,
+    },
     #[error("read of zone {zone} at {offset_bytes}+{len_bytes} goes past its write pointer {write_pointer_bytes}")]
-    ReadBeyondWritePointer { zone: ZoneId, offset_bytes: u64, len_bytes: u64, write_pointer_bytes: u64 },
+    ReadBeyondWritePointer {
+        zone: ZoneId,
+        offset_bytes: u64,
+        len_bytes: u64,
+        write_pointer_bytes: u64,
+    },
     #[error("zone {zone} is {state}: cannot {operation}")]
-    InvalidTransition { zone: ZoneId, state: ZoneState, operation: &'static str },
+    InvalidTransition {
+        zone: ZoneId,
+        state: ZoneState,
+        operation: &'static str,
+    },
     #[error("too many open zones (max {max_open_zones}): cannot open zone {zone}")]
     TooManyOpenZones { zone: ZoneId, max_open_zones: u32 },
     #[error("too many active zones (max {max_active_zones}): cannot activate zone {zone}")]
@@ -140,14 +167,18 @@ pub enum ZoneError {
 impl ZoneError {
     /// The zone error inside an `io::Error`, if it is one.
     pub fn of(error: &io::Error) -> Option<&ZoneError> {
-        error.get_ref().and_then(|inner| inner.downcast_ref::<ZoneError>())
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ZoneError>())
     }
 }
 
 impl From<ZoneError> for io::Error {
     fn from(error: ZoneError) -> io::Error {
         let kind = match error {
-            ZoneError::TooManyOpenZones { .. } | ZoneError::TooManyActiveZones { .. } => io::ErrorKind::ResourceBusy,
+            ZoneError::TooManyOpenZones { .. } | ZoneError::TooManyActiveZones { .. } => {
+                io::ErrorKind::ResourceBusy
+            }
             _ => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, error)

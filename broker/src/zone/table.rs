@@ -53,14 +53,20 @@ impl ZoneTable {
     }
 
     pub fn zone(&self, zone: ZoneId) -> Result<ZoneInfo, ZoneError> {
-        self.zones.get(zone as usize).copied().ok_or(ZoneError::NoSuchZone {
-            zone,
-            zone_count: self.geometry.zone_count,
-        })
+        self.zones
+            .get(zone as usize)
+            .copied()
+            .ok_or(ZoneError::NoSuchZone {
+                zone,
+                zone_count: self.geometry.zone_count,
+            })
     }
 
     pub fn open_count(&self) -> u32 {
-        self.zones.iter().filter(|z| z.state == ZoneState::Open).count() as u32
+        self.zones
+            .iter()
+            .filter(|z| z.state == ZoneState::Open)
+            .count() as u32
     }
 
     pub fn active_count(&self) -> u32 {
@@ -72,7 +78,9 @@ impl ZoneTable {
 
     fn zone_mut(&mut self, zone: ZoneId) -> Result<&mut ZoneInfo, ZoneError> {
         let zone_count = self.geometry.zone_count;
-        self.zones.get_mut(zone as usize).ok_or(ZoneError::NoSuchZone { zone, zone_count })
+        self.zones
+            .get_mut(zone as usize)
+            .ok_or(ZoneError::NoSuchZone { zone, zone_count })
     }
 
     /// Moves an empty or closed zone to open, within the limits.
@@ -80,14 +88,26 @@ impl ZoneTable {
         let state = self.zone(zone)?.state;
         match state {
             ZoneState::Open => return Ok(()),
-            ZoneState::Full => return Err(ZoneError::InvalidTransition { zone, state, operation }),
+            ZoneState::Full => {
+                return Err(ZoneError::InvalidTransition {
+                    zone,
+                    state,
+                    operation,
+                })
+            }
             ZoneState::Empty | ZoneState::Closed => {}
         }
         if self.open_count() >= self.geometry.max_open_zones {
-            return Err(ZoneError::TooManyOpenZones { zone, max_open_zones: self.geometry.max_open_zones });
+            return Err(ZoneError::TooManyOpenZones {
+                zone,
+                max_open_zones: self.geometry.max_open_zones,
+            });
         }
         if state == ZoneState::Empty && self.active_count() >= self.geometry.max_active_zones {
-            return Err(ZoneError::TooManyActiveZones { zone, max_active_zones: self.geometry.max_active_zones });
+            return Err(ZoneError::TooManyActiveZones {
+                zone,
+                max_active_zones: self.geometry.max_active_zones,
+            });
         }
         self.zone_mut(zone)?.state = ZoneState::Open;
         Ok(())
@@ -96,14 +116,27 @@ impl ZoneTable {
     /// Accepts a write of `len_bytes` at `offset_bytes`: checks alignment, the write pointer
     /// and capacity, opens the zone implicitly and advances the write pointer. A zone written
     /// to its capacity becomes full.
-    pub fn accept_write(&mut self, zone: ZoneId, offset_bytes: u64, len_bytes: u64) -> Result<(), ZoneError> {
+    pub fn accept_write(
+        &mut self,
+        zone: ZoneId,
+        offset_bytes: u64,
+        len_bytes: u64,
+    ) -> Result<(), ZoneError> {
         let info = self.zone(zone)?;
         let block = ZoneGeometry::BLOCK_SIZE_BYTES;
         if offset_bytes % block != 0 || len_bytes % block != 0 || len_bytes == 0 {
-            return Err(ZoneError::Unaligned { zone, offset_bytes, len_bytes });
+            return Err(ZoneError::Unaligned {
+                zone,
+                offset_bytes,
+                len_bytes,
+            });
         }
         if info.state == ZoneState::Full {
-            return Err(ZoneError::InvalidTransition { zone, state: info.state, operation: "write" });
+            return Err(ZoneError::InvalidTransition {
+                zone,
+                state: info.state,
+                operation: "write",
+            });
         }
         if offset_bytes != info.write_pointer_bytes {
             return Err(ZoneError::NotAtWritePointer {
@@ -113,7 +146,12 @@ impl ZoneTable {
             });
         }
         if offset_bytes + len_bytes > info.capacity_bytes {
-            return Err(ZoneError::BeyondCapacity { zone, offset_bytes, len_bytes, capacity_bytes: info.capacity_bytes });
+            return Err(ZoneError::BeyondCapacity {
+                zone,
+                offset_bytes,
+                len_bytes,
+                capacity_bytes: info.capacity_bytes,
+            });
         }
         self.make_open(zone, "write")?;
         let entry = self.zone_mut(zone)?;
@@ -125,11 +163,20 @@ impl ZoneTable {
     }
 
     /// Checks that a read lies below the write pointer and is block aligned.
-    pub fn check_read(&self, zone: ZoneId, offset_bytes: u64, len_bytes: u64) -> Result<(), ZoneError> {
+    pub fn check_read(
+        &self,
+        zone: ZoneId,
+        offset_bytes: u64,
+        len_bytes: u64,
+    ) -> Result<(), ZoneError> {
         let info = self.zone(zone)?;
         let block = ZoneGeometry::BLOCK_SIZE_BYTES;
         if offset_bytes % block != 0 || len_bytes % block != 0 {
-            return Err(ZoneError::Unaligned { zone, offset_bytes, len_bytes });
+            return Err(ZoneError::Unaligned {
+                zone,
+                offset_bytes,
+                len_bytes,
+            });
         }
         if offset_bytes + len_bytes > info.write_pointer_bytes {
             return Err(ZoneError::ReadBeyondWritePointer {
@@ -152,11 +199,19 @@ impl ZoneTable {
         let entry = self.zone_mut(zone)?;
         match entry.state {
             ZoneState::Open => {
-                entry.state = if entry.write_pointer_bytes == 0 { ZoneState::Empty } else { ZoneState::Closed };
+                entry.state = if entry.write_pointer_bytes == 0 {
+                    ZoneState::Empty
+                } else {
+                    ZoneState::Closed
+                };
                 Ok(())
             }
             ZoneState::Closed => Ok(()),
-            state => Err(ZoneError::InvalidTransition { zone, state, operation: "close" }),
+            state => Err(ZoneError::InvalidTransition {
+                zone,
+                state,
+                operation: "close",
+            }),
         }
     }
 
@@ -196,26 +251,47 @@ mod tests {
     fn writes_only_at_write_pointer() {
         let mut table = ZoneTable::new(geometry());
         table.accept_write(0, 0, 4096).unwrap();
-        assert!(matches!(table.accept_write(0, 0, 4096), Err(ZoneError::NotAtWritePointer { .. })));
-        assert!(matches!(table.accept_write(0, 8192, 4096), Err(ZoneError::NotAtWritePointer { .. })));
-        assert!(matches!(table.accept_write(0, 4096, 100), Err(ZoneError::Unaligned { .. })));
-        assert!(matches!(table.accept_write(0, 4096, 12288), Err(ZoneError::BeyondCapacity { .. })));
+        assert!(matches!(
+            table.accept_write(0, 0, 4096),
+            Err(ZoneError::NotAtWritePointer { .. })
+        ));
+        assert!(matches!(
+            table.accept_write(0, 8192, 4096),
+            Err(ZoneError::NotAtWritePointer { .. })
+        ));
+        assert!(matches!(
+            table.accept_write(0, 4096, 100),
+            Err(ZoneError::Unaligned { .. })
+        ));
+        assert!(matches!(
+            table.accept_write(0, 4096, 12288),
+            Err(ZoneError::BeyondCapacity { .. })
+        ));
         table.accept_write(0, 4096, 8192).unwrap();
         assert_eq!(table.zone(0).unwrap().state, ZoneState::Full);
-        assert!(matches!(table.accept_write(0, 12288, 4096), Err(ZoneError::InvalidTransition { .. })));
+        assert!(matches!(
+            table.accept_write(0, 12288, 4096),
+            Err(ZoneError::InvalidTransition { .. })
+        ));
     }
 
     #[test]
     fn open_and_active_limits() {
         let mut table = ZoneTable::new(geometry());
         table.accept_write(0, 0, 4096).unwrap();
-        assert!(matches!(table.accept_write(1, 0, 4096), Err(ZoneError::TooManyOpenZones { .. })));
+        assert!(matches!(
+            table.accept_write(1, 0, 4096),
+            Err(ZoneError::TooManyOpenZones { .. })
+        ));
         table.close(0).unwrap();
         assert_eq!(table.zone(0).unwrap().state, ZoneState::Closed);
         table.accept_write(1, 0, 4096).unwrap();
         table.close(1).unwrap();
         // Two closed zones use both active slots: a third zone cannot start.
-        assert!(matches!(table.accept_write(2, 0, 4096), Err(ZoneError::TooManyActiveZones { .. })));
+        assert!(matches!(
+            table.accept_write(2, 0, 4096),
+            Err(ZoneError::TooManyActiveZones { .. })
+        ));
         // But a closed one can be reopened and written.
         table.accept_write(0, 4096, 4096).unwrap();
         table.finish(0).unwrap();
@@ -228,10 +304,26 @@ mod tests {
     fn reset_and_recovery_states() {
         let table = ZoneTable::recovered(geometry(), &[0, 4096, 12288, 0]);
         let states: Vec<_> = table.zones().iter().map(|z| z.state).collect();
-        assert_eq!(states, vec![ZoneState::Empty, ZoneState::Closed, ZoneState::Full, ZoneState::Empty]);
+        assert_eq!(
+            states,
+            vec![
+                ZoneState::Empty,
+                ZoneState::Closed,
+                ZoneState::Full,
+                ZoneState::Empty
+            ]
+        );
         let mut table = table;
         table.reset(1).unwrap();
-        assert_eq!(table.zone(1).unwrap(), ZoneInfo { id: 1, state: ZoneState::Empty, write_pointer_bytes: 0, capacity_bytes: 12288 });
+        assert_eq!(
+            table.zone(1).unwrap(),
+            ZoneInfo {
+                id: 1,
+                state: ZoneState::Empty,
+                write_pointer_bytes: 0,
+                capacity_bytes: 12288
+            }
+        );
         assert!(table.check_read(2, 8192, 4096).is_ok());
         assert!(table.check_read(3, 0, 4096).is_err());
     }
