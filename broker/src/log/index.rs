@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(index.position_for_offset(65, start), (6496, 60));
         assert_eq!(index.position_for_timestamp(250, start), (4096, 0));
         assert_eq!(index.position_for_timestamp(301, start), (5296, 30));
-        assert_eq!(index.position_for_timestamp(650, start), (5296, 30));
+        assert_eq!(index.position_for_timestamp(650, start), (6496, 60));
         assert_eq!(index.position_for_timestamp(701, start), (6496, 60));
         assert_eq!(
             (index.max_timestamp_ms(), index.offset_of_max_timestamp()),
