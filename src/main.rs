@@ -1,1 +1,74 @@
-fn main() {}
+//! `yottastore`: command-line wiring only. Each subcommand lives in its own module.
+
+mod bench;
+mod debug;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "yottastore", version, about = "A Kafka-compatible event log on zoned storage, with materialized views and SQL")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open the data directory, recover every partition log and serve.
+    Serve(serve::ServeArgs),
+    /// Benchmarks that print figures beside the physical limits measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Tools for tests (crash and fault testing); not for production use.
+    #[command(subcommand, hide = true)]
+    Debug(debug::DebugCommand),
+}
+
+/// Storage settings shared by subcommands that open a data directory.
+#[derive(Args, Clone, Debug)]
+pub struct StorageArgs {
+    /// Directory holding the zoned device file.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Zone size of a newly created device, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub zone_size_mib: u64,
+    /// Zone count of a newly created device.
+    #[arg(long, default_value_t = 128)]
+    pub zone_count: u32,
+    /// Maximum open zones (zones being written at once).
+    #[arg(long, default_value_t = 14)]
+    pub max_open_zones: u32,
+    /// I/O backend: auto (io_uring, else pwritev), io_uring, or sync (pwritev).
+    #[arg(long, default_value = "auto")]
+    pub io: broker::uring::IoBackendChoice,
+}
+
+impl StorageArgs {
+    pub fn config(&self) -> broker::storage::StorageConfig {
+        let mut config = broker::storage::StorageConfig::new(&self.data_dir);
+        config.geometry.zone_size_bytes = self.zone_size_mib << 20;
+        config.geometry.zone_capacity_bytes = self.zone_size_mib << 20;
+        config.geometry.zone_count = self.zone_count;
+        config.geometry.max_open_zones = self.max_open_zones;
+        config.geometry.max_active_zones = self.zone_count;
+        config.io = self.io;
+        config
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Bench(command) => bench::run(command),
+        Command::Debug(command) => debug::run(command),
+    }
+}

@@ -5,5 +5,6 @@
 pub mod buf;
 pub mod log;
 pub mod pending;
+pub mod storage;
 pub mod uring;
 pub mod zone;
