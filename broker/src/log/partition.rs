@@ -739,7 +739,8 @@ impl PartitionLog {
 
     /// Releases every zone of the log (topic deletion).
     pub fn delete(mut self) {
-        self.submit_tail(true);
+        // Unwritten data of a deleted partition is discarded, not written.
+        self.tail = None;
         for zone in self.zones.drain(..) {
             self.allocator.release(zone.zone);
         }
@@ -753,6 +754,8 @@ pub struct Flush {
 }
 
 enum FlushState {
+    /// Completed, or handed to a thread after being dropped.
+    Done,
     Failed(String),
     Running {
         previous: Option<FlushOutcome>,
@@ -772,9 +775,10 @@ impl Flush {
     }
 
     /// Completes the flush: the high watermark it reached, or the error that failed the log.
-    pub async fn complete(self) -> Result<i64, LogError> {
+    pub async fn complete(mut self) -> Result<i64, LogError> {
         let (previous, writes, device_flush, outcome, progress, durable_end_offset) =
-            match self.state {
+            match std::mem::replace(&mut self.state, FlushState::Done) {
+                FlushState::Done => unreachable!("complete() consumes the Flush: it runs once"),
                 FlushState::Failed(message) => return Err(LogError::Failed(message)),
                 FlushState::Running {
                     previous,
@@ -827,6 +831,25 @@ impl Flush {
     /// Blocks the calling thread until the flush completes (not from inside an async task).
     pub fn wait(self) -> Result<i64, LogError> {
         crate::pending::block_on(self.complete())
+    }
+}
+
+impl Drop for Flush {
+    /// A flush dropped before completing (say, a cancelled request) still has to report its
+    /// writes' outcome, or the next flush could never confirm its predecessors. A short-lived
+    /// thread finishes it: rare, and it needs no async runtime.
+    fn drop(&mut self) {
+        let state = std::mem::replace(&mut self.state, FlushState::Done);
+        let FlushState::Running { progress, .. } = &state else { return };
+        let progress = progress.clone();
+        let orphan = Flush { state };
+        let spawned = std::thread::Builder::new()
+            .name("orphan-flush".into())
+            .spawn(move || drop(crate::pending::block_on(orphan.complete())));
+        if let Err(error) = spawned {
+            // Without the thread the outcome is unknown: fail safe.
+            progress.fail(&error);
+        }
     }
 }
 
