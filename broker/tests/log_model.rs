@@ -344,19 +344,21 @@ proptest! {
 
 #[test]
 fn many_partitions_share_few_open_zones() {
-    // 200 partitions, 4 open zones: every partition writes and flushes in turn.
+    // 1,000 partitions, 14 open zones (a common ZNS drive's limit): every partition writes and
+    // flushes in turn, so each flush needs its zone open.
+    const PARTITION_COUNT: usize = 1000;
     let geometry = ZoneGeometry {
         zone_size_bytes: 64 << 10,
         zone_capacity_bytes: 64 << 10,
-        zone_count: 260,
-        max_open_zones: 4,
-        max_active_zones: 256,
+        zone_count: 1100,
+        max_open_zones: 14,
+        max_active_zones: 1024,
     };
     let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
     let store = broker::pending::block_on(LogStore::open(device.clone(), config()))
         .unwrap()
         .store;
-    let mut logs: Vec<PartitionLog> = (0..200)
+    let mut logs: Vec<PartitionLog> = (0..PARTITION_COUNT)
         .map(|p| store.create_partition(partition_id(p)))
         .collect();
     for round in 0..3 {
