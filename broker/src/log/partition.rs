@@ -996,6 +996,10 @@ impl DeviceScan {
                 .await?;
             let window = Bytes::from_owner(buf);
             loop {
+                // The zone's verified frames end here; the rest of the log is in later zones.
+                if position >= self.data_end_bytes {
+                    return Ok(());
+                }
                 match format::scan_frame(&window, window_start, position, window_end) {
                     ScanStep::Frame {
                         kind,
@@ -1019,7 +1023,7 @@ impl DeviceScan {
                         if visit(&header, window.slice(start..start + payload.len())).is_break() {
                             return Ok(());
                         }
-                        if next_offset >= self.stop_offset || position >= self.data_end_bytes {
+                        if next_offset >= self.stop_offset {
                             return Ok(());
                         }
                     }
