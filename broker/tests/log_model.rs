@@ -64,6 +64,11 @@ enum Op {
         partition: usize,
         bytes: u64,
     },
+    RetentionTime {
+        partition: usize,
+        now_ms: i64,
+        retention_ms: i64,
+    },
     DeleteRecords {
         partition: usize,
         at: f64,
@@ -80,6 +85,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (partition.clone(), 0.0..1.0f64, 1..40_000usize).prop_map(|(partition, at, max_bytes)| Op::Read { partition, at, max_bytes }),
         2 => (partition.clone(), 0..2100i64).prop_map(|(partition, timestamp_ms)| Op::Timestamp { partition, timestamp_ms }),
         1 => (partition.clone(), 20_000..200_000u64).prop_map(|(partition, bytes)| Op::Retention { partition, bytes }),
+        1 => (partition.clone(), 0..4000i64, 0..2000i64).prop_map(|(partition, now_ms, retention_ms)| Op::RetentionTime { partition, now_ms, retention_ms }),
         1 => (partition.clone(), 0.0..1.0f64).prop_map(|(partition, at)| Op::DeleteRecords { partition, at }),
         1 => Just(Op::Reopen),
     ]
@@ -276,7 +282,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let after = log.log_start_offset();
                 prop_assert!(after >= before);
                 prop_assert!(
-                    after == m.log_start || m.batches.iter().any(|b| b.base == after),
+                    after == m.log_start || after == m.end() || m.batches.iter().any(|b| b.base == after),
                     "log start {} on a batch boundary",
                     after
                 );
@@ -286,6 +292,20 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         || log.zone_ids().len() == 1
                         || log.size_bytes() - 1 < bytes + 56 * 1024
                 );
+            }
+            Op::RetentionTime { partition, now_ms, retention_ms } => {
+                let log = &mut logs[partition];
+                let before = log.log_start_offset();
+                log.apply_retention(now_ms, Some(retention_ms), None);
+                prop_assert_eq!(log.apply_retention(now_ms, Some(retention_ms), None), 0, "retention is idempotent");
+                let after = log.log_start_offset();
+                let m = &mut model[partition];
+                // Only whole zones whose every batch is older than the retention go.
+                for batch in m.batches.iter().filter(|b| b.base >= before && b.base < after) {
+                    prop_assert!(batch.max_timestamp_ms < now_ms - retention_ms, "batch {} at {} ms released", batch.base, batch.max_timestamp_ms);
+                }
+                prop_assert!(after == m.log_start || after == m.end() || m.batches.iter().any(|b| b.base == after), "log start {} on a batch boundary", after);
+                m.log_start = after;
             }
             Op::DeleteRecords { partition, at } => {
                 let m = &mut model[partition];

@@ -18,14 +18,21 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::buf::AlignedBuf;
+use crate::buf::{AlignedBuf, BufferPool};
 use crate::pending::Pending;
 use crate::zone::{ZoneError, ZoneId, ZoneState, ZonedDevice};
 
 pub struct ZoneAllocator {
     device: Arc<dyn ZonedDevice>,
+    /// Write-chunk buffers shared by every partition of the device, reused once the device
+    /// hands them back, so steady appends neither allocate nor fault in fresh pages.
+    buffers: BufferPool,
     state: Mutex<AllocatorState>,
 }
+
+/// Chunk buffers kept for reuse: enough for the chunks a device has in flight at once at its
+/// usual queue depth; past that, a fresh allocation costs little beside a chunk of I/O.
+const CHUNK_BUFFERS_KEPT_MAX: usize = 32;
 
 struct AllocatorState {
     /// Empty zones nobody owns, lowest id first.
@@ -40,7 +47,7 @@ impl ZoneAllocator {
     /// `owned` are the zones that recovered partitions hold; every other empty zone is free.
     /// Zones left open by a previous owner of the device are closed: nobody writes them now, and
     /// the open budget starts whole (a real device after power loss reports them closed too).
-    pub fn new(device: Arc<dyn ZonedDevice>, owned: &BTreeSet<ZoneId>) -> ZoneAllocator {
+    pub fn new(device: Arc<dyn ZonedDevice>, owned: &BTreeSet<ZoneId>, chunk_bytes: usize) -> ZoneAllocator {
         for zone in device
             .report_zones()
             .iter()
@@ -58,6 +65,7 @@ impl ZoneAllocator {
             .collect();
         ZoneAllocator {
             device,
+            buffers: BufferPool::new(chunk_bytes, CHUNK_BUFFERS_KEPT_MAX),
             state: Mutex::new(AllocatorState {
                 free,
                 resetting: Vec::new(),
@@ -68,6 +76,10 @@ impl ZoneAllocator {
 
     pub fn device(&self) -> &Arc<dyn ZonedDevice> {
         &self.device
+    }
+
+    pub fn buffers(&self) -> &BufferPool {
+        &self.buffers
     }
 
     fn lock(&self) -> MutexGuard<'_, AllocatorState> {

@@ -22,7 +22,7 @@ use super::allocator::ZoneAllocator;
 use super::batch::{self, BatchError, BatchHeader};
 use super::format::{self, FrameKind, ScanStep, ZoneHeader, FRAME_HEADER_BYTES, ZONE_HEADER_BYTES};
 use super::index::ZoneIndex;
-use crate::buf::{round_up, AlignedBuf, BLOCK_SIZE};
+use crate::buf::{round_up, AlignedBuf, BufferPool, BLOCK_SIZE};
 use crate::pending::Pending;
 use crate::zone::{ZoneId, ZonedDevice};
 
@@ -153,21 +153,22 @@ impl Progress {
 }
 
 enum InFlight {
-    Write(Pending<AlignedBuf>),
+    /// A chunk write; its buffer goes back to the pool when the device returns it.
+    Write(Pending<AlignedBuf>, BufferPool),
     Op(Pending<()>),
 }
 
 impl InFlight {
     async fn complete(self) -> io::Result<()> {
         match self {
-            InFlight::Write(write) => write.await.map(drop),
+            InFlight::Write(write, buffers) => write.await.map(|buf| buffers.give(buf)),
             InFlight::Op(op) => op.await,
         }
     }
 
     fn try_complete(&mut self) -> Option<io::Result<()>> {
         match self {
-            InFlight::Write(write) => write.try_take().map(|result| result.map(drop)),
+            InFlight::Write(write, buffers) => write.try_take().map(|result| result.map(|buf| buffers.give(buf))),
             InFlight::Op(op) => op.try_take(),
         }
     }
@@ -384,7 +385,7 @@ impl PartitionLog {
             created_ms: now_ms,
         };
         self.next_zone_sequence += 1;
-        let mut buf = AlignedBuf::with_capacity(self.config.write_chunk_bytes);
+        let mut buf = self.allocator.buffers().take();
         buf.extend_from_slice(&header.encode());
         self.tail = Some(Tail {
             buf,
@@ -417,8 +418,9 @@ impl PartitionLog {
         {
             self.submit_tail(false);
             let chunk = self.config.write_chunk_bytes;
+            let buffers = self.allocator.buffers();
             let tail = self.tail.get_or_insert_with(|| Tail {
-                buf: AlignedBuf::with_capacity(chunk),
+                buf: buffers.take(),
                 zone_position_bytes: position,
                 frames: VecDeque::new(),
             });
@@ -465,7 +467,7 @@ impl PartitionLog {
             frames.pop_front();
         }
         if rest_bytes > 0 {
-            let mut rest = AlignedBuf::with_capacity(self.config.write_chunk_bytes);
+            let mut rest = self.allocator.buffers().take();
             rest.extend_from_slice(&tail.buf[whole_bytes..]);
             tail.buf.set_len(whole_bytes);
             self.tail = Some(Tail {
@@ -486,7 +488,7 @@ impl PartitionLog {
         let write = self
             .allocator
             .write(zone.zone, tail.zone_position_bytes, tail.buf);
-        self.in_flight.push_back(InFlight::Write(write));
+        self.in_flight.push_back(InFlight::Write(write, self.allocator.buffers().clone()));
     }
 
     /// Collects completed writes without waiting; a failed one fails the log.
@@ -668,7 +670,7 @@ impl PartitionLog {
         retention_bytes: Option<u64>,
     ) -> usize {
         let mut released = 0;
-        while self.zones.len() > 1 {
+        while self.can_release_oldest_zone() {
             let oldest = &self.zones[0];
             let expired_by_time = retention_ms
                 .is_some_and(|ms| oldest.index.max_timestamp_ms() < now_ms.saturating_sub(ms));
@@ -684,8 +686,15 @@ impl PartitionLog {
         released
     }
 
+    /// The oldest zone may go only if recovery would still find where the log ends without it:
+    /// that needs the next zone's header on the device durably. A durable batch at or after the
+    /// next zone's base offset proves it, since a flush covers every write submitted before it.
+    fn can_release_oldest_zone(&self) -> bool {
+        self.zones.len() > 1 && self.high_watermark() > self.zones[1].base_offset
+    }
+
     fn release_oldest_zone(&mut self) {
-        assert!(self.zones.len() > 1, "the active zone is never released");
+        assert!(self.can_release_oldest_zone(), "the active zone is never released, nor one recovery needs");
         let zone = self.zones.pop_front().expect("non-empty");
         self.allocator.release(zone.zone);
         let new_start = self.zones[0].base_offset;
@@ -722,7 +731,7 @@ impl PartitionLog {
                 self.next_offset,
             );
             self.log_start_offset = offset;
-            while self.zones.len() > 1 && self.zones[0].end_offset <= offset {
+            while self.can_release_oldest_zone() && self.zones[0].end_offset <= offset {
                 self.release_oldest_zone();
             }
             while self

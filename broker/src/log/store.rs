@@ -79,7 +79,7 @@ impl LogStore {
             }
         }
         let owned: BTreeSet<ZoneId> = chains.values().flatten().map(|zone| zone.info.id).collect();
-        let allocator = Arc::new(ZoneAllocator::new(device.clone(), &owned));
+        let allocator = Arc::new(ZoneAllocator::new(device.clone(), &owned, config.write_chunk_bytes));
         for zone in unreadable {
             tracing::warn!(zone, "zone header does not verify; resetting the zone");
             allocator.release(zone);
