@@ -245,9 +245,13 @@ async fn scan_zone(
                 data_end = end_bytes;
             }
             ScanStep::Padding { next_bytes } => position = next_bytes,
-            // Clean only if the frames reach the write pointer: zeros before it would leave a
-            // gap that a later recovery stops at.
-            ScanStep::End => break position >= write_pointer,
+            // Clean if the frames reach the write pointer, or if the zone is full and only zeros
+            // follow its last frame (finished at a roll). Not for a zone still open to appends:
+            // appending after a gap of zeros would leave data a later recovery stops before.
+            ScanStep::End => {
+                break position >= write_pointer
+                    || (info.state == ZoneState::Full && data[position as usize..].iter().all(|&b| b == 0))
+            }
             ScanStep::Invalid | ScanStep::NeedMore { .. } => break false,
         }
     };
