@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 pub const BLOCK_SIZE: usize = 4096;
 
 /// A heap buffer whose start is aligned to `BLOCK_SIZE` and whose capacity is a whole number of
-/// blocks. Bytes beyond `len` up to `capacity` are zero-initialised (so padding is free).
+/// blocks. Every byte is initialised (a new buffer is zeroed), but bytes beyond `len` of a
+/// reused buffer hold old data: writers zero what they pad (`pad_to_block`, `extend_zeros`).
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
@@ -70,7 +71,7 @@ impl AlignedBuf {
         self.len += bytes.len();
     }
 
-    /// The writable tail after `len` (zeroed unless written before a `clear`).
+    /// The writable tail after `len`.
     pub fn spare_mut(&mut self) -> &mut [u8] {
         // Safety: the allocation is `capacity` bytes long.
         unsafe {
@@ -81,11 +82,18 @@ impl AlignedBuf {
         }
     }
 
-    /// Sets the length. Bytes up to `len` must have been initialised, which they always are:
-    /// the allocation is zeroed.
+    /// Sets the length. Every byte of the allocation is initialised (zeroed when allocated), so
+    /// this is safe; bytes exposed by growing hold whatever was there.
     pub fn set_len(&mut self, len: usize) {
         assert!(len <= self.capacity, "AlignedBuf::set_len beyond capacity");
         self.len = len;
+    }
+
+    /// Appends `count` zero bytes.
+    pub fn extend_zeros(&mut self, count: usize) {
+        assert!(count <= self.remaining(), "AlignedBuf overflow");
+        self.spare_mut()[..count].fill(0);
+        self.len += count;
     }
 
     /// Pads with zeros up to the next block boundary (a no-op when already aligned).
@@ -205,7 +213,8 @@ impl BufferPool {
         reused.unwrap_or_else(|| AlignedBuf::with_capacity(self.inner.buffer_bytes))
     }
 
-    /// Returns a buffer; it is cleared and kept if the pool is below its bound and it has the
+    /// Returns a buffer; it is kept (emptied, not zeroed: zeroing a chunk per write costs more
+    /// than the few bytes writers pad explicitly) if the pool is below its bound and it has the
     /// pool's size, dropped otherwise.
     pub fn give(&self, mut buf: AlignedBuf) {
         if buf.capacity() != self.inner.buffer_bytes {
@@ -213,7 +222,7 @@ impl BufferPool {
         }
         let mut free = self.inner.free.lock().expect("pool lock");
         if free.len() < self.inner.buffers_kept_max {
-            buf.clear();
+            buf.set_len(0);
             free.push(buf);
         }
     }

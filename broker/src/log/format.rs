@@ -4,8 +4,12 @@
 //! zone:   [zone header block: 4 KiB][frame][frame]...[pad to block at a flush][frame]...
 //! frame:  len u32 | crc u32 | kind u8 | reserved [0;3] | payload (len bytes)
 //! ```
-//! `crc` is crc32fast (CRC-32, IEEE) over `len`, `kind`, `reserved` and the payload, so a torn
-//! or partial frame is detected without trusting the Kafka batch inside it. A frame header never
+//! `crc` is crc32fast (CRC-32, IEEE) over `len`, `kind`, `reserved` and the covered payload:
+//! all of it, except for a record batch, whose own CRC-32C already covers everything from its
+//! attributes on: there the frame CRC covers the batch's first 21 bytes (base offset, length,
+//! leader epoch, magic and that CRC), so each append checksums its bytes once. A torn or partial
+//! frame is thus caught by the frame CRC or, at recovery, by the batch CRC (`batch::
+//! validate_integrity`); reads, which only ever see durable data, check the frame CRC only. A frame header never
 //! straddles a block boundary: when fewer than `FRAME_HEADER_BYTES` remain in a block, the
 //! writer pads to the next block. An all-zero header means "padding: skip to the next block";
 //! at a block boundary it means "no more frames in this zone".
@@ -137,6 +141,18 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The bytes of a record batch's start that the frame CRC covers: up to and including the
+/// batch's own CRC field, which covers the rest.
+pub const RECORD_BATCH_PREFIX_COVERED_BYTES: usize = 21;
+
+/// The part of a payload the frame CRC covers.
+fn covered(kind: FrameKind, payload: &[u8]) -> &[u8] {
+    match kind {
+        FrameKind::RecordBatch => &payload[..payload.len().min(RECORD_BATCH_PREFIX_COVERED_BYTES)],
+        FrameKind::LogStartOffset => payload,
+    }
+}
+
 /// Bytes a frame with `payload_bytes` occupies, header included.
 pub fn frame_bytes(payload_bytes: usize) -> usize {
     FRAME_HEADER_BYTES + payload_bytes
@@ -151,7 +167,7 @@ pub fn frame_header(kind: FrameKind, payload: &[u8]) -> [u8; FRAME_HEADER_BYTES]
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&header[0..4]);
     hasher.update(&header[8..12]);
-    hasher.update(payload);
+    hasher.update(covered(kind, payload));
     header[4..8].copy_from_slice(&hasher.finalize().to_be_bytes());
     header
 }
@@ -246,7 +262,7 @@ pub fn scan_frame(
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&header[0..4]);
     hasher.update(&header[8..12]);
-    hasher.update(payload);
+    hasher.update(covered(kind, payload));
     if hasher.finalize() != crc {
         return ScanStep::Invalid;
     }
@@ -318,8 +334,27 @@ mod tests {
     }
 
     #[test]
-    fn torn_and_corrupt_frames_are_invalid() {
+    fn record_batch_frames_cover_the_batch_prefix_only() {
         let (zone, end) = zone_with(&[&[9u8; 300]]);
+        let start = ZONE_HEADER_BYTES as u64;
+        for index in [0usize, 5, 8, 12, 12 + 20] {
+            let mut corrupt = zone.clone();
+            corrupt[ZONE_HEADER_BYTES + index] ^= 1;
+            assert_eq!(scan_frame(&corrupt, 0, start, end), ScanStep::Invalid, "byte {index}");
+        }
+        // Past the batch's CRC field, the batch's own CRC-32C covers the bytes.
+        let mut body = zone.clone();
+        body[ZONE_HEADER_BYTES + 12 + 21] ^= 1;
+        assert!(matches!(scan_frame(&body, 0, start, end), ScanStep::Frame { .. }));
+    }
+
+    #[test]
+    fn torn_and_corrupt_frames_are_invalid() {
+        let mut zone = vec![0u8; ZONE_HEADER_BYTES];
+        let payload = [9u8; 300];
+        zone.extend_from_slice(&frame_header(FrameKind::LogStartOffset, &payload));
+        zone.extend_from_slice(&payload);
+        let end = zone.len() as u64;
         let start = ZONE_HEADER_BYTES as u64;
         // Torn: the write pointer cuts the frame.
         assert_eq!(scan_frame(&zone, 0, start, end - 1), ScanStep::Invalid);

@@ -123,8 +123,22 @@ impl LogZone {
 struct Tail {
     buf: AlignedBuf,
     zone_position_bytes: u64,
-    /// (frame end position, offset after that frame's batch) for frames in `buf`.
-    frames: VecDeque<(u64, i64)>,
+}
+
+/// What `tail_write` copies.
+#[derive(Clone, Copy)]
+enum Piece<'a> {
+    Zeros(usize),
+    Bytes(&'a [u8]),
+}
+
+impl Piece<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Zeros(count) => *count,
+            Piece::Bytes(bytes) => bytes.len(),
+        }
+    }
 }
 
 /// Shared between the log and its flush handles, which complete after the log moved on.
@@ -312,7 +326,7 @@ impl PartitionLog {
             base_offset,
             ..header
         };
-        let position_bytes = self.write_frame(FrameKind::RecordBatch, &batch, last_offset + 1);
+        let position_bytes = self.write_frame(FrameKind::RecordBatch, &batch);
         let zone = self
             .zones
             .back_mut()
@@ -385,13 +399,6 @@ impl PartitionLog {
             created_ms: now_ms,
         };
         self.next_zone_sequence += 1;
-        let mut buf = self.allocator.buffers().take();
-        buf.extend_from_slice(&header.encode());
-        self.tail = Some(Tail {
-            buf,
-            zone_position_bytes: 0,
-            frames: VecDeque::new(),
-        });
         self.zones.push_back(LogZone {
             zone,
             sequence: header.zone_sequence,
@@ -402,52 +409,53 @@ impl PartitionLog {
             index: ZoneIndex::new(self.config.index_interval_bytes),
             sealed: false,
         });
+        self.tail_write(Piece::Bytes(&header.encode()));
         Ok(())
     }
 
     /// Copies a frame into the tail; returns its position. Room was made by `make_room`.
-    fn write_frame(&mut self, kind: FrameKind, payload: &[u8], end_offset: i64) -> u64 {
+    fn write_frame(&mut self, kind: FrameKind, payload: &[u8]) -> u64 {
         let position = self.append_position().expect("active zone");
         let start = format::next_frame_start(position);
-        let frame_bytes = format::frame_bytes(payload.len());
-        let needed = (start - position) as usize + frame_bytes;
-        if self
-            .tail
-            .as_ref()
-            .is_none_or(|tail| tail.buf.remaining() < needed)
-        {
-            self.submit_tail(false);
-            let chunk = self.config.write_chunk_bytes;
-            let buffers = self.allocator.buffers();
-            let tail = self.tail.get_or_insert_with(|| Tail {
-                buf: buffers.take(),
-                zone_position_bytes: position,
-                frames: VecDeque::new(),
-            });
-            if tail.buf.remaining() < needed {
-                let mut bigger =
-                    AlignedBuf::with_capacity(round_up(tail.buf.len() + needed, chunk));
-                bigger.extend_from_slice(&tail.buf);
-                tail.buf = bigger;
-            }
-        }
-        let tail = self.tail.as_mut().expect("tail ensured");
-        tail.buf
-            .set_len(tail.buf.len() + (start - position) as usize);
-        tail.buf
-            .extend_from_slice(&format::frame_header(kind, payload));
-        tail.buf.extend_from_slice(payload);
-        let end = start + frame_bytes as u64;
-        tail.frames.push_back((end, end_offset));
+        // The gap is at most a frame header's length: written as zeros (padding).
+        self.tail_write(Piece::Zeros((start - position) as usize));
+        self.tail_write(Piece::Bytes(&format::frame_header(kind, payload)));
+        self.tail_write(Piece::Bytes(payload));
+        let end = start + format::frame_bytes(payload.len()) as u64;
+        assert_eq!(self.append_position(), Some(end));
         self.zones.back_mut().expect("active zone").data_end_bytes = end;
-        if tail.buf.len() >= self.config.write_chunk_bytes {
-            self.submit_tail(false);
-        }
         start
     }
 
+    /// Copies into the tail, a pool buffer at a time: a full buffer (whole blocks) goes to the
+    /// device at once, so appends never allocate or grow a buffer whatever the frame size.
+    fn tail_write(&mut self, piece: Piece<'_>) {
+        let mut left = piece.len();
+        while left > 0 {
+            if self.tail.is_none() {
+                let zone_position_bytes = self.append_position().expect("active zone");
+                assert_eq!(zone_position_bytes % BLOCK_SIZE as u64, 0, "a new tail starts on a block");
+                self.tail = Some(Tail { buf: self.allocator.buffers().take(), zone_position_bytes });
+            }
+            let tail = self.tail.as_mut().expect("tail ensured");
+            let count = left.min(tail.buf.remaining());
+            match piece {
+                Piece::Zeros(_) => tail.buf.extend_zeros(count),
+                Piece::Bytes(bytes) => {
+                    let at = bytes.len() - left;
+                    tail.buf.extend_from_slice(&bytes[at..at + count]);
+                }
+            }
+            left -= count;
+            if tail.buf.remaining() == 0 {
+                self.submit_tail(false);
+            }
+        }
+    }
+
     /// Hands the tail's whole blocks to the device; with `pad`, pads the last partial block
-    /// first so everything is submitted (a flush or a zone switch).
+    /// first so everything is submitted (a flush or a zone switch). A partial block left over
+    /// moves to a fresh tail buffer.
     fn submit_tail(&mut self, pad: bool) {
         let Some(mut tail) = self.tail.take() else {
             return;
@@ -462,32 +470,16 @@ impl PartitionLog {
         }
         let rest_bytes = tail.buf.len() - whole_bytes;
         let submitted_end = tail.zone_position_bytes + whole_bytes as u64;
-        let mut frames = std::mem::take(&mut tail.frames);
-        while frames.front().is_some_and(|&(end, _)| end <= submitted_end) {
-            frames.pop_front();
-        }
         if rest_bytes > 0 {
             let mut rest = self.allocator.buffers().take();
             rest.extend_from_slice(&tail.buf[whole_bytes..]);
             tail.buf.set_len(whole_bytes);
-            self.tail = Some(Tail {
-                buf: rest,
-                zone_position_bytes: submitted_end,
-                frames,
-            });
+            self.tail = Some(Tail { buf: rest, zone_position_bytes: submitted_end });
         }
-        let zone = self
-            .zones
-            .back_mut()
-            .expect("tail belongs to the active zone");
-        assert_eq!(
-            zone.submitted_bytes, tail.zone_position_bytes,
-            "tail starts at the write pointer"
-        );
+        let zone = self.zones.back_mut().expect("tail belongs to the active zone");
+        assert_eq!(zone.submitted_bytes, tail.zone_position_bytes, "tail starts at the write pointer");
         zone.submitted_bytes = submitted_end;
-        let write = self
-            .allocator
-            .write(zone.zone, tail.zone_position_bytes, tail.buf);
+        let write = self.allocator.write(zone.zone, tail.zone_position_bytes, tail.buf);
         self.in_flight.push_back(InFlight::Write(write, self.allocator.buffers().clone()));
     }
 
@@ -725,11 +717,7 @@ impl PartitionLog {
         }
         if offset > self.log_start_offset {
             self.make_room(8, now_ms)?;
-            self.write_frame(
-                FrameKind::LogStartOffset,
-                &offset.to_be_bytes(),
-                self.next_offset,
-            );
+            self.write_frame(FrameKind::LogStartOffset, &offset.to_be_bytes());
             self.log_start_offset = offset;
             while self.can_release_oldest_zone() && self.zones[0].end_offset <= offset {
                 self.release_oldest_zone();

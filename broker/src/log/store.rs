@@ -17,7 +17,13 @@ use super::batch;
 use super::format::{self, FrameKind, ScanStep, ZoneHeader, ZONE_HEADER_BYTES};
 use super::index::ZoneIndex;
 use super::partition::{LogConfig, LogError, LogZone, PartitionId, PartitionLog};
+use crate::buf::{AlignedBuf, BLOCK_SIZE};
 use crate::zone::{ZoneId, ZoneInfo, ZoneState, ZonedDevice};
+
+/// Recovery reads zones in windows of this size: large enough to run at the device's
+/// sequential read bandwidth, small enough that the buffer costs little to allocate (a zeroed
+/// zone-sized buffer per zone cost more than the read itself).
+const RECOVERY_WINDOW_BYTES: usize = 4 << 20;
 
 pub struct LogStore {
     allocator: Arc<ZoneAllocator>,
@@ -201,58 +207,59 @@ async fn scan_zone(
     config: &LogConfig,
 ) -> Result<ScannedZone, LogError> {
     let write_pointer = info.write_pointer_bytes;
-    let data = device.read(info.id, 0, write_pointer as usize).await?;
     let mut index = ZoneIndex::new(config.index_interval_bytes);
     let mut position = ZONE_HEADER_BYTES as u64;
     let mut data_end = position;
     let mut next_offset = header.base_offset;
     let mut batches = 0;
     let mut log_start_offset = 0;
+    // The zone is read in windows into one buffer; a frame that does not fit the window makes
+    // the next read start at that frame, large enough to hold it.
+    let mut window = AlignedBuf::with_capacity(RECOVERY_WINDOW_BYTES.min(write_pointer as usize));
+    let mut window_start = 0u64;
+    let mut read_bytes_min = Some(RECOVERY_WINDOW_BYTES as u64);
     let clean = loop {
-        match format::scan_frame(&data, 0, position, write_pointer) {
-            ScanStep::Frame {
-                kind: FrameKind::RecordBatch,
-                payload,
-                end_bytes,
-            } => {
-                let Ok(batch) = batch::parse_header(payload) else {
-                    break false;
-                };
-                if batch.base_offset != next_offset || batch.last_offset_delta < 0 {
+        if let Some(bytes_min) = read_bytes_min.take() {
+            if position >= write_pointer {
+                break true;
+            }
+            window_start = position / BLOCK_SIZE as u64 * BLOCK_SIZE as u64;
+            let len = (bytes_min.max(RECOVERY_WINDOW_BYTES as u64)).min(write_pointer - window_start) as usize;
+            if window.capacity() < len {
+                window = AlignedBuf::with_capacity(len);
+            }
+            window = device.read_into(info.id, window_start, window, len).await?;
+        }
+        match format::scan_frame(&window, window_start, position, write_pointer) {
+            ScanStep::Frame { kind: FrameKind::RecordBatch, payload, end_bytes } => {
+                // The frame CRC covers only the batch's prefix: the batch CRC covers the rest.
+                let Ok(batch) = batch::validate_integrity(payload) else { break false };
+                if batch.base_offset != next_offset {
                     break false;
                 }
-                index.on_batch(
-                    batch.base_offset,
-                    batch.last_offset(),
-                    position,
-                    batch.max_timestamp_ms,
-                );
+                index.on_batch(batch.base_offset, batch.last_offset(), position, batch.max_timestamp_ms);
                 next_offset = batch.last_offset() + 1;
                 batches += 1;
                 position = end_bytes;
                 data_end = end_bytes;
             }
-            ScanStep::Frame {
-                kind: FrameKind::LogStartOffset,
-                payload,
-                end_bytes,
-            } => {
-                let Ok(bytes) = <[u8; 8]>::try_from(payload) else {
-                    break false;
-                };
+            ScanStep::Frame { kind: FrameKind::LogStartOffset, payload, end_bytes } => {
+                let Ok(bytes) = <[u8; 8]>::try_from(payload) else { break false };
                 log_start_offset = log_start_offset.max(i64::from_be_bytes(bytes));
                 position = end_bytes;
                 data_end = end_bytes;
             }
             ScanStep::Padding { next_bytes } => position = next_bytes,
-            // Clean if the frames reach the write pointer, or if the zone is full and only zeros
-            // follow its last frame (finished at a roll). Not for a zone still open to appends:
-            // appending after a gap of zeros would leave data a later recovery stops before.
-            ScanStep::End => {
-                break position >= write_pointer
-                    || (info.state == ZoneState::Full && data[position as usize..].iter().all(|&b| b == 0))
+            // Clean if the frames reach the write pointer, or if the zone is full: a zone
+            // finished at a roll holds zeros after its last frame. (Anything a full zone could
+            // hold after zeros was never acknowledged: an acknowledgement waits for every earlier
+            // write.) Not for a zone still open to appends: appending after a gap of zeros would
+            // leave data that a later recovery stops before.
+            ScanStep::End => break position >= write_pointer || info.state == ZoneState::Full,
+            ScanStep::NeedMore { frame_end_bytes } => {
+                read_bytes_min = Some(frame_end_bytes - position / BLOCK_SIZE as u64 * BLOCK_SIZE as u64);
             }
-            ScanStep::Invalid | ScanStep::NeedMore { .. } => break false,
+            ScanStep::Invalid => break false,
         }
     };
     let zone = LogZone {

@@ -251,7 +251,7 @@ impl ZonedDevice for FaultyZonedDevice {
         fail_after(forwarded, error)
     }
 
-    fn read(&self, zone: ZoneId, offset_bytes: u64, len_bytes: usize) -> Pending<AlignedBuf> {
+    fn read_into(&self, zone: ZoneId, offset_bytes: u64, buf: AlignedBuf, len_bytes: usize) -> Pending<AlignedBuf> {
         let read_errno = {
             let mut plan = self.control.lock();
             let errno = plan.read_errno;
@@ -262,7 +262,7 @@ impl ZonedDevice for FaultyZonedDevice {
         };
         match read_errno {
             Some(errno) => Pending::ready(Err(injected(errno, "read"))),
-            None => self.inner.read(zone, offset_bytes, len_bytes),
+            None => self.inner.read_into(zone, offset_bytes, buf, len_bytes),
         }
     }
 

@@ -260,11 +260,10 @@ impl ZonedDevice for FileZonedDevice {
             .write_at(self.zone_start_bytes(zone) + offset_bytes, buf)
     }
 
-    fn read(&self, zone: ZoneId, offset_bytes: u64, len_bytes: usize) -> Pending<AlignedBuf> {
+    fn read_into(&self, zone: ZoneId, offset_bytes: u64, buf: AlignedBuf, len_bytes: usize) -> Pending<AlignedBuf> {
         if let Err(error) = self.lock().check_read(zone, offset_bytes, len_bytes as u64) {
             return Pending::ready(Err(error.into()));
         }
-        let buf = AlignedBuf::with_capacity(len_bytes);
         self.driver
             .read_at(self.zone_start_bytes(zone) + offset_bytes, buf, len_bytes)
     }

@@ -66,17 +66,21 @@ impl ZonedDevice for MemZonedDevice {
         Pending::ready(Ok(buf))
     }
 
-    fn read(&self, zone: ZoneId, offset_bytes: u64, len_bytes: usize) -> Pending<AlignedBuf> {
+    fn read_into(&self, zone: ZoneId, offset_bytes: u64, mut buf: AlignedBuf, len_bytes: usize) -> Pending<AlignedBuf> {
         let state = self.lock();
         if let Err(error) = state.table.check_read(zone, offset_bytes, len_bytes as u64) {
             return Pending::ready(Err(error.into()));
         }
-        let mut buf = AlignedBuf::zeroed(len_bytes);
+        if buf.capacity() < len_bytes {
+            return Pending::ready(Err(io::Error::new(io::ErrorKind::InvalidInput, "read buffer smaller than the read")));
+        }
+        buf.set_len(len_bytes);
         let data = &state.data[zone as usize];
         // A finished zone reads zeros past the data it had, as the file backend does.
         let start = (offset_bytes as usize).min(data.len());
         let end = (offset_bytes as usize + len_bytes).min(data.len());
         buf[..end - start].copy_from_slice(&data[start..end]);
+        buf[end - start..].fill(0);
         Pending::ready(Ok(buf))
     }
 

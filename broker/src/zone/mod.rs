@@ -205,8 +205,14 @@ pub trait ZonedDevice: Send + Sync + 'static {
     fn write(&self, zone: ZoneId, offset_bytes: u64, buf: AlignedBuf) -> Pending<AlignedBuf>;
 
     /// Reads `len_bytes` (block multiple) at `offset_bytes` (block aligned), below the write
-    /// pointer.
-    fn read(&self, zone: ZoneId, offset_bytes: u64, len_bytes: usize) -> Pending<AlignedBuf>;
+    /// pointer, into `buf` (capacity at least `len_bytes`; its length becomes `len_bytes`), so
+    /// scans can reuse their buffers.
+    fn read_into(&self, zone: ZoneId, offset_bytes: u64, buf: AlignedBuf, len_bytes: usize) -> Pending<AlignedBuf>;
+
+    /// `read_into` a new buffer.
+    fn read(&self, zone: ZoneId, offset_bytes: u64, len_bytes: usize) -> Pending<AlignedBuf> {
+        self.read_into(zone, offset_bytes, AlignedBuf::with_capacity(len_bytes), len_bytes)
+    }
 
     /// Makes all completed writes durable.
     fn flush(&self) -> Pending<()>;
