@@ -113,6 +113,27 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// Runs futures concurrently on the current task and returns their outputs in order: lets a
+/// caller keep several storage requests in flight without an async runtime's spawn.
+pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|context| {
+        let mut all_done = true;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(context) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    outputs.into_iter().map(|output| output.expect("every future completed")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +151,18 @@ mod tests {
         tx.complete(Ok(9));
         assert_eq!(runtime.block_on(rx).unwrap(), 9);
         assert_eq!(runtime.block_on(Pending::ready(Ok(1u32))).unwrap(), 1);
+    }
+
+    #[test]
+    fn join_all_keeps_order() {
+        let (first_tx, first) = Pending::<u32>::channel();
+        let (second_tx, second) = Pending::<u32>::channel();
+        std::thread::spawn(move || {
+            second_tx.complete(Ok(2));
+            first_tx.complete(Ok(1));
+        });
+        let results = block_on(join_all(vec![first, second]));
+        assert_eq!(results.into_iter().map(Result::unwrap).collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::buf::{AlignedBuf, BufferPool};
+use crate::buf::{AlignedBuf, BufferPool, BLOCK_SIZE};
 use crate::pending::Pending;
 use crate::zone::{ZoneError, ZoneId, ZoneState, ZonedDevice};
 
@@ -65,7 +65,9 @@ impl ZoneAllocator {
             .collect();
         ZoneAllocator {
             device,
-            buffers: BufferPool::new(chunk_bytes, CHUNK_BUFFERS_KEPT_MAX),
+            // One block more than a chunk: a chunk-sized batch plus its frame header, flushed on
+            // its own (acks=all), then leaves in one write instead of a chunk and a block.
+            buffers: BufferPool::new(chunk_bytes + BLOCK_SIZE, CHUNK_BUFFERS_KEPT_MAX),
             state: Mutex::new(AllocatorState {
                 free,
                 resetting: Vec::new(),

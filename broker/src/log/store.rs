@@ -18,12 +18,16 @@ use super::format::{self, FrameKind, ScanStep, ZoneHeader, ZONE_HEADER_BYTES};
 use super::index::ZoneIndex;
 use super::partition::{LogConfig, LogError, LogZone, PartitionId, PartitionLog};
 use crate::buf::{AlignedBuf, BLOCK_SIZE};
+use crate::pending::join_all;
 use crate::zone::{ZoneId, ZoneInfo, ZoneState, ZonedDevice};
 
 /// Recovery reads zones in windows of this size: large enough to run at the device's
 /// sequential read bandwidth, small enough that the buffer costs little to allocate (a zeroed
 /// zone-sized buffer per zone cost more than the read itself).
 const RECOVERY_WINDOW_BYTES: usize = 4 << 20;
+
+/// Zones recovery scans at once: enough reads in flight to approach the device's bandwidth.
+const RECOVERY_ZONES_IN_FLIGHT: usize = 4;
 
 pub struct LogStore {
     allocator: Arc<ZoneAllocator>,
@@ -92,9 +96,20 @@ impl LogStore {
             report.zones_reset += 1;
         }
         let mut partitions = Vec::with_capacity(chains.len());
+        // Every zone's scan is independent of the others: several run at once so their reads
+        // overlap (one zone at a time reads at queue depth 1, well below the device's bandwidth).
+        let jobs: Vec<(ZoneInfo, &ZoneHeader)> = chains.values().flatten().map(|zone| (zone.info, &zone.header)).collect();
+        let mut scans: BTreeMap<ZoneId, ScannedZone> = BTreeMap::new();
+        for wave in jobs.chunks(RECOVERY_ZONES_IN_FLIGHT) {
+            let scanning = wave.iter().map(|(info, header)| scan_zone(device.as_ref(), *info, header, &config)).collect();
+            for ((info, _), scanned) in wave.iter().zip(join_all(scanning).await) {
+                scans.insert(info.id, scanned?);
+            }
+        }
+        drop(jobs);
         for (id, mut chain) in chains {
             chain.sort_by_key(|zone| zone.header.zone_sequence);
-            let log = recover_chain(id, chain, &allocator, &config, &mut report).await?;
+            let log = recover_chain(id, chain, &mut scans, &allocator, &config, &mut report).await?;
             partitions.push(log);
         }
         allocator.settle().await?;
@@ -123,11 +138,11 @@ impl LogStore {
 async fn recover_chain(
     id: PartitionId,
     chain: Vec<ChainZone>,
+    scans: &mut BTreeMap<ZoneId, ScannedZone>,
     allocator: &Arc<ZoneAllocator>,
     config: &LogConfig,
     report: &mut RecoveryReport,
 ) -> Result<PartitionLog, LogError> {
-    let device = allocator.device().clone();
     let mut zones: VecDeque<LogZone> = VecDeque::new();
     let mut log_start_offset = 0i64;
     // New zones get a sequence above every zone seen, even dropped ones whose reset may not
@@ -150,7 +165,7 @@ async fn recover_chain(
             report.zones_reset += 1;
             continue;
         }
-        let scanned = scan_zone(device.as_ref(), info, &header, config).await?;
+        let scanned = scans.remove(&info.id).expect("every chain zone was scanned");
         report.zones_scanned += 1;
         report.bytes_scanned += info.write_pointer_bytes;
         report.batches_recovered += scanned.batches;
