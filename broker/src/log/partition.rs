@@ -514,14 +514,14 @@ impl PartitionLog {
         let (outcome_tx, outcome_rx) = watch::channel(None);
         let previous = self.last_flush.replace(outcome_rx);
         Flush {
-            state: FlushState::Running {
+            state: FlushState::Running(RunningFlush {
                 previous,
                 writes,
                 device_flush,
                 outcome: outcome_tx,
                 progress: self.progress.clone(),
                 durable_end_offset: self.next_offset,
-            },
+            }),
         }
     }
 
@@ -754,52 +754,29 @@ enum FlushState {
     /// Completed, or handed to a thread after being dropped.
     Done,
     Failed(String),
-    Running {
-        previous: Option<FlushOutcome>,
-        writes: Vec<InFlight>,
-        device_flush: Pending<()>,
-        outcome: watch::Sender<Option<Result<(), String>>>,
-        progress: Arc<Progress>,
-        durable_end_offset: i64,
-    },
+    Running(RunningFlush),
 }
 
-impl Flush {
-    fn failed(message: String) -> Flush {
-        Flush {
-            state: FlushState::Failed(message),
-        }
-    }
+struct RunningFlush {
+    /// The outcome of the flush before this one, which must succeed first.
+    previous: Option<FlushOutcome>,
+    writes: Vec<InFlight>,
+    device_flush: Pending<()>,
+    /// Where this flush reports its own outcome, for the next one.
+    outcome: watch::Sender<Option<Result<(), String>>>,
+    progress: Arc<Progress>,
+    durable_end_offset: i64,
+}
 
-    /// Completes the flush: the high watermark it reached, or the error that failed the log.
-    pub async fn complete(mut self) -> Result<i64, LogError> {
-        let (previous, writes, device_flush, outcome, progress, durable_end_offset) =
-            match std::mem::replace(&mut self.state, FlushState::Done) {
-                FlushState::Done => unreachable!("complete() consumes the Flush: it runs once"),
-                FlushState::Failed(message) => return Err(LogError::Failed(message)),
-                FlushState::Running {
-                    previous,
-                    writes,
-                    device_flush,
-                    outcome,
-                    progress,
-                    durable_end_offset,
-                } => (
-                    previous,
-                    writes,
-                    device_flush,
-                    outcome,
-                    progress,
-                    durable_end_offset,
-                ),
-            };
+impl RunningFlush {
+    /// Waits for the previous flush, this flush's writes and the device flush, in that order.
+    async fn run(self) -> Result<i64, LogError> {
+        let RunningFlush { previous, writes, device_flush, outcome, progress, durable_end_offset } = self;
         let result = async {
             if let Some(mut previous) = previous {
                 match previous.wait_for(|outcome| outcome.is_some()).await {
                     Ok(outcome) => outcome.clone().expect("waited for Some")?,
-                    Err(_) => {
-                        return Err("an earlier flush was dropped before it completed".to_string())
-                    }
+                    Err(_) => return Err("an earlier flush was dropped before it completed".to_string()),
                 }
             }
             for write in writes {
@@ -814,15 +791,32 @@ impl Flush {
             })
         }
         .await;
-        if result.is_err() && progress.failure().is_none() {
-            progress.fail(&io::Error::other(result.clone().unwrap_err()));
+        if let Err(message) = &result {
+            if progress.failure().is_none() {
+                progress.fail(&io::Error::other(message.clone()));
+            }
         }
         let _ = outcome.send(Some(result.clone()));
         result.map_err(LogError::Failed)?;
-        progress
-            .durable_end_offset
-            .fetch_max(durable_end_offset, Ordering::AcqRel);
+        progress.durable_end_offset.fetch_max(durable_end_offset, Ordering::AcqRel);
         Ok(durable_end_offset)
+    }
+}
+
+impl Flush {
+    fn failed(message: String) -> Flush {
+        Flush {
+            state: FlushState::Failed(message),
+        }
+    }
+
+    /// Completes the flush: the high watermark it reached, or the error that failed the log.
+    pub async fn complete(mut self) -> Result<i64, LogError> {
+        match std::mem::replace(&mut self.state, FlushState::Done) {
+            FlushState::Done => unreachable!("complete() consumes the Flush: it runs once"),
+            FlushState::Failed(message) => Err(LogError::Failed(message)),
+            FlushState::Running(running) => running.run().await,
+        }
     }
 
     /// Blocks the calling thread until the flush completes (not from inside an async task).
@@ -836,13 +830,11 @@ impl Drop for Flush {
     /// writes' outcome, or the next flush could never confirm its predecessors. A short-lived
     /// thread finishes it: rare, and it needs no async runtime.
     fn drop(&mut self) {
-        let state = std::mem::replace(&mut self.state, FlushState::Done);
-        let FlushState::Running { progress, .. } = &state else { return };
-        let progress = progress.clone();
-        let orphan = Flush { state };
+        let FlushState::Running(running) = std::mem::replace(&mut self.state, FlushState::Done) else { return };
+        let progress = running.progress.clone();
         let spawned = std::thread::Builder::new()
             .name("orphan-flush".into())
-            .spawn(move || drop(crate::pending::block_on(orphan.complete())));
+            .spawn(move || drop(crate::pending::block_on(running.run())));
         if let Err(error) = spawned {
             // Without the thread the outcome is unknown: fail safe.
             progress.fail(&error);

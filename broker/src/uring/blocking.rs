@@ -98,19 +98,21 @@ fn file_offset(offset: u64) -> io::Result<libc::off_t> {
     })
 }
 
-/// pwritev until every byte is written (continuing after short writes).
-pub(crate) fn write_all_at(fd: RawFd, offset: u64, bytes: &[u8]) -> io::Result<()> {
+/// Repeats one positioned transfer until `len` bytes have moved, continuing after short
+/// transfers and retrying EINTR/EAGAIN a bounded number of times. `step(done, chunk, at)` makes
+/// one system call for `chunk` bytes at file offset `at` and returns its result; a transfer of 0
+/// bytes ends with `no_progress(done)`.
+fn transfer_all_at(
+    offset: u64,
+    len: usize,
+    no_progress: impl Fn(usize) -> io::Error,
+    mut step: impl FnMut(usize, usize, libc::off_t) -> isize,
+) -> io::Result<()> {
     let mut done = 0usize;
     let mut retries = 0u32;
-    while done < bytes.len() {
-        let chunk = (bytes.len() - done).min(TRANSFER_CHUNK_BYTES_MAX);
-        let iov = libc::iovec {
-            iov_base: bytes[done..].as_ptr() as *mut libc::c_void,
-            iov_len: chunk,
-        };
-        let at = file_offset(offset + done as u64)?;
-        // Safety: the iovec points into `bytes`, alive for the call.
-        let result = unsafe { libc::pwritev(fd, &iov, 1, at) };
+    while done < len {
+        let chunk = (len - done).min(TRANSFER_CHUNK_BYTES_MAX);
+        let result = step(done, chunk, file_offset(offset + done as u64)?);
         if result < 0 {
             let error = io::Error::last_os_error();
             if retryable(&error) && retries < TRANSFER_RETRIES_MAX {
@@ -120,43 +122,33 @@ pub(crate) fn write_all_at(fd: RawFd, offset: u64, bytes: &[u8]) -> io::Result<(
             return Err(error);
         }
         if result == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("write at {} made no progress", offset + done as u64),
-            ));
+            return Err(no_progress(done));
         }
         done += result as usize;
     }
     Ok(())
 }
 
+/// pwritev until every byte is written.
+pub(crate) fn write_all_at(fd: RawFd, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    let no_progress = |done: usize| {
+        io::Error::new(io::ErrorKind::WriteZero, format!("write at {} made no progress", offset + done as u64))
+    };
+    transfer_all_at(offset, bytes.len(), no_progress, |done, chunk, at| {
+        let iov = libc::iovec { iov_base: bytes[done..].as_ptr() as *mut libc::c_void, iov_len: chunk };
+        // Safety: the iovec points into `bytes`, alive for the call.
+        unsafe { libc::pwritev(fd, &iov, 1, at) }
+    })
+}
+
 /// preadv until `bytes` is full; end of file first is UnexpectedEof.
 pub(crate) fn read_exact_at(fd: RawFd, offset: u64, bytes: &mut [u8]) -> io::Result<()> {
-    let mut done = 0usize;
-    let mut retries = 0u32;
-    while done < bytes.len() {
-        let chunk = (bytes.len() - done).min(TRANSFER_CHUNK_BYTES_MAX);
-        let iov = libc::iovec {
-            iov_base: bytes[done..].as_mut_ptr() as *mut libc::c_void,
-            iov_len: chunk,
-        };
-        let at = file_offset(offset + done as u64)?;
+    let len = bytes.len();
+    transfer_all_at(offset, len, |done| unexpected_eof(offset, done, len), |done, chunk, at| {
+        let iov = libc::iovec { iov_base: bytes[done..].as_mut_ptr() as *mut libc::c_void, iov_len: chunk };
         // Safety: the iovec points into `bytes`, alive and exclusively borrowed for the call.
-        let result = unsafe { libc::preadv(fd, &iov, 1, at) };
-        if result < 0 {
-            let error = io::Error::last_os_error();
-            if retryable(&error) && retries < TRANSFER_RETRIES_MAX {
-                retries += 1;
-                continue;
-            }
-            return Err(error);
-        }
-        if result == 0 {
-            return Err(unexpected_eof(offset, done, bytes.len()));
-        }
-        done += result as usize;
-    }
-    Ok(())
+        unsafe { libc::preadv(fd, &iov, 1, at) }
+    })
 }
 
 pub(super) fn unexpected_eof(offset: u64, done: usize, len: usize) -> io::Error {
