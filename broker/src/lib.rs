@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md at the repository root for the code map.
 
 pub mod buf;
+pub mod cluster;
 pub mod log;
 pub mod pending;
 pub mod storage;

@@ -1,0 +1,432 @@
+//! The cluster model the protocol handlers work on: topics, their partitions (each a
+//! `PartitionLog` behind a mutex held only for memory work) and their configs, rebuilt at start
+//! from the metadata log and kept durable through it.
+
+pub mod metadata;
+pub mod topic_config;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::BytesMut;
+pub use kafka_protocol::error::ResponseError;
+use tokio::sync::Notify;
+
+use crate::log::{LogError, LogStore, PartitionId, PartitionLog};
+use metadata::{metadata_partition_id, topic_id_from_hex, topic_id_to_hex, MetadataRecord, METADATA_TOPIC};
+pub use topic_config::{ConfigEntry, TopicConfig};
+
+/// Kafka's limit on partitions per topic is the broker's memory; this broker's is explicit.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Broker-wide settings the protocol handlers report or apply.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub cluster_id: String,
+    /// auto.create.topics.enable (Kafka's default: true).
+    pub auto_create_topics: bool,
+    /// num.partitions for auto-created topics (Kafka's default: 1).
+    pub default_partitions: i32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> BrokerConfig {
+        BrokerConfig {
+            node_id: 1,
+            advertised_host: "127.0.0.1".to_string(),
+            advertised_port: 9092,
+            cluster_id: "yottastore".to_string(),
+            auto_create_topics: true,
+            default_partitions: 1,
+        }
+    }
+}
+
+/// An error for a protocol response: the Kafka error code and a message for the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub error: ResponseError,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(error: ResponseError, message: impl Into<String>) -> ApiError {
+        ApiError { error, message: message.into() }
+    }
+
+    pub fn code(&self) -> i16 {
+        self.error.code()
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(error: LogError) -> ApiError {
+        let kind = match &error {
+            LogError::CorruptBatch(batch_error) => ResponseError::try_from_code(batch_error.kafka_error_code())
+                .unwrap_or(ResponseError::CorruptMessage),
+            LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+            LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            LogError::Failed(_) | LogError::CorruptOnDevice { .. } => ResponseError::KafkaStorageError,
+            LogError::Io(_) => ResponseError::KafkaStorageError,
+        };
+        ApiError::new(kind, error.to_string())
+    }
+}
+
+/// One partition: its log and a signal for fetches waiting for new data.
+pub struct Partition {
+    pub index: i32,
+    /// `None` once the topic is deleted: late requests get UNKNOWN_TOPIC_OR_PARTITION.
+    log: Mutex<Option<PartitionLog>>,
+    /// Notified whenever the high watermark advances (long-polling fetches wait on it).
+    pub data_ready: Notify,
+}
+
+impl Partition {
+    fn new(index: i32, log: PartitionLog) -> Arc<Partition> {
+        Arc::new(Partition { index, log: Mutex::new(Some(log)), data_ready: Notify::new() })
+    }
+
+    /// Runs `work` on the log under its lock. Keep `work` to memory: the log's methods only
+    /// submit I/O and return handles to await after the lock is released.
+    pub fn with_log<R>(&self, work: impl FnOnce(&mut PartitionLog) -> R) -> Result<R, ApiError> {
+        let mut guard = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match guard.as_mut() {
+            Some(log) => Ok(work(log)),
+            None => Err(ApiError::new(ResponseError::UnknownTopicOrPartition, "the topic was deleted")),
+        }
+    }
+
+    fn take_log(&self) -> Option<PartitionLog> {
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+}
+
+pub struct Topic {
+    pub name: String,
+    pub id: [u8; 16],
+    partitions: RwLock<Vec<Arc<Partition>>>,
+    config: RwLock<TopicConfig>,
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic").field("name", &self.name).field("partitions", &self.partition_count()).finish()
+    }
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
+        let partitions = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        usize::try_from(index).ok().and_then(|i| partitions.get(i).cloned())
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.read().unwrap_or_else(|p| p.into_inner()).len() as i32
+    }
+
+    pub fn config(&self) -> TopicConfig {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn partition_id(&self, index: i32) -> PartitionId {
+        PartitionId { topic: self.name.clone(), topic_id: self.id, partition: index }
+    }
+}
+
+pub struct Cluster {
+    store: LogStore,
+    broker: BrokerConfig,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// The metadata log; its async lock also serialises metadata changes.
+    metadata: tokio::sync::Mutex<PartitionLog>,
+}
+
+impl Cluster {
+    /// Rebuilds the topics from the metadata log and attaches the recovered partition logs.
+    /// Logs of topics that no longer exist (a deletion whose zone resets did not finish before
+    /// a crash) are released.
+    pub async fn open(store: LogStore, recovered: Vec<PartitionLog>, broker: BrokerConfig) -> Result<Arc<Cluster>, String> {
+        let mut logs: BTreeMap<(String, i32), PartitionLog> = BTreeMap::new();
+        let mut metadata_log = None;
+        for log in recovered {
+            if *log.id() == metadata_partition_id() {
+                metadata_log = Some(log);
+            } else {
+                logs.insert((log.id().topic.clone(), log.id().partition), log);
+            }
+        }
+        let metadata_log = metadata_log.unwrap_or_else(|| store.create_partition(metadata_partition_id()));
+        let definitions = replay(&metadata_log).await?;
+        let mut topics = BTreeMap::new();
+        for (name, (id, partition_count, configs)) in definitions {
+            let config = TopicConfig::from_entries(&configs).map_err(|error| format!("topic {name}: {error}"))?;
+            let partitions = (0..partition_count)
+                .map(|index| {
+                    let log = match logs.remove(&(name.clone(), index)) {
+                        Some(log) if log.id().topic_id == id => log,
+                        other => {
+                            if let Some(stale) = other {
+                                stale.delete();
+                            }
+                            store.create_partition(PartitionId { topic: name.clone(), topic_id: id, partition: index })
+                        }
+                    };
+                    Partition::new(index, log)
+                })
+                .collect();
+            let topic = Topic { name: name.clone(), id, partitions: RwLock::new(partitions), config: RwLock::new(config) };
+            topics.insert(name, Arc::new(topic));
+        }
+        for ((topic, partition), log) in logs {
+            tracing::warn!(%topic, partition, "partition log of a topic that no longer exists; releasing its zones");
+            log.delete();
+        }
+        Ok(Arc::new(Cluster { store, broker, topics: RwLock::new(topics), metadata: tokio::sync::Mutex::new(metadata_log) }))
+    }
+
+    pub fn broker(&self) -> &BrokerConfig {
+        &self.broker
+    }
+
+    pub fn store(&self) -> &LogStore {
+        &self.store
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).values().find(|topic| topic.id == *id).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Appends a metadata change and waits until it is durable.
+    async fn record(&self, metadata: &mut PartitionLog, record: &MetadataRecord) -> Result<(), ApiError> {
+        let batch = record.to_batch(now_ms());
+        metadata.append(BytesMut::from(&batch[..]), now_ms())?;
+        metadata.start_flush().complete().await?;
+        Ok(())
+    }
+
+    /// Creates a topic (CreateTopics, or auto-creation). With `validate_only`, checks everything
+    /// and changes nothing.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Option<Arc<Topic>>, ApiError> {
+        validate_topic_name(name)?;
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!("Number of partitions must be in 1..={PARTITIONS_PER_TOPIC_MAX}, not {partitions}"),
+            ));
+        }
+        let config = TopicConfig::from_entries(configs).map_err(|message| ApiError::new(ResponseError::InvalidConfig, message))?;
+        let mut metadata = self.metadata.lock().await;
+        if self.topic(name).is_some() {
+            return Err(ApiError::new(ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")));
+        }
+        if validate_only {
+            return Ok(None);
+        }
+        let id = new_topic_id();
+        let record = MetadataRecord::CreateTopic {
+            name: name.to_string(),
+            topic_id: topic_id_to_hex(&id),
+            partitions,
+            configs: config.overrides().clone(),
+        };
+        self.record(&mut metadata, &record).await?;
+        let partitions = (0..partitions)
+            .map(|index| Partition::new(index, self.store.create_partition(PartitionId { topic: name.to_string(), topic_id: id, partition: index })))
+            .collect();
+        let topic = Arc::new(Topic { name: name.to_string(), id, partitions: RwLock::new(partitions), config: RwLock::new(config) });
+        self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, "topic created");
+        Ok(Some(topic))
+    }
+
+    /// Deletes a topic: durably, then its zones are released.
+    pub async fn delete_topic(&self, name: &str) -> Result<[u8; 16], ApiError> {
+        let mut metadata = self.metadata.lock().await;
+        let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        let record = MetadataRecord::DeleteTopic { name: name.to_string(), topic_id: topic_id_to_hex(&topic.id) };
+        self.record(&mut metadata, &record).await?;
+        self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        for partition in topic.partitions() {
+            if let Some(log) = partition.take_log() {
+                log.delete();
+            }
+            partition.data_ready.notify_waiters();
+        }
+        tracing::info!(topic = name, "topic deleted");
+        Ok(topic.id)
+    }
+
+    /// Raises a topic's partition count (CreatePartitions).
+    pub async fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), ApiError> {
+        let mut metadata = self.metadata.lock().await;
+        let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        let current = topic.partition_count();
+        if count <= current || count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!("Topic currently has {current} partitions, {count} is not a valid partition count (more than now, at most {PARTITIONS_PER_TOPIC_MAX})."),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let record = MetadataRecord::SetPartitionCount { name: name.to_string(), topic_id: topic_id_to_hex(&topic.id), partitions: count };
+        self.record(&mut metadata, &record).await?;
+        let mut partitions = topic.partitions.write().unwrap_or_else(|p| p.into_inner());
+        for index in current..count {
+            partitions.push(Partition::new(index, self.store.create_partition(topic.partition_id(index))));
+        }
+        Ok(())
+    }
+
+    /// Changes a topic's configs with `change` (AlterConfigs replaces, IncrementalAlterConfigs
+    /// edits); an invalid result changes nothing.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut TopicConfig) -> Result<(), String>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let mut metadata = self.metadata.lock().await;
+        let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        let mut config = topic.config();
+        change(&mut config).map_err(|message| ApiError::new(ResponseError::InvalidConfig, message))?;
+        if validate_only {
+            return Ok(());
+        }
+        let record = MetadataRecord::SetConfigs { name: name.to_string(), topic_id: topic_id_to_hex(&topic.id), configs: config.overrides().clone() };
+        self.record(&mut metadata, &record).await?;
+        *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        Ok(())
+    }
+
+    /// Applies every topic's retention.ms and retention.bytes (reclaiming whole zones).
+    pub fn apply_retention(&self, now_ms: i64) -> usize {
+        let mut released = 0;
+        for topic in self.topics() {
+            let config = topic.config();
+            for partition in topic.partitions() {
+                released += partition
+                    .with_log(|log| log.apply_retention(now_ms, config.retention_ms(), config.retention_bytes()))
+                    .unwrap_or(0);
+            }
+        }
+        released
+    }
+}
+
+fn unknown_topic(name: &str) -> ApiError {
+    ApiError::new(ResponseError::UnknownTopicOrPartition, format!("This server does not host topic '{name}'."))
+}
+
+/// Kafka's topic name rules: 1 to 249 characters of [a-zA-Z0-9._-], not "." or "..", and not
+/// this broker's internal topic.
+pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
+    let invalid = |message: String| Err(ApiError::new(ResponseError::InvalidTopicException, message));
+    if name.is_empty() || name == "." || name == ".." {
+        return invalid(format!("Topic name {name:?} is illegal"));
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return invalid(format!("Topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return invalid(format!("Topic name {name:?} contains characters other than ASCII alphanumerics, '.', '_' and '-'"));
+    }
+    if name == METADATA_TOPIC {
+        return invalid(format!("Topic name {name:?} is reserved for the broker's metadata"));
+    }
+    Ok(())
+}
+
+/// Replays the metadata log: name -> (id, partition count, config overrides).
+async fn replay(log: &PartitionLog) -> Result<BTreeMap<String, ([u8; 16], i32, BTreeMap<String, String>)>, String> {
+    let mut topics: BTreeMap<String, ([u8; 16], i32, BTreeMap<String, String>)> = BTreeMap::new();
+    let mut offset = log.log_start_offset();
+    let high_watermark = log.high_watermark();
+    while offset < high_watermark {
+        let batches = log.read(offset, 1 << 20).map_err(|e| e.to_string())?.execute().await.map_err(|e| e.to_string())?;
+        if batches.is_empty() {
+            return Err(format!("metadata log: no batch at offset {offset} below {high_watermark}"));
+        }
+        for bytes in &batches {
+            let header = crate::log::batch::parse_header(bytes).map_err(|e| e.to_string())?;
+            offset = header.last_offset() + 1;
+            for record in MetadataRecord::from_batch(bytes).map_err(|e| format!("metadata log at {}: {e}", header.base_offset))? {
+                apply(&mut topics, record);
+            }
+        }
+    }
+    Ok(topics)
+}
+
+fn apply(topics: &mut BTreeMap<String, ([u8; 16], i32, BTreeMap<String, String>)>, record: MetadataRecord) {
+    let same_topic = |topics: &BTreeMap<String, ([u8; 16], i32, BTreeMap<String, String>)>, name: &str, id: &str| {
+        topics.get(name).is_some_and(|(topic_id, _, _)| Some(*topic_id) == topic_id_from_hex(id))
+    };
+    match record {
+        MetadataRecord::CreateTopic { name, topic_id, partitions, configs } => {
+            if let Some(id) = topic_id_from_hex(&topic_id) {
+                topics.insert(name, (id, partitions, configs));
+            }
+        }
+        MetadataRecord::DeleteTopic { name, topic_id } => {
+            if same_topic(topics, &name, &topic_id) {
+                topics.remove(&name);
+            }
+        }
+        MetadataRecord::SetPartitionCount { name, topic_id, partitions } => {
+            if same_topic(topics, &name, &topic_id) {
+                topics.get_mut(&name).expect("checked").1 = partitions;
+            }
+        }
+        MetadataRecord::SetConfigs { name, topic_id, configs } => {
+            if same_topic(topics, &name, &topic_id) {
+                topics.get_mut(&name).expect("checked").2 = configs;
+            }
+        }
+    }
+}
+
+/// A random, non-zero topic id (Kafka's all-zero UUID means "no id").
+fn new_topic_id() -> [u8; 16] {
+    use std::io::Read;
+    let mut id = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut id));
+    if read.is_err() || id == [0; 16] {
+        // Without /dev/urandom: time and a counter are unique enough for one broker.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        id[..8].copy_from_slice(&(now_ms() as u64).to_be_bytes());
+        id[8..].copy_from_slice(&COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes());
+    }
+    id
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
