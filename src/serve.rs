@@ -1,7 +1,10 @@
-//! `yottastore serve`: opens the data directory, recovers the logs, and runs until SIGTERM or
-//! Ctrl-C. The Kafka listener is added by the protocol server (issue 3); until then `serve`
-//! recovers and reports the storage it would serve.
+//! `yottastore serve`: opens the data directory, recovers the logs and the topic metadata, and
+//! serves Kafka clients until SIGTERM or Ctrl-C, then stops accepting, finishes the requests in
+//! flight, flushes, and exits 0.
 
+use std::net::SocketAddr;
+
+use anyhow::Context;
 use clap::Args;
 
 use crate::StorageArgs;
@@ -10,17 +13,39 @@ use crate::StorageArgs;
 pub struct ServeArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// Address the Kafka listener binds.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub kafka_addr: SocketAddr,
+    /// Address given to clients in Metadata (default: the Kafka address).
+    #[arg(long)]
+    pub advertised_addr: Option<String>,
+    /// auto.create.topics.enable: create topics on Metadata requests for unknown names.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// num.partitions of auto-created topics.
+    #[arg(long, default_value_t = 1)]
+    pub default_partitions: i32,
+    /// socket.request.max.bytes: larger requests close their connection.
+    #[arg(long, default_value_t = 100 << 20)]
+    pub request_max_bytes: usize,
+    /// The request size limit of every API but Produce (their decoded form is larger than the
+    /// frame, and only Produce carries bulk data).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub control_request_max_bytes: usize,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let config = args.storage.config();
-        let (device, recovered) = broker::storage::open(&config).await?;
+        let storage = args.storage.config();
+        let (device, recovered) = broker::storage::open(&storage).await?;
         let report = &recovered.report;
         tracing::info!(
             device = %broker::zone::ZonedDevice::describe(device.as_ref()),
-            path = %config.device_path().display(),
+            path = %storage.device_path().display(),
             partitions = recovered.partitions.len(),
             zones_scanned = report.zones_scanned,
             bytes_scanned = report.bytes_scanned,
@@ -28,12 +53,47 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             recovery_ms = report.duration.as_millis() as u64,
             "storage recovered"
         );
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("shutting down");
+        let advertised = args.advertised_addr.clone().unwrap_or_else(|| args.kafka_addr.to_string());
+        let (host, port) = advertised.rsplit_once(':').context("--advertised-addr must be HOST:PORT")?;
+        let broker_config = broker::cluster::BrokerConfig {
+            advertised_host: host.trim_matches(['[', ']']).to_string(),
+            advertised_port: port.parse().context("--advertised-addr port")?,
+            auto_create_topics: args.auto_create_topics,
+            default_partitions: args.default_partitions,
+            ..Default::default()
+        };
+        anyhow::ensure!(args.default_partitions >= 1, "--default-partitions must be at least 1");
+        let cluster = broker::cluster::Cluster::open(recovered.store, recovered.partitions, broker_config)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let listener = tokio::net::TcpListener::bind(args.kafka_addr)
+            .await
+            .with_context(|| format!("binding the Kafka listener to {}", args.kafka_addr))?;
+        let config = broker::server::ServerConfig {
+            request_bytes_max: args.request_max_bytes,
+            control_request_bytes_max: args.control_request_max_bytes,
+            connections_max: args.max_connections,
+            ..Default::default()
+        };
+        eprintln!("yottastore serving Kafka on {} (advertised as {advertised}), data in {}", args.kafka_addr, storage.data_dir.display());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(terminate) => terminate,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        });
+        broker::server::run(listener, cluster, config, stopped).await;
+        tracing::info!("stopped");
         anyhow::Ok(())
     })
 }

@@ -2,10 +2,13 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the code map.
 
+pub mod api;
 pub mod buf;
 pub mod cluster;
 pub mod log;
 pub mod pending;
+pub mod server;
+pub mod protocol;
 pub mod storage;
 pub mod uring;
 pub mod zone;

@@ -416,3 +416,26 @@ fn dropped_flush_does_not_fail_the_log() {
     assert!(log.failure().is_none());
     assert_eq!(log.read(0, 1).unwrap().wait().unwrap().len(), 1);
 }
+
+#[test]
+fn cancelled_flush_future_does_not_fail_the_log() {
+    use std::future::Future;
+    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry()).unwrap());
+    let store = broker::pending::block_on(LogStore::open(device, config())).unwrap().store;
+    let mut log = store.create_partition(partition_id(0));
+    let batch = make_batch(2, 3000, 5, 1);
+    log.append(BytesMut::from(&batch[..]), 0).unwrap();
+    let first = log.start_flush();
+    log.append(BytesMut::from(&batch[..]), 0).unwrap();
+    let second = log.start_flush();
+    // The second flush waits for the first: poll it once (it parks on the first's outcome),
+    // then cancel it mid-wait, as a dropped request would.
+    let mut cancelled = Box::pin(second.complete());
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(cancelled.as_mut().poll(&mut context).is_pending());
+    drop(cancelled);
+    assert_eq!(first.wait().unwrap(), 2);
+    log.append(BytesMut::from(&batch[..]), 0).unwrap();
+    assert_eq!(log.start_flush().wait().unwrap(), 6, "a later flush confirms everything");
+    assert!(log.failure().is_none());
+}

@@ -173,10 +173,12 @@ enum InFlight {
 }
 
 impl InFlight {
-    async fn complete(self) -> io::Result<()> {
+    /// Waits for completion in place, so a flush cancelled mid-wait can resume it elsewhere.
+    /// Must not be called again after it returned.
+    async fn wait(&mut self) -> io::Result<()> {
         match self {
-            InFlight::Write(write, buffers) => write.await.map(|buf| buffers.give(buf)),
-            InFlight::Op(op) => op.await,
+            InFlight::Write(write, buffers) => (&mut *write).await.map(|buf| buffers.give(buf)),
+            InFlight::Op(op) => (&mut *op).await,
         }
     }
 
@@ -308,10 +310,25 @@ impl PartitionLog {
     /// Validates a record batch, assigns its offsets (rewrites baseOffset; every other byte is
     /// kept as received) and appends it. The batch becomes durable and readable when a flush
     /// started after this call completes.
-    pub fn append(&mut self, mut batch: BytesMut, now_ms: i64) -> Result<AppendInfo, LogError> {
+    pub fn append(&mut self, batch: BytesMut, now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.append_with(batch, now_ms, None)
+    }
+
+    /// `append` for a topic with message.timestamp.type=LogAppendTime: the batch is validated as
+    /// the client sent it, then stamped with `append_time_ms` (as Kafka does, the batch's
+    /// timestamp type and max timestamp are rewritten and its CRC recomputed).
+    pub fn append_log_append_time(&mut self, batch: BytesMut, now_ms: i64, append_time_ms: i64) -> Result<AppendInfo, LogError> {
+        self.append_with(batch, now_ms, Some(append_time_ms))
+    }
+
+    fn append_with(&mut self, mut batch: BytesMut, now_ms: i64, append_time_ms: Option<i64>) -> Result<AppendInfo, LogError> {
         self.check_not_failed()?;
         self.reap();
-        let header = batch::validate(&batch)?;
+        let mut header = batch::validate(&batch)?;
+        if let Some(append_time_ms) = append_time_ms {
+            batch::set_log_append_time(&mut batch, append_time_ms)?;
+            header = batch::parse_header(&batch)?;
+        }
         if batch.len() > self.batch_bytes_max() {
             return Err(LogError::BatchTooLarge {
                 size_bytes: batch.len(),
@@ -516,9 +533,9 @@ impl PartitionLog {
         Flush {
             state: FlushState::Running(RunningFlush {
                 previous,
-                writes,
-                device_flush,
-                outcome: outcome_tx,
+                writes: writes.into(),
+                device_flush: Some(device_flush),
+                outcome: Some(outcome_tx),
                 progress: self.progress.clone(),
                 durable_end_offset: self.next_offset,
             }),
@@ -760,46 +777,79 @@ enum FlushState {
 struct RunningFlush {
     /// The outcome of the flush before this one, which must succeed first.
     previous: Option<FlushOutcome>,
-    writes: Vec<InFlight>,
-    device_flush: Pending<()>,
-    /// Where this flush reports its own outcome, for the next one.
-    outcome: watch::Sender<Option<Result<(), String>>>,
+    /// Writes still to wait for, oldest first.
+    writes: VecDeque<InFlight>,
+    device_flush: Option<Pending<()>>,
+    /// Where this flush reports its own outcome, for the next one; `None` once reported.
+    outcome: Option<watch::Sender<Option<Result<(), String>>>>,
     progress: Arc<Progress>,
     durable_end_offset: i64,
 }
 
 impl RunningFlush {
-    /// Waits for the previous flush, this flush's writes and the device flush, in that order.
-    async fn run(self) -> Result<i64, LogError> {
-        let RunningFlush { previous, writes, device_flush, outcome, progress, durable_end_offset } = self;
-        let result = async {
-            if let Some(mut previous) = previous {
-                match previous.wait_for(|outcome| outcome.is_some()).await {
-                    Ok(outcome) => outcome.clone().expect("waited for Some")?,
-                    Err(_) => return Err("an earlier flush was dropped before it completed".to_string()),
-                }
-            }
-            for write in writes {
-                write.complete().await.map_err(|error| {
-                    progress.fail(&error);
-                    error.to_string()
-                })?;
-            }
-            device_flush.await.map_err(|error| {
-                progress.fail(&error);
-                error.to_string()
-            })
-        }
-        .await;
+    /// Waits for the previous flush, this flush's writes and the device flush, in that order,
+    /// then reports the outcome. Every step is resumable: the state lives in `self`, not in the
+    /// future, so a cancelled run can be finished by another (see `FlushGuard`).
+    async fn run(&mut self) -> Result<i64, LogError> {
+        let result = self.steps().await;
         if let Err(message) = &result {
-            if progress.failure().is_none() {
-                progress.fail(&io::Error::other(message.clone()));
+            if self.progress.failure().is_none() {
+                self.progress.fail(&io::Error::other(message.clone()));
             }
         }
-        let _ = outcome.send(Some(result.clone()));
+        if let Some(outcome) = self.outcome.take() {
+            let _ = outcome.send(Some(result.clone()));
+        }
         result.map_err(LogError::Failed)?;
-        progress.durable_end_offset.fetch_max(durable_end_offset, Ordering::AcqRel);
-        Ok(durable_end_offset)
+        self.progress.durable_end_offset.fetch_max(self.durable_end_offset, Ordering::AcqRel);
+        Ok(self.durable_end_offset)
+    }
+
+    async fn steps(&mut self) -> Result<(), String> {
+        if let Some(previous) = self.previous.as_mut() {
+            match previous.wait_for(|outcome| outcome.is_some()).await {
+                Ok(outcome) => outcome.clone().expect("waited for Some")?,
+                Err(_) => return Err("an earlier flush ended without reporting its outcome".to_string()),
+            }
+            self.previous = None;
+        }
+        while let Some(write) = self.writes.front_mut() {
+            let result = write.wait().await;
+            self.writes.pop_front();
+            result.map_err(|error| {
+                self.progress.fail(&error);
+                error.to_string()
+            })?;
+        }
+        if let Some(device_flush) = self.device_flush.as_mut() {
+            let result = device_flush.await;
+            self.device_flush = None;
+            result.map_err(|error| {
+                self.progress.fail(&error);
+                error.to_string()
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Owns a running flush while it is awaited. Dropped before the flush reported its outcome (a
+/// `Flush` never awaited, or a `complete()` future cancelled mid-wait, say with its request),
+/// it finishes the flush on a short-lived thread: otherwise the next flush could never confirm
+/// its predecessors. Rare, and it needs no async runtime.
+struct FlushGuard(Option<RunningFlush>);
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        let Some(mut running) = self.0.take().filter(|running| running.outcome.is_some()) else { return };
+        let progress = running.progress.clone();
+        let spawned = std::thread::Builder::new()
+            .name("orphan-flush".into())
+            .spawn(move || drop(crate::pending::block_on(running.run())));
+        if let Err(error) = spawned {
+            // Without the thread the outcome is unknown: fail safe.
+            progress.fail(&error);
+        }
     }
 }
 
@@ -815,7 +865,12 @@ impl Flush {
         match std::mem::replace(&mut self.state, FlushState::Done) {
             FlushState::Done => unreachable!("complete() consumes the Flush: it runs once"),
             FlushState::Failed(message) => Err(LogError::Failed(message)),
-            FlushState::Running(running) => running.run().await,
+            FlushState::Running(running) => {
+                let mut guard = FlushGuard(Some(running));
+                let result = guard.0.as_mut().expect("just set").run().await;
+                drop(guard);
+                result
+            }
         }
     }
 
@@ -826,18 +881,10 @@ impl Flush {
 }
 
 impl Drop for Flush {
-    /// A flush dropped before completing (say, a cancelled request) still has to report its
-    /// writes' outcome, or the next flush could never confirm its predecessors. A short-lived
-    /// thread finishes it: rare, and it needs no async runtime.
+    /// A flush dropped before `complete()` still has to report its writes' outcome.
     fn drop(&mut self) {
-        let FlushState::Running(running) = std::mem::replace(&mut self.state, FlushState::Done) else { return };
-        let progress = running.progress.clone();
-        let spawned = std::thread::Builder::new()
-            .name("orphan-flush".into())
-            .spawn(move || drop(crate::pending::block_on(running.run())));
-        if let Err(error) = spawned {
-            // Without the thread the outcome is unknown: fail safe.
-            progress.fail(&error);
+        if let FlushState::Running(running) = std::mem::replace(&mut self.state, FlushState::Done) {
+            drop(FlushGuard(Some(running)));
         }
     }
 }

@@ -985,10 +985,11 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                // YottaStore patch: never reserve more elements than bytes remain (every
-                // element takes at least one), so a hostile count cannot force a huge
-                // allocation before decoding fails.
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                // YottaStore patch: never reserve more memory than bytes remain in the frame,
+                // so a hostile count cannot force a huge allocation before decoding fails.
+                // Honest arrays of small elements grow as they decode.
+                let capacity_max = buf.remaining() / std::mem::size_of::<T>().max(1);
+                let mut result = Vec::with_capacity((n as usize).min(capacity_max));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1096,8 +1097,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                // YottaStore patch: as for Array, bounded by the bytes that remain.
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                // YottaStore patch: as for Array, no more memory than bytes remain.
+                let capacity_max = buf.remaining() / std::mem::size_of::<T>().max(1);
+                let mut result = Vec::with_capacity(((n - 1) as usize).min(capacity_max));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }

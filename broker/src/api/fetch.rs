@@ -1,0 +1,253 @@
+//! Fetch: whole record batches below the high watermark, with Kafka's byte limits (KIP-74) and
+//! long polling (max_wait_ms, min_bytes).
+//!
+//! Fetch sessions (KIP-227) are answered sessionless: a full request (epoch 0 or -1) gets
+//! session id 0, which tells the client that no session was created, so it keeps sending full
+//! requests. An incremental request (epoch > 0) names a session this broker never created and
+//! gets FETCH_SESSION_ID_NOT_FOUND, as Kafka answers for an unknown session.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::cluster::{ApiError, Cluster, Partition, ResponseError};
+
+/// The longest a fetch waits for data, whatever the client asks (Kafka clients use 500 ms).
+pub const MAX_WAIT_MS_CAP: i32 = 30_000;
+/// The most record bytes one response carries, whatever max_bytes says (clients ask for 50 MiB
+/// by default). A single batch larger than what remains is still served first (KIP-74); it is
+/// bounded by max.message.bytes and the zone size.
+pub const RESPONSE_BYTES_CAP: usize = 64 << 20;
+/// Reads of one partition per request. Each read covers at most one zone and every read but
+/// the last returns at least one batch, so this only bounds pathological chains of nearly
+/// empty zones; a fetch cut short by it is answered with what was read.
+const READS_PER_PARTITION_MAX: usize = 64;
+
+/// Kafka's READ_COMMITTED isolation level.
+const READ_COMMITTED: i8 = 1;
+
+/// A requested partition, resolved once per request.
+struct Wanted {
+    index: i32,
+    fetch_offset: i64,
+    partition_max_bytes: i32,
+    partition: Result<Arc<Partition>, ResponseError>,
+}
+
+struct WantedTopic {
+    name: TopicName,
+    topic_id: Uuid,
+    partitions: Vec<Wanted>,
+}
+
+pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: FetchRequest) -> FetchResponse {
+    if api_version >= 7 && !(request.session_epoch == 0 || request.session_epoch == -1) {
+        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()).with_session_id(0);
+    }
+    // v13+ (KIP-516) names topics by id.
+    let by_id = api_version >= 13;
+    let topics: Vec<WantedTopic> = request
+        .topics
+        .into_iter()
+        .map(|fetch_topic| {
+            let topic = if by_id { cluster.topic_by_id(fetch_topic.topic_id.as_bytes()) } else { cluster.topic(&fetch_topic.topic.0) };
+            let partitions = fetch_topic
+                .partitions
+                .into_iter()
+                .map(|wanted| {
+                    let partition = match &topic {
+                        None if by_id => Err(ResponseError::UnknownTopicId),
+                        None => Err(ResponseError::UnknownTopicOrPartition),
+                        Some(topic) => topic.partition(wanted.partition).ok_or(ResponseError::UnknownTopicOrPartition),
+                    };
+                    Wanted { index: wanted.partition, fetch_offset: wanted.fetch_offset, partition_max_bytes: wanted.partition_max_bytes, partition }
+                })
+                .collect();
+            WantedTopic { name: fetch_topic.topic, topic_id: fetch_topic.topic_id, partitions }
+        })
+        .collect();
+
+    let limits = Limits {
+        api_version,
+        max_bytes: usize::try_from(request.max_bytes).unwrap_or(0).min(RESPONSE_BYTES_CAP),
+        read_committed: request.isolation_level == READ_COMMITTED,
+    };
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP) as u64);
+    let deadline = Instant::now() + max_wait;
+    let partitions: Vec<Arc<Partition>> =
+        topics.iter().flat_map(|topic| topic.partitions.iter().filter_map(|wanted| wanted.partition.as_ref().ok().cloned())).collect();
+
+    let responses = loop {
+        // Register for wake-ups before reading, so data that arrives between the read and the
+        // wait is not missed.
+        let mut notified: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+            partitions.iter().map(|partition| Box::pin(partition.data_ready.notified())).collect();
+        for future in &mut notified {
+            future.as_mut().enable();
+        }
+        let (responses, total_bytes, any_error) = read_all(&topics, &limits).await;
+        // Kafka answers at once on an error, on enough data, or when there is nothing to wait for.
+        if any_error || total_bytes >= min_bytes || partitions.is_empty() || Instant::now() >= deadline {
+            break responses;
+        }
+        let any_ready = std::future::poll_fn(|context| {
+            if notified.iter_mut().any(|future| future.as_mut().poll(context).is_ready()) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        if tokio::time::timeout_at(deadline, any_ready).await.is_err() {
+            // Timed out: answer with what there is now (data may have arrived at the deadline).
+            break read_all(&topics, &limits).await.0;
+        }
+    };
+
+    let responses = topics
+        .iter()
+        .zip(responses)
+        .map(|(topic, partitions)| {
+            let response = FetchableTopicResponse::default().with_partitions(partitions);
+            if by_id { response.with_topic_id(topic.topic_id) } else { response.with_topic(topic.name.clone()) }
+        })
+        .collect();
+    FetchResponse::default().with_session_id(0).with_responses(responses)
+}
+
+struct Limits {
+    api_version: i16,
+    /// The response's byte budget (KIP-74: the first batch found is served even if larger).
+    max_bytes: usize,
+    read_committed: bool,
+}
+
+/// Reads every requested partition once, in request order, within the byte budget: the
+/// partitions' responses per topic, the record bytes gathered and whether any partition failed.
+async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<PartitionData>>, usize, bool) {
+    let mut remaining = limits.max_bytes;
+    let mut total_bytes = 0usize;
+    let mut any_error = false;
+    let mut responses = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for wanted in &topic.partitions {
+            let partition_max = usize::try_from(wanted.partition_max_bytes).unwrap_or(0);
+            // Until some partition returned data, the first batch is served whatever its size.
+            let min_one = total_bytes == 0;
+            let read = match &wanted.partition {
+                Err(error) => Err((ApiError::new(*error, ""), None)),
+                Ok(partition) => read_partition(partition, wanted.fetch_offset, partition_max.min(remaining), min_one).await,
+            };
+            let response = match read {
+                Ok(read) => {
+                    total_bytes += read.records.len();
+                    remaining = remaining.saturating_sub(read.records.len());
+                    partition_data(limits, wanted.index, 0, read.high_watermark, read.log_start_offset, read.records)
+                }
+                Err((error, offsets)) => {
+                    any_error = true;
+                    let (high_watermark, log_start_offset) = offsets.unwrap_or((-1, -1));
+                    partition_data(limits, wanted.index, error.code(), high_watermark, log_start_offset, Bytes::new())
+                }
+            };
+            partitions.push(response);
+        }
+        responses.push(partitions);
+    }
+    (responses, total_bytes, any_error)
+}
+
+fn partition_data(limits: &Limits, index: i32, error_code: i16, high_watermark: i64, log_start_offset: i64, records: Bytes) -> PartitionData {
+    let mut data = PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(error_code)
+        .with_high_watermark(high_watermark)
+        // No transactions: everything below the high watermark is stable.
+        .with_last_stable_offset(high_watermark)
+        // Kafka sends the (empty) list only to READ_COMMITTED consumers, null otherwise.
+        .with_aborted_transactions(limits.read_committed.then(Vec::new))
+        .with_records(Some(records));
+    if limits.api_version >= 5 {
+        data = data.with_log_start_offset(log_start_offset);
+    }
+    if limits.api_version >= 11 {
+        data = data.with_preferred_read_replica(BrokerId(-1));
+    }
+    data
+}
+
+struct PartitionRead {
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Bytes,
+}
+
+/// An error, with (high watermark, log start offset) when the partition could say.
+type ReadError = (ApiError, Option<(i64, i64)>);
+
+/// Whole batches from `fetch_offset`, at most `max_bytes` of them, or (with `min_one`) the first
+/// batch whatever its size. Each read plan is made under the partition lock and executed after.
+async fn read_partition(partition: &Partition, fetch_offset: i64, max_bytes: usize, min_one: bool) -> Result<PartitionRead, ReadError> {
+    let mut batches: Vec<Bytes> = Vec::new();
+    let mut total_bytes = 0usize;
+    let mut offset = fetch_offset;
+    let mut offsets = None;
+    for _ in 0..READS_PER_PARTITION_MAX {
+        let planned = partition
+            .with_log(|log| {
+                let (log_start_offset, high_watermark) = (log.log_start_offset(), log.high_watermark());
+                let plan = log.read(offset, max_bytes.saturating_sub(total_bytes));
+                (log_start_offset, high_watermark, plan)
+            })
+            .map_err(|error| (error, offsets))?;
+        let (log_start_offset, high_watermark, plan) = planned;
+        // The latest values: the high watermark only grows, and every batch read is below it.
+        offsets = Some((high_watermark, log_start_offset));
+        let plan = match plan {
+            Ok(plan) => plan,
+            // Only the first read can be out of range (later ones start at the end of a batch
+            // just read, unless retention removed it meanwhile: then answer what was read).
+            Err(error) if batches.is_empty() => return Err((ApiError::from(error), offsets)),
+            Err(_) => break,
+        };
+        let read = plan.execute().await.map_err(|error| (ApiError::from(error), offsets))?;
+        let mut progressed = false;
+        for batch in read {
+            let allowed = total_bytes + batch.len() <= max_bytes || (min_one && batches.is_empty());
+            if !allowed {
+                break;
+            }
+            let header = crate::log::batch::parse_header(&batch).map_err(|error| (ApiError::from(crate::log::LogError::from(error)), offsets))?;
+            offset = header.last_offset() + 1;
+            total_bytes += batch.len();
+            batches.push(batch);
+            progressed = true;
+        }
+        // A read covers one zone; go on into the next only while there is room and data.
+        if !progressed || total_bytes >= max_bytes || offset >= high_watermark {
+            break;
+        }
+    }
+    let (high_watermark, log_start_offset) = offsets.expect("at least one read");
+    let records = match batches.len() {
+        0 => Bytes::new(),
+        1 => batches.pop().expect("one batch"),
+        _ => {
+            let mut records = BytesMut::with_capacity(total_bytes);
+            for batch in &batches {
+                records.extend_from_slice(batch);
+            }
+            records.freeze()
+        }
+    };
+    Ok(PartitionRead { high_watermark, log_start_offset, records })
+}

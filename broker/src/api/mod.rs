@@ -1,0 +1,50 @@
+//! The Kafka APIs: one file per API family, each a function from a decoded request body to a
+//! response body, over the `Cluster`. No I/O here beyond what the cluster and logs do: framing,
+//! decoding and sockets live in `protocol` and `server`.
+
+mod admin;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::cluster::Cluster;
+
+/// Answers one request. `None`: no response is sent (Produce with acks=0).
+/// ApiVersions is answered by the server from the version table, before dispatch.
+pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, body: RequestKind) -> Option<ResponseKind> {
+    let response = match body {
+        RequestKind::Metadata(request) => ResponseKind::Metadata(metadata::handle(cluster, api_version, request).await),
+        RequestKind::Produce(request) => return produce::handle(cluster, api_version, request).await.map(ResponseKind::Produce),
+        RequestKind::Fetch(request) => ResponseKind::Fetch(fetch::handle(cluster, api_version, request).await),
+        RequestKind::ListOffsets(request) => ResponseKind::ListOffsets(list_offsets::handle(cluster, api_version, request).await),
+        RequestKind::CreateTopics(request) => ResponseKind::CreateTopics(admin::create_topics(cluster, api_version, request).await),
+        RequestKind::DeleteTopics(request) => ResponseKind::DeleteTopics(admin::delete_topics(cluster, api_version, request).await),
+        RequestKind::CreatePartitions(request) => ResponseKind::CreatePartitions(admin::create_partitions(cluster, api_version, request).await),
+        RequestKind::DeleteRecords(request) => ResponseKind::DeleteRecords(admin::delete_records(cluster, api_version, request).await),
+        RequestKind::DescribeCluster(request) => ResponseKind::DescribeCluster(admin::describe_cluster(cluster, api_version, request)),
+        RequestKind::DescribeConfigs(request) => ResponseKind::DescribeConfigs(configs::describe_configs(cluster, api_version, request)),
+        RequestKind::AlterConfigs(request) => ResponseKind::AlterConfigs(configs::alter_configs(cluster, api_version, request).await),
+        RequestKind::IncrementalAlterConfigs(request) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(cluster, api_version, request).await)
+        }
+        other => {
+            // The server only dispatches APIs in the version table; reaching here is a bug in
+            // that table, answered by closing the connection rather than a wrong response.
+            tracing::error!(request = ?std::mem::discriminant(&other), "request for an API without a handler");
+            return None;
+        }
+    };
+    Some(response)
+}
+
+/// A `StrBytes` for a response field.
+pub(crate) fn str_bytes(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}

@@ -1,0 +1,241 @@
+//! Produce: validate each partition's record batch as Kafka's broker does, append it, make it
+//! durable, then answer.
+//!
+//! Every partition of a request is appended (and its flush started) first; the flushes are then
+//! awaited together, so one request's partitions share the storage thread's group commit.
+//!
+//! Durability: acks=1 and acks=-1 are both answered only once the data is durable on the device.
+//! That is stronger than Kafka for acks=1 (Kafka answers when the leader's page cache has it),
+//! and it is what this single-replica broker's high watermark means: readers only ever see
+//! durable data, so an acknowledged record is always readable.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::str_bytes;
+use crate::cluster::{now_ms, ApiError, Cluster, Partition, ResponseError, Topic};
+use crate::log::batch::{self, BatchError, Compression, TimestampType};
+use crate::log::{Flush, LogError};
+
+/// A partition appended, its flush started.
+struct Appended {
+    base_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+}
+
+/// The outcome of one partition before its flush completes.
+type Outcome = Result<Appended, ApiError>;
+
+pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
+    let now = now_ms();
+    let acks = request.acks;
+    let acks_valid = matches!(acks, -1..=1);
+    // v13 (KIP-516) addresses topics by id; earlier versions by name.
+    let by_id = api_version >= 13;
+
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    // Every partition's flush is started as it is appended; they are awaited together below
+    // (group commit).
+    let mut flushes = Vec::new();
+    for topic_data in request.topic_data {
+        let topic = if by_id { cluster.topic_by_id(topic_data.topic_id.as_bytes()) } else { cluster.topic(&topic_data.name.0) };
+        let mut outcomes = Vec::with_capacity(topic_data.partition_data.len());
+        for partition_data in topic_data.partition_data {
+            let outcome = if !acks_valid {
+                Err(ApiError::new(ResponseError::InvalidRequiredAcks, format!("Invalid required acks {acks}: only -1, 0 and 1 are allowed")))
+            } else {
+                append_partition(topic.as_deref(), by_id, partition_data.index, partition_data.records, api_version, now)
+            };
+            let outcome = outcome.map(|(appended, partition, flush)| {
+                flushes.push(complete_flush(partition, flush));
+                appended
+            });
+            outcomes.push((partition_data.index, outcome));
+        }
+        topics.push((topic_data.name, topic_data.topic_id, outcomes));
+    }
+
+    if acks == 0 {
+        // No response: the client does not wait. The flushes still run to completion (that is
+        // what makes the data visible to readers), detached from this request.
+        let complete = async move {
+            for result in crate::pending::join_all(flushes).await {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "acks=0 produce: flush failed");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(complete)),
+            Err(_) => complete.await,
+        }
+        // Kafka closes the connection when an acks=0 produce fails, so the client notices;
+        // without a response channel for that here, the errors are only logged.
+        for (_, _, outcomes) in &topics {
+            for (index, outcome) in outcomes {
+                if let Err(error) = outcome {
+                    tracing::debug!(partition = index, code = error.code(), message = %error.message, "acks=0 produce rejected");
+                }
+            }
+        }
+        return None;
+    }
+
+    // Awaited in a task of its own: if this request is dropped (the client went away), the
+    // flushes still complete. A flush dropped half-way would leave its successors unable to
+    // confirm it, failing the partition's log.
+    let flush_count = flushes.len();
+    let completion = crate::pending::join_all(flushes);
+    let flush_results = match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime.spawn(completion).await.unwrap_or_else(|error| {
+            (0..flush_count).map(|_| Err(LogError::Failed(format!("the flush task ended: {error}")))).collect()
+        }),
+        Err(_) => completion.await,
+    };
+    let mut flush_results = flush_results.into_iter();
+    let responses = topics
+        .into_iter()
+        .map(|(name, topic_id, outcomes)| {
+            let partitions = outcomes
+                .into_iter()
+                .map(|(index, outcome)| {
+                    let outcome = outcome.and_then(|appended| match flush_results.next().expect("one flush result per append") {
+                        Ok(_) => Ok(appended),
+                        Err(error) => Err(ApiError::from(error)),
+                    });
+                    partition_response(api_version, index, outcome)
+                })
+                .collect();
+            let response = TopicProduceResponse::default().with_partition_responses(partitions);
+            if by_id { response.with_topic_id(topic_id) } else { response.with_name(name) }
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Awaits a partition's flush, then wakes the fetches waiting for data: the flush advanced the
+/// high watermark readers see.
+async fn complete_flush(partition: Arc<Partition>, flush: Flush) -> Result<i64, LogError> {
+    let result = flush.complete().await;
+    partition.data_ready.notify_waiters();
+    result
+}
+
+fn partition_response(api_version: i16, index: i32, outcome: Outcome) -> PartitionProduceResponse {
+    let response = PartitionProduceResponse::default().with_index(index);
+    match outcome {
+        Ok(appended) => {
+            let response = response.with_base_offset(appended.base_offset).with_log_append_time_ms(appended.log_append_time_ms);
+            if api_version >= 5 { response.with_log_start_offset(appended.log_start_offset) } else { response }
+        }
+        Err(error) => {
+            // Kafka's answer for a failed partition: offsets and times unknown (-1).
+            let response = response.with_error_code(error.code()).with_base_offset(-1).with_log_append_time_ms(-1);
+            let response = if api_version >= 5 { response.with_log_start_offset(-1) } else { response };
+            if api_version >= 8 { response.with_error_message(Some(str_bytes(error.message))) } else { response }
+        }
+    }
+}
+
+fn unknown_partition() -> ApiError {
+    ApiError::new(ResponseError::UnknownTopicOrPartition, "This server does not host this topic-partition.")
+}
+
+/// Validates one partition's records, appends them and starts their flush (to be awaited after
+/// the partition lock is released).
+fn append_partition(
+    topic: Option<&Topic>,
+    by_id: bool,
+    index: i32,
+    records: Option<Bytes>,
+    api_version: i16,
+    now: i64,
+) -> Result<(Appended, Arc<Partition>, Flush), ApiError> {
+    let Some(topic) = topic else {
+        return Err(if by_id {
+            ApiError::new(ResponseError::UnknownTopicId, "This server does not host this topic ID.")
+        } else {
+            unknown_partition()
+        });
+    };
+    let partition = topic.partition(index).ok_or_else(unknown_partition)?;
+    let config = topic.config();
+    let records = records.unwrap_or_default();
+
+    // Kafka's ProduceRequest.validateRecords: v3+ carries exactly one v2 batch per partition.
+    let mut batches = batch::BatchIter::new(&records);
+    let (header, bytes) = match batches.next() {
+        None => return Err(invalid_record(format!("Produce requests with version {api_version} must have at least one record batch per partition"))),
+        Some(Err(error)) => return Err(batch_error(error)),
+        Some(Ok(first)) => first,
+    };
+    if batches.next().is_some() {
+        return Err(invalid_record(format!(
+            "Produce requests with version {api_version} are only allowed to contain exactly one record batch per partition"
+        )));
+    }
+    if api_version < 7 && header.compression().ok() == Some(Compression::Zstd) {
+        return Err(ApiError::new(
+            ResponseError::UnsupportedCompressionType,
+            format!("Produce requests with version {api_version} are not allowed to use ZStandard compression"),
+        ));
+    }
+    // max.message.bytes, on the whole batch, before anything reads its body.
+    let max_message_bytes = config.max_message_bytes();
+    if bytes.len() > max_message_bytes {
+        return Err(batch_error(BatchError::BatchTooLarge { batch_bytes: bytes.len(), max_batch_bytes: max_message_bytes }));
+    }
+    // The CRC and Kafka's client rules are checked by PartitionLog::append, in its single pass
+    // over the batch; the checks here need only the header. A header check that fails first
+    // confirms the batch is intact, so a corrupt batch is CORRUPT_MESSAGE whatever its header says.
+    let log_append_time = config.timestamp_type() == TimestampType::LogAppendTime;
+    if !log_append_time {
+        if let Err(error) = check_timestamps(&[header.base_timestamp_ms, header.max_timestamp_ms], config.timestamp_bounds_ms(), now) {
+            batch::validate(bytes).map_err(batch_error)?;
+            return Err(error);
+        }
+    }
+    let batch = BytesMut::from(bytes);
+    let appended = partition.with_log(|log| -> Result<_, LogError> {
+        // For LogAppendTime topics the log validates the batch as sent, then stamps it.
+        let (info, append_time) = if log_append_time {
+            (log.append_log_append_time(batch, now, now)?, now)
+        } else {
+            (log.append(batch, now)?, -1)
+        };
+        Ok((info.base_offset, append_time, log.log_start_offset(), log.start_flush()))
+    })?;
+    let (base_offset, log_append_time_ms, log_start_offset, flush) = appended?;
+    Ok((Appended { base_offset, log_append_time_ms, log_start_offset }, partition, flush))
+}
+
+
+/// Kafka's message.timestamp.before.max.ms / after.max.ms check for CreateTime topics, on the
+/// timestamps the batch header carries (its first and its largest). -1 means "no timestamp"
+/// and is not checked, as in Kafka.
+fn check_timestamps(timestamps: &[i64], (before_max_ms, after_max_ms): (i64, i64), now: i64) -> Result<(), ApiError> {
+    let earliest = now.saturating_sub(before_max_ms.max(0));
+    let latest = now.saturating_add(after_max_ms.max(0));
+    for &timestamp in timestamps {
+        if timestamp != -1 && !(earliest..=latest).contains(&timestamp) {
+            return Err(ApiError::new(
+                ResponseError::InvalidTimestamp,
+                format!("Timestamp {timestamp} of a record is out of range. The timestamp should be within [{earliest}, {latest}]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn invalid_record(message: String) -> ApiError {
+    ApiError::new(ResponseError::InvalidRecord, message)
+}
+
+fn batch_error(error: BatchError) -> ApiError {
+    let code = ResponseError::try_from_code(error.kafka_error_code()).unwrap_or(ResponseError::UnknownServerError);
+    ApiError::new(code, error.to_string())
+}

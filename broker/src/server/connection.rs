@@ -1,0 +1,145 @@
+//! One client connection: reads frames, decodes requests, runs each on its own task, and writes
+//! the responses in request order (Kafka clients pipeline requests and match responses by
+//! order and correlation id). A frame that breaks the protocol closes the connection after the
+//! responses already due are written; it never affects other connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::ServerConfig;
+use crate::api;
+use crate::cluster::Cluster;
+use crate::protocol::codec::{self, DecodeError, Request};
+use crate::protocol::frame::FrameDecoder;
+
+/// Bytes read from the socket at a time (the buffer grows to a frame's size when needed).
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// A response in the making: its bytes, or `None` when the request gets no response
+/// (acks=0), or a closed channel when it could not be produced (the connection then closes).
+type ResponseSlot = oneshot::Receiver<Option<Bytes>>;
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, config: ServerConfig, mut shutdown: watch::Receiver<bool>) {
+    // Small responses (acks, metadata) must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (slots, mut pending) = mpsc::channel::<ResponseSlot>(config.in_flight_per_connection_max);
+    let writing = tokio::spawn(async move {
+        while let Some(slot) = pending.recv().await {
+            match slot.await {
+                Ok(Some(bytes)) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => return,
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let mut frames = FrameDecoder::new(config.request_bytes_max);
+    let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    'connection: loop {
+        loop {
+            let frame = match frames.next_frame(&mut input) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::info!(%peer, %error, "closing connection");
+                    break 'connection;
+                }
+            };
+            // Only Produce (api key 0) may use the full request size. Frames are at least
+            // FRAME_BYTES_MIN (8) long: the decoder refuses shorter ones.
+            let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+            if api_key != ApiKey::Produce as i16 && frame.len() > config.control_request_bytes_max {
+                tracing::info!(%peer, api_key, frame_bytes = frame.len(), max_bytes = config.control_request_bytes_max, "request too large for its API; closing connection");
+                break 'connection;
+            }
+            match dispatch(frame, &cluster) {
+                Ok(slot) => {
+                    // Waits when the connection already has its maximum of requests in flight.
+                    if slots.send(slot).await.is_err() {
+                        break 'connection;
+                    }
+                }
+                Err(error) => {
+                    tracing::info!(%peer, %error, "closing connection");
+                    break 'connection;
+                }
+            }
+        }
+        if input.capacity() - input.len() < READ_CHUNK_BYTES {
+            input.reserve(READ_CHUNK_BYTES);
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut input) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(slots);
+    let _ = writing.await;
+}
+
+/// Starts handling one request; its response arrives through the returned slot.
+fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, DecodeError> {
+    let (respond, slot) = oneshot::channel();
+    let request = match codec::decode_request(frame) {
+        Ok(request) => request,
+        Err(DecodeError::UnsupportedApiVersionsVersion { correlation_id, .. }) => {
+            // An encoding failure drops `respond`, which closes the connection.
+            if let Ok(bytes) = codec::unsupported_api_versions_response(correlation_id) {
+                let _ = respond.send(Some(bytes));
+            }
+            return Ok(slot);
+        }
+        Err(error) => return Err(error),
+    };
+    if request.api_key == ApiKey::ApiVersions {
+        let body = ResponseKind::ApiVersions(codec::api_versions_response(request.api_version, 0));
+        if let Some(bytes) = encode(&request, body) {
+            let _ = respond.send(Some(bytes));
+        }
+        return Ok(slot);
+    }
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        let Request { api_key, api_version, header, body } = request;
+        let Some(response) = api::handle(&cluster, api_version, body).await else {
+            // No response: acks=0, or an API without a handler (closing is then right).
+            let _ = respond.send(None);
+            return;
+        };
+        match codec::encode_response(api_key, api_version, header.correlation_id, &response) {
+            Ok(bytes) => {
+                let _ = respond.send(Some(bytes));
+            }
+            Err(error) => {
+                // A response we cannot encode is a bug: drop the slot, which closes the
+                // connection, rather than send something wrong.
+                tracing::error!(?api_key, api_version, %error, "cannot encode a response");
+            }
+        }
+    });
+    Ok(slot)
+}
+
+fn encode(request: &Request, body: ResponseKind) -> Option<Bytes> {
+    match codec::encode_response(request.api_key, request.api_version, request.correlation_id(), &body) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::error!(api_key = ?request.api_key, %error, "cannot encode a response");
+            None
+        }
+    }
+}
