@@ -1,6 +1,7 @@
 //! `yottastore`: command-line wiring only. Each subcommand lives in its own module.
 
 mod bench;
+mod config_file;
 mod debug;
 mod serve;
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "yottastore", version, about = "A Kafka-compatible event log on zoned storage, with materialized views and SQL")]
+#[command(name = "yottastore", version, args_override_self = true, about = "A Kafka-compatible event log on zoned storage, with materialized views and SQL")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +19,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Open the data directory, recover every partition log and serve.
+    // A repeated flag takes its last value: the command line overrides the config file.
+    #[command(args_override_self = true)]
     Serve(serve::ServeArgs),
     /// Benchmarks that print figures beside the physical limits measured in the same run.
     #[command(subcommand)]
@@ -65,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(config_file::expand(std::env::args_os().collect())?);
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Bench(command) => bench::run(command),

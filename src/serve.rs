@@ -9,8 +9,13 @@ use clap::Args;
 
 use crate::StorageArgs;
 
+/// Every setting is also a config file entry: `--config FILE` with `name = value` lines named
+/// after the long flags (the command line wins over the file).
 #[derive(Args)]
 pub struct ServeArgs {
+    /// Read settings from this file first (`name = value` per line, e.g. `kafka-addr = HOST:PORT`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub storage: StorageArgs,
     /// Address the Kafka listener binds.
