@@ -54,7 +54,9 @@ fn parse(text: &str) -> anyhow::Result<Vec<OsString>> {
             bail!("line {}: expected `name = value`, found {line:?}", index + 1);
         };
         let name = name.trim();
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') || name == "config" {
+        let well_formed = name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !well_formed || name == "config" {
             bail!("line {}: {name:?} is not a setting name (use the long flag's name, e.g. kafka-addr)", index + 1);
         }
         let value = value.trim();
