@@ -40,7 +40,9 @@ fn topics_survive_reopen() {
     block_on(cluster.create_partitions("orders", 5, false)).unwrap();
     assert_eq!(block_on(cluster.create_partitions("orders", 4, false)).unwrap_err().error, ResponseError::InvalidPartitions);
     block_on(cluster.alter_topic_config("orders", |config| config.set("retention.bytes", "4096"), false)).unwrap();
-    block_on(cluster.delete_topic("gone")).unwrap();
+    let gone_id = cluster.topic("gone").unwrap().id;
+    assert_eq!(block_on(cluster.delete_topic("gone", Some(&[9; 16]))).unwrap_err().error, ResponseError::UnknownTopicId);
+    block_on(cluster.delete_topic("gone", Some(&gone_id))).unwrap();
 
     // Data in a partition.
     let batch = broker::log::batch::encode_batch(&[broker::log::batch::SimpleRecord::new(Some(b"k"), Some(b"v"), &[], 5)], broker::log::batch::Compression::None).unwrap();

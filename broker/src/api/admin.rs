@@ -212,7 +212,7 @@ pub async fn delete_topics(cluster: &Arc<Cluster>, api_version: i16, request: De
                 if repeated_names.contains(&name) {
                     Err((Some(name), Uuid::nil(), ApiError::new(ResponseError::InvalidRequest, "Duplicate topic name.")))
                 } else {
-                    match cluster.delete_topic(&name).await {
+                    match cluster.delete_topic(&name, None).await {
                         Ok(deleted) => Ok((name, Uuid::from_bytes(deleted))),
                         Err(error) => Err((Some(name), Uuid::nil(), error)),
                     }
@@ -227,7 +227,7 @@ pub async fn delete_topics(cluster: &Arc<Cluster>, api_version: i16, request: De
                 } else {
                     match cluster.topic_by_id(id.as_bytes()) {
                         None => Err((None, id, ApiError::new(ResponseError::UnknownTopicId, format!("This server does not host topic id {id}.")))),
-                        Some(topic) => match cluster.delete_topic(&topic.name).await {
+                        Some(topic) => match cluster.delete_topic(&topic.name, Some(&topic.id)).await {
                             Ok(_) => Ok((topic.name.clone(), id)),
                             Err(error) => Err((Some(topic.name.clone()), id, error)),
                         },

@@ -263,10 +263,15 @@ impl Cluster {
         Ok(Some(topic))
     }
 
-    /// Deletes a topic: durably, then its zones are released.
-    pub async fn delete_topic(&self, name: &str) -> Result<[u8; 16], ApiError> {
+    /// Deletes a topic: durably, then its zones are released. With `expected_id` (DeleteTopics
+    /// by id), the topic must still be that one: a topic deleted and recreated under the same
+    /// name meanwhile is not touched (UNKNOWN_TOPIC_ID).
+    pub async fn delete_topic(&self, name: &str, expected_id: Option<&[u8; 16]>) -> Result<[u8; 16], ApiError> {
         let mut metadata = self.metadata.lock().await;
         let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        if expected_id.is_some_and(|id| *id != topic.id) {
+            return Err(ApiError::new(ResponseError::UnknownTopicId, format!("Topic '{name}' no longer has the topic id given.")));
+        }
         let record = MetadataRecord::DeleteTopic { name: name.to_string(), topic_id: topic_id_to_hex(&topic.id) };
         self.record(&mut metadata, &record).await?;
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name);
