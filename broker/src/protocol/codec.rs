@@ -245,14 +245,10 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
     let body = RequestKind::decode(api_key, &mut buf, api_version)
         .map_err(|e| malformed(correlation_id, format!("{e:#}")))?;
     debug_assert_eq!(request_api_key(&body), Some(api_key));
+    // Bytes after the body are ignored, as Kafka's generated parsers do: real clients send
+    // them (librdkafka 2.x adds 3 bytes to Metadata v12), and nothing is read from them.
     if buf.has_remaining() {
-        return Err(malformed(
-            correlation_id,
-            format!(
-                "{api_key:?} v{api_version}: {} bytes after the body",
-                buf.remaining()
-            ),
-        ));
+        tracing::trace!(?api_key, api_version, trailing_bytes = buf.remaining(), "bytes after the request body ignored");
     }
     Ok(Request {
         api_key,
@@ -449,17 +445,12 @@ mod tests {
     }
 
     #[test]
-    fn trailing_bytes_are_malformed() {
+    fn trailing_bytes_are_ignored_as_kafka_does() {
         let frame = request_frame(ApiKey::Metadata, 12, &MetadataRequest::default().into());
         let mut longer = BytesMut::from(&frame[..]);
-        longer.put_u8(0);
-        match decode_request(longer.freeze()) {
-            Err(DecodeError::Malformed {
-                correlation_id: 7,
-                reason,
-            }) => assert!(reason.contains("1 bytes after"), "{reason}"),
-            other => panic!("{other:?}"),
-        }
+        longer.put_slice(&[0, 0, 0]);
+        let request = decode_request(longer.freeze()).expect("trailing bytes are not an error");
+        assert_eq!((request.api_key, request.correlation_id()), (ApiKey::Metadata, 7));
     }
 
     #[test]
