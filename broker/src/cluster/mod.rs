@@ -168,7 +168,7 @@ impl Cluster {
         let metadata_log = metadata_log.unwrap_or_else(|| store.create_partition(metadata_partition_id()));
         let definitions = replay(&metadata_log).await?;
         let mut topics = BTreeMap::new();
-        for (name, (id, partition_count, configs)) in definitions {
+        for (name, TopicDefinition { id, partitions: partition_count, configs }) in definitions {
             let config = TopicConfig::from_entries(&configs).map_err(|error| format!("topic {name}: {error}"))?;
             let partitions = (0..partition_count)
                 .map(|index| {
@@ -367,9 +367,16 @@ pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Replays the metadata log: name -> (id, partition count, config overrides).
-async fn replay(log: &PartitionLog) -> Result<BTreeMap<String, ([u8; 16], i32, BTreeMap<String, String>)>, String> {
-    let mut topics: BTreeMap<String, ([u8; 16], i32, BTreeMap<String, String>)> = BTreeMap::new();
+/// A topic as the metadata log defines it.
+struct TopicDefinition {
+    id: [u8; 16],
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+/// Replays the metadata log: the topics that exist, by name.
+async fn replay(log: &PartitionLog) -> Result<BTreeMap<String, TopicDefinition>, String> {
+    let mut topics: BTreeMap<String, TopicDefinition> = BTreeMap::new();
     let mut offset = log.log_start_offset();
     let high_watermark = log.high_watermark();
     while offset < high_watermark {
@@ -388,14 +395,14 @@ async fn replay(log: &PartitionLog) -> Result<BTreeMap<String, ([u8; 16], i32, B
     Ok(topics)
 }
 
-fn apply(topics: &mut BTreeMap<String, ([u8; 16], i32, BTreeMap<String, String>)>, record: MetadataRecord) {
-    let same_topic = |topics: &BTreeMap<String, ([u8; 16], i32, BTreeMap<String, String>)>, name: &str, id: &str| {
-        topics.get(name).is_some_and(|(topic_id, _, _)| Some(*topic_id) == topic_id_from_hex(id))
+fn apply(topics: &mut BTreeMap<String, TopicDefinition>, record: MetadataRecord) {
+    let same_topic = |topics: &BTreeMap<String, TopicDefinition>, name: &str, id: &str| {
+        topics.get(name).is_some_and(|topic| Some(topic.id) == topic_id_from_hex(id))
     };
     match record {
         MetadataRecord::CreateTopic { name, topic_id, partitions, configs } => {
             if let Some(id) = topic_id_from_hex(&topic_id) {
-                topics.insert(name, (id, partitions, configs));
+                topics.insert(name, TopicDefinition { id, partitions, configs });
             }
         }
         MetadataRecord::DeleteTopic { name, topic_id } => {
@@ -405,12 +412,12 @@ fn apply(topics: &mut BTreeMap<String, ([u8; 16], i32, BTreeMap<String, String>)
         }
         MetadataRecord::SetPartitionCount { name, topic_id, partitions } => {
             if same_topic(topics, &name, &topic_id) {
-                topics.get_mut(&name).expect("checked").1 = partitions;
+                topics.get_mut(&name).expect("checked").partitions = partitions;
             }
         }
         MetadataRecord::SetConfigs { name, topic_id, configs } => {
             if same_topic(topics, &name, &topic_id) {
-                topics.get_mut(&name).expect("checked").2 = configs;
+                topics.get_mut(&name).expect("checked").configs = configs;
             }
         }
     }
