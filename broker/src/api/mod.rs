@@ -44,6 +44,17 @@ pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, body: RequestKind)
     Some(response)
 }
 
+/// Starts a Produce request: its batches are appended before this returns; the future waits
+/// for durability and yields the response (`None` for acks=0). See `produce::start`.
+pub fn start_produce(
+    cluster: &Arc<Cluster>,
+    api_version: i16,
+    request: kafka_protocol::messages::ProduceRequest,
+) -> impl std::future::Future<Output = Option<ResponseKind>> + Send + 'static {
+    let completion = produce::start(cluster, api_version, request);
+    async move { completion.await.map(ResponseKind::Produce) }
+}
+
 /// A `StrBytes` for a response field.
 pub(crate) fn str_bytes(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())

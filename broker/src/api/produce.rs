@@ -9,6 +9,7 @@
 //! and it is what this single-replica broker's high watermark means: readers only ever see
 //! durable data, so an acknowledged record is always readable.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -31,6 +32,15 @@ struct Appended {
 type Outcome = Result<Appended, ApiError>;
 
 pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
+    start(cluster, api_version, request).await
+}
+
+/// Appends every partition of the request now, before returning; the returned future waits
+/// for durability and builds the response. The server calls this in request order on each
+/// connection, so pipelined Produce requests for one partition are appended in the order the
+/// client sent them (Kafka handles one request per connection at a time), while their flushes
+/// still overlap (group commit).
+pub fn start(cluster: &Arc<Cluster>, api_version: i16, request: ProduceRequest) -> impl Future<Output = Option<ProduceResponse>> + Send + 'static {
     let now = now_ms();
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
@@ -58,7 +68,19 @@ pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: ProduceRe
         }
         topics.push((topic_data.name, topic_data.topic_id, outcomes));
     }
+    async move { respond(api_version, acks, by_id, topics, flushes).await }
+}
 
+type TopicOutcomes = Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<(i32, Outcome)>)>;
+
+/// Waits for the flushes of an appended request and builds its response.
+async fn respond(
+    api_version: i16,
+    acks: i16,
+    by_id: bool,
+    topics: TopicOutcomes,
+    flushes: Vec<impl Future<Output = Result<i64, LogError>> + Send + 'static>,
+) -> Option<ProduceResponse> {
     if acks == 0 {
         // No response: the client does not wait. The flushes still run to completion (that is
         // what makes the data visible to readers), detached from this request.

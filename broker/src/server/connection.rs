@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -63,7 +63,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, c
                 tracing::info!(%peer, api_key, frame_bytes = frame.len(), max_bytes = config.control_request_bytes_max, "request too large for its API; closing connection");
                 break 'connection;
             }
-            match dispatch(frame, &cluster) {
+            match dispatch(frame, &cluster).await {
                 Ok(slot) => {
                     // Waits when the connection already has its maximum of requests in flight.
                     if slots.send(slot).await.is_err() {
@@ -91,8 +91,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, c
     let _ = writing.await;
 }
 
-/// Starts handling one request; its response arrives through the returned slot.
-fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, DecodeError> {
+/// Handles one request in connection order; its response arrives through the returned slot.
+///
+/// As in Kafka, a connection's requests take effect one at a time, in the order sent: every
+/// request but Produce is handled to completion before the next frame is looked at. Produce
+/// appends its batches here, in order, and only its wait for durability runs on a task of its
+/// own, so a client's pipelined produce requests are appended in order and flushed together.
+async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, DecodeError> {
     let (respond, slot) = oneshot::channel();
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
@@ -105,41 +110,36 @@ fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, Decode
         }
         Err(error) => return Err(error),
     };
-    if request.api_key == ApiKey::ApiVersions {
-        let body = ResponseKind::ApiVersions(codec::api_versions_response(request.api_version, 0));
-        if let Some(bytes) = encode(&request, body) {
-            let _ = respond.send(Some(bytes));
+    let Request { api_key, api_version, header, body } = request;
+    let correlation_id = header.correlation_id;
+    let response = match body {
+        RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(codec::api_versions_response(api_version, 0))),
+        RequestKind::Produce(produce) => {
+            let completion = api::start_produce(cluster, api_version, produce);
+            tokio::spawn(async move {
+                let response = completion.await;
+                send(respond, api_key, api_version, correlation_id, response);
+            });
+            return Ok(slot);
         }
-        return Ok(slot);
-    }
-    let cluster = cluster.clone();
-    tokio::spawn(async move {
-        let Request { api_key, api_version, header, body } = request;
-        let Some(response) = api::handle(&cluster, api_version, body).await else {
-            // No response: acks=0, or an API without a handler (closing is then right).
-            let _ = respond.send(None);
-            return;
-        };
-        match codec::encode_response(api_key, api_version, header.correlation_id, &response) {
-            Ok(bytes) => {
-                let _ = respond.send(Some(bytes));
-            }
-            Err(error) => {
-                // A response we cannot encode is a bug: drop the slot, which closes the
-                // connection, rather than send something wrong.
-                tracing::error!(?api_key, api_version, %error, "cannot encode a response");
-            }
-        }
-    });
+        body => api::handle(cluster, api_version, body).await,
+    };
+    send(respond, api_key, api_version, correlation_id, response);
     Ok(slot)
 }
 
-fn encode(request: &Request, body: ResponseKind) -> Option<Bytes> {
-    match codec::encode_response(request.api_key, request.api_version, request.correlation_id(), &body) {
-        Ok(bytes) => Some(bytes),
-        Err(error) => {
-            tracing::error!(api_key = ?request.api_key, %error, "cannot encode a response");
-            None
+/// Fills a response slot: the encoded response, or nothing (`None`: no response is due), or,
+/// when the response cannot be encoded (a bug), a dropped slot, which closes the connection
+/// rather than send something wrong.
+fn send(respond: oneshot::Sender<Option<Bytes>>, api_key: ApiKey, api_version: i16, correlation_id: i32, response: Option<ResponseKind>) {
+    let Some(response) = response else {
+        let _ = respond.send(None);
+        return;
+    };
+    match codec::encode_response(api_key, api_version, correlation_id, &response) {
+        Ok(bytes) => {
+            let _ = respond.send(Some(bytes));
         }
+        Err(error) => tracing::error!(?api_key, api_version, %error, "cannot encode a response"),
     }
 }
