@@ -1,6 +1,10 @@
 //! `yottastore bench ...`: benchmarks that print their figures beside the physical limit they
 //! are compared against, measured in the same run.
 
+mod consume;
+mod kafka_client;
+mod limits;
+mod produce;
 mod storage;
 
 use clap::Subcommand;
@@ -9,10 +13,16 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Partition-log append throughput and reopen time vs. raw O_DIRECT write bandwidth.
     Storage(storage::StorageBenchArgs),
+    /// Kafka producer load (kafka-producer-perf-test style) vs. loopback TCP and disk bandwidth.
+    Produce(produce::KafkaBenchArgs),
+    /// Kafka consumer load (kafka-consumer-perf-test style) vs. loopback TCP bandwidth.
+    Consume(consume::ConsumeBenchArgs),
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Storage(args) => storage::run(args),
+        BenchCommand::Produce(args) => produce::run(args),
+        BenchCommand::Consume(args) => consume::run(args),
     }
 }

@@ -33,7 +33,7 @@ use clap::{Args, ValueEnum};
 const MIB: usize = 1 << 20;
 const ZONE_BYTES: u64 = 64 << 20;
 /// Writes (or reads) in flight in the streaming raw measurements.
-const RAW_QUEUE_DEPTH: usize = 8;
+pub(crate) const RAW_QUEUE_DEPTH: usize = 8;
 /// Batch sizes of the two single-partition append rows.
 const BIG_BATCH_BYTES: usize = MIB;
 const SMALL_BATCH_BYTES: usize = 16 << 10;
@@ -80,7 +80,7 @@ pub struct StorageBenchArgs {
 }
 
 pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
-    let work = WorkDir::create(args.dir.as_deref(), args.keep)?;
+    let work = super::limits::WorkDir::create(args.dir.as_deref(), args.keep, "storage-bench")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -277,60 +277,6 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The benchmark's own directory, removed at the end unless `--keep`.
-struct WorkDir {
-    path: PathBuf,
-    keep: bool,
-    /// `./bench-data` when this run created it (removed too, if left empty).
-    created_base: Option<PathBuf>,
-}
-
-impl WorkDir {
-    fn create(base: Option<&Path>, keep: bool) -> anyhow::Result<WorkDir> {
-        let (base, created_base) = match base {
-            Some(base) => (base.to_path_buf(), None),
-            None => {
-                let local = PathBuf::from("bench-data");
-                let existed = local.is_dir();
-                match std::fs::create_dir_all(&local) {
-                    Ok(()) => (local.clone(), (!existed).then_some(local)),
-                    Err(_) => (std::env::temp_dir(), None),
-                }
-            }
-        };
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos());
-        let path = base.join(format!("storage-bench-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create the benchmark directory {}", path.display()))?;
-        let path = path.canonicalize()?;
-        Ok(WorkDir {
-            path,
-            keep,
-            created_base,
-        })
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if self.keep {
-            eprintln!("kept benchmark files in {}", self.path.display());
-            return;
-        }
-        if let Err(error) = std::fs::remove_dir_all(&self.path) {
-            eprintln!("could not remove {}: {error}", self.path.display());
-        }
-        if let Some(base) = &self.created_base {
-            let _ = std::fs::remove_dir(base); // only succeeds when empty
-        }
-    }
-}
 
 fn remove_file(path: &Path) -> anyhow::Result<()> {
     std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
@@ -426,7 +372,7 @@ impl BenchBatch {
     }
 }
 
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {
@@ -438,13 +384,13 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
-fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+pub(crate) fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
 }
 
@@ -454,7 +400,7 @@ fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
 
 /// A file made exactly as the zoned device makes its file (O_DIRECT, preallocated with
 /// fallocate, superblock), driven past the zone table through its `IoDriver`.
-fn raw_device(path: &Path, total_mib: u64, choice: IoBackendChoice) -> anyhow::Result<IoDriver> {
+pub(crate) fn raw_device(path: &Path, total_mib: u64, choice: IoBackendChoice) -> anyhow::Result<IoDriver> {
     let zone_count = ((total_mib << 20).div_ceil(ZONE_BYTES)) as u32;
     let device = FileZonedDevice::create(path, geometry(zone_count, 1), choice)?;
     // The driver handle keeps the storage thread (and the file) alive on its own.
@@ -464,7 +410,7 @@ fn raw_device(path: &Path, total_mib: u64, choice: IoBackendChoice) -> anyhow::R
 /// Writes `total_mib` sequentially in 1 MiB O_DIRECT writes: with `sync_each`, one at a time
 /// with an fdatasync after each; else up to `RAW_QUEUE_DEPTH` in flight and one fdatasync at
 /// the end. The time includes the final sync.
-async fn raw_write(
+pub(crate) async fn raw_write(
     driver: IoDriver,
     total_mib: u64,
     pattern: Arc<Vec<u8>>,
@@ -501,7 +447,7 @@ async fn raw_write(
 }
 
 /// Reads back what `raw_write` wrote, 1 MiB at a time with `RAW_QUEUE_DEPTH` reads in flight.
-async fn raw_read(
+pub(crate) async fn raw_read(
     driver: IoDriver,
     total_mib: u64,
     pattern: Arc<Vec<u8>>,
@@ -538,14 +484,14 @@ async fn raw_read(
 fn cpu_costs(batch: &[u8]) -> String {
     fn time_us(mut work: impl FnMut()) -> f64 {
         work(); // warm up
-        let mut samples: Vec<f64> = (0..32)
+        let samples: Vec<f64> = (0..32)
             .map(|_| {
                 let started = Instant::now();
                 work();
                 started.elapsed().as_secs_f64() * 1e6
             })
             .collect();
-        median(&mut samples)
+        median(&samples)
     }
     let validate = time_us(|| {
         std::hint::black_box(broker::log::batch::validate(std::hint::black_box(batch)).is_ok());
@@ -931,7 +877,7 @@ fn row(
     );
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
@@ -945,16 +891,16 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn min(values: &[f64]) -> f64 {
+pub(crate) fn min(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
-fn max(values: &[f64]) -> f64 {
+pub(crate) fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
 /// The file system type of `path`, from /proc/self/mountinfo (the longest matching mount point).
-fn file_system_of(path: &Path) -> String {
+pub(crate) fn file_system_of(path: &Path) -> String {
     let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return "unknown".into();
     };

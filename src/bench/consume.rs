@@ -1,0 +1,276 @@
+//! `yottastore bench consume`: a load generator in the spirit of kafka-consumer-perf-test,
+//! printed beside the loopback TCP bandwidth (and the raw O_DIRECT read bandwidth) measured in
+//! the same run.
+//!
+//! If the topic holds fewer records than a run reads, they are produced first (with the produce
+//! bench's workload; that figure is printed as setup). Each run then reads every partition from
+//! its earliest offset to the latest offset taken before the run, with one Fetch in flight
+//! covering all partitions that still have data to read (as a Kafka consumer fetches from one
+//! broker): max_bytes 50 MiB, partition_max_bytes 8 MiB, max_wait_ms 100. Every batch's CRC is
+//! checked (check.crcs=true, the Java consumer's default), offsets must be contiguous, and the
+//! record count must be exactly what the offsets promise.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use broker::log::batch::{self, BatchIter};
+use clap::Args;
+
+use super::kafka_client::{decode_fetch, fetch_request, Connection};
+use super::limits;
+use super::produce::{self, row, spread, spread2, KafkaBenchArgs, LimitSeries, ProduceSeries, Setup, Workload};
+use super::storage::{self, median};
+use kafka_protocol::messages::ApiKey;
+
+const MIB: u64 = 1 << 20;
+
+#[derive(Args, Clone, Debug)]
+pub struct ConsumeBenchArgs {
+    #[command(flatten)]
+    pub common: KafkaBenchArgs,
+    /// Fetch max_bytes.
+    #[arg(long, default_value_t = 50 << 20)]
+    pub fetch_max_bytes: i32,
+    /// Fetch partition_max_bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub partition_max_bytes: i32,
+    /// Fetch max_wait_ms.
+    #[arg(long, default_value_t = 100)]
+    pub max_wait_ms: u64,
+    /// Skip the per-batch CRC check.
+    #[arg(long)]
+    pub no_crc: bool,
+}
+
+struct ConsumeOutcome {
+    elapsed: Duration,
+    records: u64,
+    bytes: u64,
+    fetches: u64,
+    batches: u64,
+}
+
+async fn consume_run(
+    connection: &mut Connection,
+    topic: &str,
+    start: &[i64],
+    end: &[i64],
+    args: &ConsumeBenchArgs,
+) -> anyhow::Result<ConsumeOutcome> {
+    let version = connection.versions.fetch;
+    let mut next: Vec<i64> = start.to_vec();
+    let mut outcome = ConsumeOutcome {
+        elapsed: Duration::ZERO,
+        records: 0,
+        bytes: 0,
+        fetches: 0,
+        batches: 0,
+    };
+    let started = Instant::now();
+    loop {
+        let wanted: Vec<(i32, i64)> = next
+            .iter()
+            .zip(end)
+            .enumerate()
+            .filter(|(_, (next, end))| next < end)
+            .map(|(index, (next, _))| (index as i32, *next))
+            .collect();
+        if wanted.is_empty() {
+            break;
+        }
+        let request = fetch_request(
+            topic,
+            &wanted,
+            args.fetch_max_bytes,
+            args.partition_max_bytes,
+            Duration::from_millis(args.max_wait_ms),
+        );
+        let (writer, reader) = split_mut(connection);
+        let correlation_id = writer.send(ApiKey::Fetch, version, &request).await?;
+        let frame = reader.read_frame().await?;
+        outcome.fetches += 1;
+        let response = decode_fetch(version, correlation_id, frame)?;
+        anyhow::ensure!(response.error_code == 0, "Fetch failed: error {}", response.error_code);
+        for topic_response in &response.responses {
+            for partition in &topic_response.partitions {
+                anyhow::ensure!(
+                    partition.error_code == 0,
+                    "Fetch partition {}: error {}",
+                    partition.partition_index,
+                    partition.error_code
+                );
+                let index = partition.partition_index as usize;
+                let slot = next.get_mut(index).context("Fetch answered a partition not asked for")?;
+                let Some(records) = &partition.records else { continue };
+                for item in BatchIter::new(records) {
+                    let (header, bytes) = item.with_context(|| format!("partition {index}: a malformed batch at offset {slot}"))?;
+                    if !args.no_crc {
+                        batch::validate_integrity(bytes).with_context(|| format!("partition {index} offset {}", header.base_offset))?;
+                    }
+                    // A batch below the fetch offset may be served whole (Kafka does); skip it.
+                    if header.last_offset() < *slot {
+                        continue;
+                    }
+                    anyhow::ensure!(
+                        header.base_offset == *slot,
+                        "partition {index}: batch at offset {} where {} was due",
+                        header.base_offset,
+                        *slot
+                    );
+                    outcome.records += header.record_count as u64;
+                    outcome.bytes += bytes.len() as u64;
+                    outcome.batches += 1;
+                    *slot = header.last_offset() + 1;
+                }
+            }
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    let expected: i64 = end.iter().zip(start).map(|(end, start)| end - start).sum();
+    anyhow::ensure!(
+        outcome.records as i64 == expected && next.iter().zip(end).all(|(next, end)| next == end),
+        "read {} records where the offsets promise {expected}",
+        outcome.records
+    );
+    Ok(outcome)
+}
+
+/// Borrow the two halves of a connection for one request/response (Connection::call is
+/// generic over the response type; Fetch is decoded by decode_fetch instead).
+fn split_mut(connection: &mut Connection) -> (&mut super::kafka_client::RequestWriter, &mut super::kafka_client::ResponseReader) {
+    connection.halves()
+}
+
+pub fn run(args: ConsumeBenchArgs) -> anyhow::Result<()> {
+    let common = &args.common;
+    let setup = Setup::start(common, "consume-bench", 1)?;
+    let (mut connection, partitions) = setup.client.block_on(produce::open_topic(&setup.addr, common))?;
+
+    // Fill the topic if it holds fewer records than a run reads.
+    let wanted = common.record_count();
+    let earliest = setup.client.block_on(connection.list_offsets(&common.topic, partitions, -2))?;
+    let latest = setup.client.block_on(connection.list_offsets(&common.topic, partitions, -1))?;
+    let present: i64 = latest.iter().zip(&earliest).map(|(latest, earliest)| latest - earliest).sum();
+    let mut setup_line = String::new();
+    if (present as u64) < wanted {
+        let mut fill = common.clone();
+        fill.records = Some(wanted - present as u64);
+        let workload = Workload::build(&fill, connection.versions.produce, partitions)?;
+        eprintln!("producing {} records to fill the topic...", workload.records);
+        let (outcome, returned) = setup.client.block_on(produce::produce_run(connection, &workload, common.in_flight, -1))?;
+        connection = returned;
+        let mut series = ProduceSeries::default();
+        series.record(&outcome, workload.payload_bytes, None, None);
+        setup_line = format!(
+            "setup: produced {} records ({:.1} MiB of batches) at {:.0} MB/s, acks=-1, p99 {:.2} ms",
+            outcome.records,
+            outcome.wire_bytes as f64 / MIB as f64,
+            series.mb_per_s[0],
+            series.p99[0]
+        );
+    }
+    let start = setup.client.block_on(connection.list_offsets(&common.topic, partitions, -2))?;
+    let end = setup.client.block_on(connection.list_offsets(&common.topic, partitions, -1))?;
+    let total_records: i64 = end.iter().zip(&start).map(|(end, start)| end - start).sum();
+
+    println!(
+        "consume bench: broker {}; topic {} ({partitions} partitions), Fetch v{}",
+        setup.describe(),
+        common.topic,
+        connection.versions.fetch
+    );
+    if !setup_line.is_empty() {
+        println!("{setup_line}");
+    }
+    println!(
+        "per run: {total_records} records from the earliest offsets; one Fetch in flight, max_bytes {} partition_max_bytes {} \
+         max_wait_ms {} min_bytes 1; CRC check {}; runs={} (median [min..max])",
+        args.fetch_max_bytes,
+        args.partition_max_bytes,
+        args.max_wait_ms,
+        if args.no_crc { "off" } else { "on" },
+        common.runs
+    );
+
+    let mut limits = LimitSeries::default();
+    let mut mb_per_s = Vec::new();
+    let mut records_per_s = Vec::new();
+    let mut broker_cpu = Vec::new();
+    let mut client_cpu = Vec::new();
+    let mut bytes = 0u64;
+    let mut fetches = Vec::new();
+    let mut batches = 0u64;
+    for run in 0..common.runs {
+        eprintln!("run {}/{}: consume...", run + 1, common.runs);
+        let broker_before = setup.broker_cpu_seconds();
+        let client_before = produce::self_cpu_seconds();
+        let outcome = setup.client.block_on(consume_run(&mut connection, &common.topic, &start, &end, &args))?;
+        let seconds = outcome.elapsed.as_secs_f64();
+        if let Some(cpu) = broker_before.zip(setup.broker_cpu_seconds()).map(|(before, after)| after - before) {
+            broker_cpu.push(cpu / seconds);
+        }
+        if let Some(cpu) = client_before.zip(produce::self_cpu_seconds()).map(|(before, after)| after - before) {
+            client_cpu.push(cpu / seconds);
+        }
+        mb_per_s.push(storage::mb_per_s(outcome.bytes, outcome.elapsed));
+        records_per_s.push(outcome.records as f64 / seconds);
+        fetches.push(outcome.fetches as f64);
+        bytes = outcome.bytes;
+        batches = outcome.batches;
+        if !common.no_limits {
+            eprintln!("run {}/{}: loopback TCP...", run + 1, common.runs);
+            limits.loopback.push(limits::loopback_mb_per_s(outcome.bytes)?);
+            eprintln!("run {}/{}: raw disk read...", run + 1, common.runs);
+            limits.disk_read.push(limits::disk_read_mb_per_s(&setup.disk, setup.work.path(), outcome.bytes.div_ceil(MIB))?);
+        }
+    }
+    drop(connection);
+
+    println!();
+    println!(
+        "{:<46} {:>7} {:>13} {:>10} {:>10}",
+        "measurement (MB/s = 10^6 B/s)", "MB/s", "[min..max]", "vs loopbk", "vs dread"
+    );
+    let have = !limits.loopback.is_empty();
+    let against = |values: &[f64], of: &[f64]| have.then(|| produce::ratios(values, of));
+    row("loopback TCP, 1 MiB writes", &limits.loopback, &[against(&limits.loopback, &limits.loopback), None]);
+    row(
+        &format!("disk O_DIRECT read, 1 MiB x{}", storage::RAW_QUEUE_DEPTH),
+        &limits.disk_read,
+        &[None, against(&limits.disk_read, &limits.disk_read)],
+    );
+    row(
+        "consume (batch bytes)",
+        &mb_per_s,
+        &[against(&mb_per_s, &limits.loopback), against(&mb_per_s, &limits.disk_read)],
+    );
+    println!(
+        "consume: {:.0} records/s {}; {} records verified per run ({:.1} MiB in {batches} batches, {:.0} fetches)",
+        median(&records_per_s),
+        spread(&records_per_s),
+        total_records,
+        bytes as f64 / MIB as f64,
+        median(&fetches),
+    );
+    if !broker_cpu.is_empty() {
+        println!(
+            "cpu during consume (cores busy): broker {:.2} {}, load generator {:.2} {}; {} cpus online",
+            median(&broker_cpu),
+            spread2(&broker_cpu),
+            median(&client_cpu),
+            spread2(&client_cpu),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
+    if have {
+        let ratio = median(&produce::ratios(&mb_per_s, &limits.loopback));
+        println!(
+            "aim: consume >= 0.70 x loopback ({:.0} MB/s): {:.2} -> {}",
+            median(&limits.loopback),
+            ratio,
+            if ratio >= 0.7 { "MET" } else { "NOT MET" }
+        );
+    }
+    setup.stop()?;
+    Ok(())
+}

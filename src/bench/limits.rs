@@ -1,0 +1,264 @@
+//! What the Kafka load generators (`bench produce`, `bench consume`) share: the physical limits
+//! they are compared against (loopback TCP, raw O_DIRECT disk bandwidth from the storage
+//! bench), the work directory, and the broker they start as a child process when no
+//! `--bootstrap` is given.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use broker::uring::IoBackendChoice;
+
+use super::storage;
+
+const MIB: usize = 1 << 20;
+
+/// Loopback TCP bandwidth in MB/s: a sender thread writes `total_bytes` in 1 MiB buffers to a
+/// receiver thread reading into a 1 MiB buffer, over 127.0.0.1 (TCP_NODELAY, default buffers,
+/// like the bench's Kafka connection). Times from connect to the last byte received.
+pub fn loopback_mb_per_s(total_bytes: u64) -> anyhow::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let receiver = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut stream, _) = listener.accept()?;
+        let mut buf = vec![0u8; MIB];
+        let mut received = 0u64;
+        loop {
+            let read = stream.read(&mut buf)?;
+            if read == 0 {
+                break;
+            }
+            received += read as u64;
+        }
+        Ok(received)
+    });
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let pattern = storage::random_bytes(MIB, 0x100b);
+    let mut left = total_bytes;
+    while left > 0 {
+        let chunk = left.min(MIB as u64) as usize;
+        stream.write_all(&pattern[..chunk])?;
+        left -= chunk as u64;
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let received = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("loopback receiver panicked"))??;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        received == total_bytes,
+        "loopback moved {received} of {total_bytes} bytes"
+    );
+    Ok(storage::mb_per_s(total_bytes, elapsed))
+}
+
+/// Raw O_DIRECT sequential write bandwidth (MB/s) of `total_mib` in `dir`, through the storage
+/// bench's measurement: with `sync_each`, 1 MiB writes at queue depth 1 with an fdatasync after
+/// each MiB (the broker's acks=all policy for 1 MiB batches: one flush per request); else
+/// `RAW_QUEUE_DEPTH` x 1 MiB in flight and one fdatasync at the end.
+pub fn disk_write_mb_per_s(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    total_mib: u64,
+    sync_each: bool,
+) -> anyhow::Result<f64> {
+    let path = dir.join("raw.img");
+    let pattern = Arc::new(storage::random_bytes(MIB, 0x5eed));
+    let driver = storage::raw_device(&path, total_mib, IoBackendChoice::Auto)?;
+    let elapsed = runtime.block_on(storage::raw_write(driver, total_mib, pattern, sync_each))?;
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(storage::mb_per_s(total_mib << 20, elapsed))
+}
+
+/// Raw O_DIRECT sequential read bandwidth (MB/s), `RAW_QUEUE_DEPTH` x 1 MiB in flight.
+pub fn disk_read_mb_per_s(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    total_mib: u64,
+) -> anyhow::Result<f64> {
+    let path = dir.join("raw.img");
+    let pattern = Arc::new(storage::random_bytes(MIB, 0x5eed));
+    let driver = storage::raw_device(&path, total_mib, IoBackendChoice::Auto)?;
+    runtime.block_on(storage::raw_write(
+        driver.clone(),
+        total_mib,
+        pattern.clone(),
+        false,
+    ))?;
+    let elapsed = runtime.block_on(storage::raw_read(driver, total_mib, pattern))?;
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(storage::mb_per_s(total_mib << 20, elapsed))
+}
+
+/// The benchmark's own directory (under ./bench-data unless `--dir`), removed at the end
+/// unless `--keep`.
+pub struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+    created_base: Option<PathBuf>,
+}
+
+impl WorkDir {
+    pub fn create(base: Option<&Path>, keep: bool, name: &str) -> anyhow::Result<WorkDir> {
+        let (base, created_base) = match base {
+            Some(base) => (base.to_path_buf(), None),
+            None => {
+                let local = PathBuf::from("bench-data");
+                let existed = local.is_dir();
+                match std::fs::create_dir_all(&local) {
+                    Ok(()) => (local.clone(), (!existed).then_some(local)),
+                    Err(_) => (std::env::temp_dir(), None),
+                }
+            }
+        };
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let path = base.join(format!("{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create the benchmark directory {}", path.display()))?;
+        let path = path.canonicalize()?;
+        Ok(WorkDir {
+            path,
+            keep,
+            created_base,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("kept benchmark files in {}", self.path.display());
+            return;
+        }
+        if let Err(error) = std::fs::remove_dir_all(&self.path) {
+            eprintln!("could not remove {}: {error}", self.path.display());
+        }
+        if let Some(base) = &self.created_base {
+            let _ = std::fs::remove_dir(base); // only succeeds when empty
+        }
+    }
+}
+
+/// A `yottastore serve` child on a free 127.0.0.1 port, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct BrokerChild {
+    child: Child,
+    pub addr: String,
+    pub log_path: PathBuf,
+}
+
+impl BrokerChild {
+    /// Starts the broker with its data in `dir`/data and waits until it accepts connections.
+    /// `zone_count` x 64 MiB zones are preallocated; `extra_args` are passed on.
+    pub fn start(dir: &Path, zone_count: u32, extra_args: &[String]) -> anyhow::Result<BrokerChild> {
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let log_path = dir.join("broker.log");
+        let log = std::fs::File::create(&log_path)?;
+        let exe = std::env::current_exe().context("locating the yottastore binary")?;
+        let mut command = Command::new(exe);
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--kafka-addr")
+            .arg(&addr)
+            .arg("--zone-count")
+            .arg(zone_count.to_string())
+            .arg("--auto-create-topics")
+            .arg("false")
+            .args(extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("YOTTASTORE_BENCH_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = command.spawn().context("starting the broker")?;
+        let mut broker = BrokerChild {
+            child,
+            addr,
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if TcpStream::connect(&broker.addr).is_ok() {
+                return Ok(broker);
+            }
+            if let Some(status) = broker.child.try_wait()? {
+                anyhow::bail!(
+                    "the broker exited ({status}) before serving; its log:\n{}",
+                    std::fs::read_to_string(&broker.log_path).unwrap_or_default()
+                );
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the broker did not listen on {} within 60 s (log: {})",
+                broker.addr,
+                broker.log_path.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM (graceful: flush and exit 0), then SIGKILL after 30 s.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::ensure!(status.success(), "the broker exited with {status}");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        anyhow::bail!("the broker did not stop within 30 s of SIGTERM; killed")
+    }
+}
+
+impl Drop for BrokerChild {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// 64 MiB zones for `runs` x `total_bytes` of 1 MiB-ish batches flushed one by one over
+/// `partitions` partitions, with slack for block padding and partly filled zones.
+pub fn zones_for(total_bytes: u64, copies: u64, partitions: u64) -> u32 {
+    let zone = 64u64 << 20;
+    let data = total_bytes * copies;
+    // Each flushed batch pads up to one 4 KiB block; zone headers; a partial zone per partition.
+    let padded = data + data / 128;
+    // At least the default max open zones (14) and then some.
+    (padded.div_ceil(zone) + (partitions + 1) * copies + 4).max(32) as u32
+}
