@@ -199,3 +199,33 @@ impl StillRunning for Child {
             .unwrap_or(false)
     }
 }
+
+/// Connections open at once in `many_concurrent_connections_are_served`: well above what a
+/// handful of clients use, well below the broker's limit (4096 by default).
+const CONCURRENT_CONNECTIONS: usize = 256;
+
+#[test]
+fn many_concurrent_connections_are_served() {
+    let broker = start_broker();
+    // Open every connection first, then send on all of them, pipelining two requests each:
+    // every connection must get both answers, in order.
+    let mut streams: Vec<TcpStream> = (0..CONCURRENT_CONNECTIONS)
+        .map(|_| TcpStream::connect(broker.addr).expect("connect"))
+        .collect();
+    for (index, stream) in streams.iter_mut().enumerate() {
+        let first = request_frame(ApiKey::ApiVersions, 3, (index * 2) as i32, &ApiVersionsRequest::default());
+        let second = request_frame(ApiKey::Metadata, 12, (index * 2 + 1) as i32, &MetadataRequest::default());
+        stream.write_all(&[first, second].concat()).unwrap();
+    }
+    for (index, stream) in streams.iter_mut().enumerate() {
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        for expected_correlation_id in [(index * 2) as i32, (index * 2 + 1) as i32] {
+            let mut size = [0u8; 4];
+            stream.read_exact(&mut size).unwrap_or_else(|e| panic!("connection {index}: no answer: {e}"));
+            let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+            stream.read_exact(&mut body).unwrap();
+            assert_eq!(i32::from_be_bytes(body[0..4].try_into().unwrap()), expected_correlation_id, "connection {index}: answers in request order");
+        }
+    }
+    assert_serves(&broker, "256 concurrent connections");
+}
