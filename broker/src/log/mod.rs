@@ -6,6 +6,7 @@ pub mod batch;
 mod format;
 mod index;
 mod partition;
+pub mod records;
 mod store;
 
 pub use allocator::ZoneAllocator;
