@@ -228,6 +228,119 @@ impl BufferPool {
     }
 }
 
+/// A bounded free list of read buffers of assorted sizes, so steady scans neither allocate nor
+/// fault in (and zero) fresh pages for every window. `take` hands out the smallest free buffer
+/// large enough (best fit); buffers come back when their `PooledBuf` owner is dropped, i.e.
+/// when the last `Bytes` slice of a window is gone. The pool keeps at most `buffers_kept_max`
+/// buffers and `bytes_kept_max` bytes; anything beyond is freed as before.
+#[derive(Clone)]
+pub struct ReadBufferPool {
+    inner: Arc<ReadPoolInner>,
+}
+
+struct ReadPoolInner {
+    buffers_kept_max: usize,
+    bytes_kept_max: usize,
+    free: Mutex<ReadFree>,
+}
+
+#[derive(Default)]
+struct ReadFree {
+    buffers: Vec<AlignedBuf>,
+    bytes: usize,
+}
+
+impl ReadBufferPool {
+    pub fn new(buffers_kept_max: usize, bytes_kept_max: usize) -> ReadBufferPool {
+        ReadBufferPool {
+            inner: Arc::new(ReadPoolInner {
+                buffers_kept_max,
+                bytes_kept_max,
+                free: Mutex::new(ReadFree::default()),
+            }),
+        }
+    }
+
+    /// An empty buffer of at least `capacity_bytes`: the smallest free one that fits, or a new
+    /// one. A free buffer more than twice as large is left for larger reads.
+    pub fn take(&self, capacity_bytes: usize) -> AlignedBuf {
+        let wanted = round_up(capacity_bytes.max(1), BLOCK_SIZE);
+        let mut free = self.inner.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let best = free
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, buf)| buf.capacity() >= wanted && buf.capacity() / 2 <= wanted)
+            .min_by_key(|(_, buf)| buf.capacity())
+            .map(|(at, _)| at);
+        match best {
+            Some(at) => {
+                let mut buf = free.buffers.swap_remove(at);
+                free.bytes -= buf.capacity();
+                buf.set_len(0);
+                buf
+            }
+            None => {
+                drop(free);
+                AlignedBuf::with_capacity(wanted)
+            }
+        }
+    }
+
+    /// Returns a buffer: kept while the pool is within its bounds, freed otherwise. To make
+    /// room, smaller free buffers are freed for a larger one (large windows cost the most to
+    /// fault in). Its old contents stay (readers only look at what a read filled).
+    pub fn give(&self, buf: AlignedBuf) {
+        let capacity = buf.capacity();
+        if capacity > self.inner.bytes_kept_max || self.inner.buffers_kept_max == 0 {
+            return;
+        }
+        let mut free = self.inner.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while free.buffers.len() >= self.inner.buffers_kept_max || free.bytes + capacity > self.inner.bytes_kept_max {
+            let smallest = free.buffers.iter().enumerate().min_by_key(|(_, kept)| kept.capacity()).map(|(at, kept)| (at, kept.capacity()));
+            match smallest {
+                Some((at, kept)) if kept < capacity => {
+                    free.buffers.swap_remove(at);
+                    free.bytes -= kept;
+                }
+                _ => return,
+            }
+        }
+        free.bytes += capacity;
+        free.buffers.push(buf);
+    }
+
+    /// Wraps a buffer taken from this pool so that it comes back when dropped.
+    pub fn owned(&self, buf: AlignedBuf) -> PooledBuf {
+        PooledBuf {
+            buf: Some(buf),
+            pool: self.clone(),
+        }
+    }
+}
+
+/// An `AlignedBuf` that goes back to its `ReadBufferPool` when dropped: the owner given to
+/// `Bytes::from_owner`, so zero-copy batch slices keep the window alive and the last one to go
+/// returns it.
+pub struct PooledBuf {
+    buf: Option<AlignedBuf>,
+    pool: ReadBufferPool,
+}
+
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.pool.give(buf);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +380,55 @@ mod tests {
         assert_eq!(b.as_ptr(), ptr);
         assert!(b.is_empty());
         assert_eq!(b.spare_mut_len(), 4096);
+    }
+
+
+    #[test]
+    fn read_pool_best_fit_and_return_on_drop() {
+        let pool = ReadBufferPool::new(2, 1 << 20);
+        let buf = pool.take(10_000);
+        assert_eq!(buf.capacity(), 12288);
+        let ptr = buf.as_ptr();
+        let mut filled = buf;
+        filled.set_len(8192);
+        let bytes = bytes::Bytes::from_owner(pool.owned(filled));
+        let slice = bytes.slice(10..20);
+        drop(bytes);
+        // Still referenced by the slice: not back yet, so a take allocates.
+        let other = pool.take(8192);
+        assert_ne!(other.as_ptr(), ptr);
+        drop(slice);
+        let again = pool.take(8192);
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(again.is_empty());
+        // Too large for the request (more than twice): left in the pool.
+        pool.give(AlignedBuf::with_capacity(64 << 10));
+        assert_eq!(pool.take(4096).capacity(), 4096);
+        // Bounded by count and bytes.
+        pool.give(again);
+        pool.give(other);
+        pool.give(AlignedBuf::with_capacity(4096));
+        assert_eq!(pool.inner.free.lock().unwrap().buffers.len(), 2);
+        // Full by count: a larger buffer replaces the smallest.
+        pool.give(AlignedBuf::with_capacity(128 << 10));
+        let mut kept: Vec<usize> = pool.inner.free.lock().unwrap().buffers.iter().map(|b| b.capacity()).collect();
+        kept.sort();
+        assert_eq!(kept, vec![64 << 10, 128 << 10]);
+        assert_eq!(pool.inner.free.lock().unwrap().bytes, 192 << 10);
+        let big = ReadBufferPool::new(8, 16384);
+        big.give(AlignedBuf::with_capacity(32768));
+        assert_eq!(big.inner.free.lock().unwrap().bytes, 0);
+        // Full by bytes: smaller buffers (smallest first) are freed for a larger one, not for an
+        // equal one.
+        big.give(AlignedBuf::with_capacity(4096));
+        big.give(AlignedBuf::with_capacity(4096));
+        big.give(AlignedBuf::with_capacity(8192));
+        big.give(AlignedBuf::with_capacity(4096));
+        assert_eq!(big.inner.free.lock().unwrap().bytes, 16384);
+        big.give(AlignedBuf::with_capacity(12288));
+        let mut kept: Vec<usize> = big.inner.free.lock().unwrap().buffers.iter().map(|b| b.capacity()).collect();
+        kept.sort();
+        assert_eq!(kept, vec![12288]);
     }
 
     impl AlignedBuf {

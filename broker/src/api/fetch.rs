@@ -30,6 +30,8 @@ pub const RESPONSE_BYTES_CAP: usize = 64 << 20;
 /// the last returns at least one batch, so this only bounds pathological chains of nearly
 /// empty zones; a fetch cut short by it is answered with what was read.
 const READS_PER_PARTITION_MAX: usize = 64;
+/// Partitions of one request read at once (each with one read in flight).
+const CONCURRENT_READS_MAX: usize = 32;
 
 /// Kafka's READ_COMMITTED isolation level.
 const READ_COMMITTED: i8 = 1;
@@ -130,28 +132,69 @@ struct Limits {
     read_committed: bool,
 }
 
-/// Reads every requested partition once, in request order, within the byte budget: the
-/// partitions' responses per topic, the record bytes gathered and whether any partition failed.
+/// Reads every requested partition once, within the byte budget: the partitions' responses per
+/// topic (in request order), the record bytes gathered and whether any partition failed.
+///
+/// Partitions are read concurrently, in waves of consecutive partitions whose budgets add up to
+/// about what remains of the response (at most `CONCURRENT_READS_MAX` at once), so the device
+/// sees them together instead of one after another while a response never over-reads by much
+/// more than one partition's budget. Each read gets min(partition_max_bytes, remaining) and, if
+/// nothing was gathered before its wave, keeps its first batch whatever the size. The results
+/// are then walked in request order, applying the response budget and KIP-74 as a sequential
+/// read would (the first batch overall is served whatever its size; after that only batches
+/// that fit): a read with a larger budget returns a prefix-extended list of the same batches,
+/// so trimming it gives exactly what the smaller budget would have read.
 async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<PartitionData>>, usize, bool) {
+    let wanted: Vec<&Wanted> = topics.iter().flat_map(|topic| topic.partitions.iter()).collect();
+    let partition_max = |wanted: &Wanted| usize::try_from(wanted.partition_max_bytes).unwrap_or(0);
     let mut remaining = limits.max_bytes;
     let mut total_bytes = 0usize;
     let mut any_error = false;
-    let mut responses = Vec::with_capacity(topics.len());
-    for topic in topics {
-        let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for wanted in &topic.partitions {
-            let partition_max = usize::try_from(wanted.partition_max_bytes).unwrap_or(0);
-            // Until some partition returned data, the first batch is served whatever its size.
-            let min_one = total_bytes == 0;
-            let read = match &wanted.partition {
-                Err(error) => Err((ApiError::new(*error, ""), None)),
-                Ok(partition) => read_partition(partition, wanted.fetch_offset, partition_max.min(remaining), min_one).await,
-            };
+    let mut answered: Vec<PartitionData> = Vec::with_capacity(wanted.len());
+    let mut next = 0;
+    while next < wanted.len() {
+        let min_one = total_bytes == 0;
+        let mut end = next;
+        let mut planned = 0usize;
+        while end < wanted.len() && end - next < CONCURRENT_READS_MAX && (end == next || remaining == 0 || planned < remaining) {
+            planned = planned.saturating_add(partition_max(wanted[end]).min(remaining));
+            end += 1;
+        }
+        let reads = crate::pending::join_all(
+            wanted[next..end]
+                .iter()
+                .map(|wanted| {
+                    let budget = partition_max(wanted).min(remaining);
+                    async move {
+                        match &wanted.partition {
+                            Err(error) => Err((ApiError::new(*error, ""), None)),
+                            Ok(partition) => read_partition(partition, wanted.fetch_offset, budget, min_one).await,
+                        }
+                    }
+                })
+                .collect(),
+        )
+        .await;
+        for (wanted, read) in wanted[next..end].iter().zip(reads) {
             let response = match read {
                 Ok(read) => {
-                    total_bytes += read.records.len();
-                    remaining = remaining.saturating_sub(read.records.len());
-                    partition_data(limits, wanted.index, 0, read.high_watermark, read.log_start_offset, read.records)
+                    let budget = partition_max(wanted).min(remaining);
+                    // Until some partition returned data, the first batch is served whatever its size.
+                    let first_free = total_bytes == 0;
+                    let mut kept_bytes = 0usize;
+                    let mut kept = 0usize;
+                    for batch in &read.batches {
+                        if kept_bytes + batch.len() > budget && !(first_free && kept == 0) {
+                            break;
+                        }
+                        kept_bytes += batch.len();
+                        kept += 1;
+                    }
+                    let mut batches = read.batches;
+                    batches.truncate(kept);
+                    total_bytes += kept_bytes;
+                    remaining = remaining.saturating_sub(kept_bytes);
+                    partition_data(limits, wanted.index, 0, read.high_watermark, read.log_start_offset, concat(batches, kept_bytes))
                 }
                 Err((error, offsets)) => {
                     any_error = true;
@@ -159,11 +202,28 @@ async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<Partition
                     partition_data(limits, wanted.index, error.code(), high_watermark, log_start_offset, Bytes::new())
                 }
             };
-            partitions.push(response);
+            answered.push(response);
         }
-        responses.push(partitions);
+        next = end;
     }
+    let mut answered = answered.into_iter();
+    let responses = topics.iter().map(|topic| answered.by_ref().take(topic.partitions.len()).collect()).collect();
     (responses, total_bytes, any_error)
+}
+
+/// One partition's batches as the single records buffer a response carries.
+fn concat(mut batches: Vec<Bytes>, total_bytes: usize) -> Bytes {
+    match batches.len() {
+        0 => Bytes::new(),
+        1 => batches.pop().expect("one batch"),
+        _ => {
+            let mut records = BytesMut::with_capacity(total_bytes);
+            for batch in &batches {
+                records.extend_from_slice(batch);
+            }
+            records.freeze()
+        }
+    }
 }
 
 fn partition_data(limits: &Limits, index: i32, error_code: i16, high_watermark: i64, log_start_offset: i64, records: Bytes) -> PartitionData {
@@ -188,7 +248,8 @@ fn partition_data(limits: &Limits, index: i32, error_code: i16, high_watermark: 
 struct PartitionRead {
     high_watermark: i64,
     log_start_offset: i64,
-    records: Bytes,
+    /// Whole batches in offset order, zero-copy slices of the windows read.
+    batches: Vec<Bytes>,
 }
 
 /// An error, with (high watermark, log start offset) when the partition could say.
@@ -238,16 +299,5 @@ async fn read_partition(partition: &Partition, fetch_offset: i64, max_bytes: usi
         }
     }
     let (high_watermark, log_start_offset) = offsets.expect("at least one read");
-    let records = match batches.len() {
-        0 => Bytes::new(),
-        1 => batches.pop().expect("one batch"),
-        _ => {
-            let mut records = BytesMut::with_capacity(total_bytes);
-            for batch in &batches {
-                records.extend_from_slice(batch);
-            }
-            records.freeze()
-        }
-    };
-    Ok(PartitionRead { high_watermark, log_start_offset, records })
+    Ok(PartitionRead { high_watermark, log_start_offset, batches })
 }

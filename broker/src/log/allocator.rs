@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::buf::{AlignedBuf, BufferPool, BLOCK_SIZE};
+use crate::buf::{AlignedBuf, BufferPool, ReadBufferPool, BLOCK_SIZE};
 use crate::pending::Pending;
 use crate::zone::{ZoneError, ZoneId, ZoneState, ZonedDevice};
 
@@ -27,12 +27,22 @@ pub struct ZoneAllocator {
     /// Write-chunk buffers shared by every partition of the device, reused once the device
     /// hands them back, so steady appends neither allocate nor fault in fresh pages.
     buffers: BufferPool,
+    /// Read-window buffers shared by every scan of the device, back once the last batch sliced
+    /// from a window is dropped (after its response is written), so reads do not fault in and
+    /// zero fresh pages per window.
+    read_buffers: ReadBufferPool,
     state: Mutex<AllocatorState>,
 }
 
 /// Chunk buffers kept for reuse: enough for the chunks a device has in flight at once at its
 /// usual queue depth; past that, a fresh allocation costs little beside a chunk of I/O.
 const CHUNK_BUFFERS_KEPT_MAX: usize = 32;
+
+/// Read-window buffers kept for reuse, by count and by bytes: enough for a few fetches of
+/// several partitions in flight with multi-MiB windows; beyond it, windows are allocated and
+/// freed per read.
+const READ_BUFFERS_KEPT_MAX: usize = 32;
+const READ_BUFFER_BYTES_KEPT_MAX: usize = 128 << 20;
 
 struct AllocatorState {
     /// Empty zones nobody owns, lowest id first.
@@ -68,6 +78,7 @@ impl ZoneAllocator {
             // One block more than a chunk: a chunk-sized batch plus its frame header, flushed on
             // its own (acks=all), then leaves in one write instead of a chunk and a block.
             buffers: BufferPool::new(chunk_bytes + BLOCK_SIZE, CHUNK_BUFFERS_KEPT_MAX),
+            read_buffers: ReadBufferPool::new(READ_BUFFERS_KEPT_MAX, READ_BUFFER_BYTES_KEPT_MAX),
             state: Mutex::new(AllocatorState {
                 free,
                 resetting: Vec::new(),
@@ -82,6 +93,10 @@ impl ZoneAllocator {
 
     pub fn buffers(&self) -> &BufferPool {
         &self.buffers
+    }
+
+    pub fn read_buffers(&self) -> &ReadBufferPool {
+        &self.read_buffers
     }
 
     fn lock(&self) -> MutexGuard<'_, AllocatorState> {

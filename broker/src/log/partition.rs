@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -22,7 +22,7 @@ use super::allocator::ZoneAllocator;
 use super::batch::{self, BatchError, BatchHeader};
 use super::format::{self, FrameKind, ScanStep, ZoneHeader, FRAME_HEADER_BYTES, ZONE_HEADER_BYTES};
 use super::index::ZoneIndex;
-use crate::buf::{round_up, AlignedBuf, BufferPool, BLOCK_SIZE};
+use crate::buf::{round_up, AlignedBuf, BufferPool, ReadBufferPool, BLOCK_SIZE};
 use crate::pending::Pending;
 use crate::zone::{ZoneId, ZonedDevice};
 
@@ -583,10 +583,13 @@ impl PartitionLog {
             .zone_for_offset(offset)
             .expect("offset within the log has a zone");
         let start = zone.index.position_for_offset(offset, zone.data_start());
-        let window_bytes = self
-            .config
-            .read_window_bytes
-            .max(max_bytes.saturating_add(FRAME_HEADER_BYTES));
+        // Room for the frames around `max_bytes` of batches too (headers, and the block padding
+        // of flushes), so that one window usually serves the whole budget.
+        let window_bytes = self.config.read_window_bytes.max(
+            max_bytes
+                .saturating_add(max_bytes / WINDOW_SLACK_DIVISOR)
+                .saturating_add(FRAME_HEADER_BYTES),
+        );
         let scan = self.scan_zone(
             zone,
             start,
@@ -602,6 +605,7 @@ impl PartitionLog {
     fn scan_zone(&self, zone: &LogZone, start: (u64, i64), window_bytes: usize) -> DeviceScan {
         DeviceScan {
             device: self.allocator.device().clone(),
+            buffers: self.allocator.read_buffers().clone(),
             zone: zone.zone,
             start_bytes: start.0,
             start_offset: start.1,
@@ -910,15 +914,25 @@ impl ReadPlan {
                 max_bytes,
             } => {
                 let mut batches = Vec::new();
-                let mut total_bytes = 0usize;
-                scan.run(|header, bytes| {
+                // Bytes taken, NOTHING_TAKEN before the first batch (which is taken whatever
+                // its size): shared with `room`, which tells the scan how much more it may
+                // usefully read. Atomic only because the read future must be Send.
+                const NOTHING_TAKEN: usize = usize::MAX;
+                let taken = AtomicUsize::new(NOTHING_TAKEN);
+                let room = || match taken.load(Ordering::Relaxed) {
+                    NOTHING_TAKEN => usize::MAX,
+                    total_bytes => max_bytes.saturating_sub(total_bytes),
+                };
+                scan.run(room, |header, bytes| {
                     if header.last_offset() < offset {
                         return ControlFlow::Continue(());
                     }
-                    if !batches.is_empty() && total_bytes + bytes.len() > max_bytes {
-                        return ControlFlow::Break(());
-                    }
-                    total_bytes += bytes.len();
+                    let total_bytes = match taken.load(Ordering::Relaxed) {
+                        NOTHING_TAKEN => 0,
+                        total_bytes if total_bytes + bytes.len() > max_bytes => return ControlFlow::Break(()),
+                        total_bytes => total_bytes,
+                    };
+                    taken.store(total_bytes + bytes.len(), Ordering::Relaxed);
                     batches.push(bytes);
                     ControlFlow::Continue(())
                 })
@@ -955,7 +969,7 @@ impl TimestampPlan {
         let (timestamp_ms, log_start_offset) = (self.timestamp_ms, self.log_start_offset);
         let mut found = None;
         for scan in self.scans {
-            scan.run(|header, bytes| {
+            scan.run(|| usize::MAX, |header, bytes| {
                 if header.last_offset() >= log_start_offset
                     && header.max_timestamp_ms >= timestamp_ms
                 {
@@ -981,9 +995,15 @@ impl TimestampPlan {
     }
 }
 
+/// Extra window bytes per byte of batches wanted, as a divisor: frame headers and the block
+/// padding of flushes take a little room beside the batches.
+const WINDOW_SLACK_DIVISOR: usize = 32;
+
 /// A sequential scan of the record batches of one zone between two positions, below an offset.
 pub struct DeviceScan {
     device: Arc<dyn ZonedDevice>,
+    /// Where windows come from and go back to once their last batch is dropped.
+    buffers: ReadBufferPool,
     zone: ZoneId,
     start_bytes: u64,
     /// Base offset of the batch at `start_bytes`.
@@ -1000,9 +1020,12 @@ pub struct DeviceScan {
 
 impl DeviceScan {
     /// Feeds every batch (header and zero-copy bytes) to `visit` until it breaks, the batches
-    /// reach `stop_offset`, or the zone's data ends.
+    /// reach `stop_offset`, or the zone's data ends. `room` says how many more batch bytes
+    /// `visit` would take (usize::MAX: any batch): a frame cut by a window's end that is larger
+    /// ends the scan instead of being read, and the next window is sized to what fits.
     async fn run(
         self,
+        room: impl Fn() -> usize,
         mut visit: impl FnMut(&BatchHeader, Bytes) -> ControlFlow<()>,
     ) -> Result<(), LogError> {
         let block = BLOCK_SIZE as u64;
@@ -1022,21 +1045,20 @@ impl DeviceScan {
                     position_bytes: position,
                 });
             }
+            let len_bytes = (window_end - window_start) as usize;
             let buf = self
                 .device
-                .read(
-                    self.zone,
-                    window_start,
-                    (window_end - window_start) as usize,
-                )
+                .read_into(self.zone, window_start, self.buffers.take(len_bytes), len_bytes)
                 .await?;
-            let window = Bytes::from_owner(buf);
+            let window = Bytes::from_owner(self.buffers.owned(buf));
             loop {
                 // The zone's verified frames end here; the rest of the log is in later zones.
                 if position >= self.data_end_bytes {
                     return Ok(());
                 }
-                match format::scan_frame(&window, window_start, position, window_end) {
+                // Scanned against where the zone's data ends, not the window's end: a frame the window
+                // cuts is then reported as such (NeedMore, with its end), not as invalid.
+                match format::scan_frame(&window, window_start, position, self.end_bytes) {
                     ScanStep::Frame {
                         kind,
                         payload,
@@ -1064,6 +1086,27 @@ impl DeviceScan {
                         }
                     }
                     ScanStep::Padding { next_bytes } => position = next_bytes,
+                    ScanStep::NeedMore { frame_end_bytes } if window_end < self.end_bytes => {
+                        // Cut by the window's end. Its payload length is known unless only
+                        // the frame header was cut.
+                        let frame_start = format::next_frame_start(position);
+                        let payload_bytes = frame_end_bytes
+                            .saturating_sub(frame_start + FRAME_HEADER_BYTES as u64);
+                        let room = room();
+                        if payload_bytes > 0 && payload_bytes > room as u64 {
+                            // `visit` would refuse it: reading it would be wasted.
+                            return Ok(());
+                        }
+                        // The next window starts at this frame: big enough for it, and for
+                        // what `visit` may still take, within the planned window size.
+                        let needed = frame_end_bytes - position / block * block;
+                        let wanted = room
+                            .saturating_add(room / WINDOW_SLACK_DIVISOR)
+                            .saturating_add(FRAME_HEADER_BYTES)
+                            .min(self.window_bytes);
+                        window_bytes = wanted.max(usize::try_from(needed).unwrap_or(usize::MAX));
+                        break;
+                    }
                     ScanStep::End | ScanStep::Invalid | ScanStep::NeedMore { .. } => {
                         if window_end >= self.end_bytes {
                             // Durable batches remain but the zone's bytes end or do not parse.
@@ -1079,6 +1122,64 @@ impl DeviceScan {
                         }
                         break;
                     }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::{encode_batch, Compression, SimpleRecord};
+    use crate::log::{LogStore, PartitionId};
+    use crate::zone::mem::MemZonedDevice;
+    use crate::zone::ZoneGeometry;
+
+    /// Device reads serve exactly the greedy prefix of batches that fits the budget (the first
+    /// whatever its size), whatever the window size, with small windows that cut frames.
+    #[test]
+    fn device_reads_fill_the_budget_exactly() {
+        let geometry = ZoneGeometry {
+            zone_size_bytes: 1 << 20,
+            zone_capacity_bytes: 1 << 20,
+            zone_count: 8,
+            max_open_zones: 2,
+            max_active_zones: 8,
+        };
+        for read_window_bytes in [4 << 10, 8 << 10, 256 << 10] {
+            let config = LogConfig {
+                write_chunk_bytes: 16 << 10,
+                index_interval_bytes: 2048,
+                recent_cache_bytes_max: 4 << 10,
+                read_window_bytes,
+            };
+            let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+            let store = crate::pending::block_on(LogStore::open(device, config)).unwrap().store;
+            let mut log = store.create_partition(PartitionId { topic: "t".into(), topic_id: [1; 16], partition: 0 });
+            let mut sizes = Vec::new();
+            for i in 0..24usize {
+                let value = vec![i as u8; 1000 + (i * 797) % 5000];
+                let batch = encode_batch(&[SimpleRecord::new(None, Some(&value), &[], 1)], Compression::None).unwrap();
+                sizes.push(batch.len());
+                log.append(BytesMut::from(&batch[..]), 0).unwrap();
+                // Flush each batch: frames padded to blocks, as with acks=all.
+                log.start_flush().wait().unwrap();
+            }
+            for max_bytes in [0, 1, 1500, 4096, 9000, 20_000, 33_333, 60_000, 200_000] {
+                for start in [0usize, 5] {
+                    let batches = log.read(start as i64, max_bytes).unwrap().wait().unwrap();
+                    let mut expected = 0;
+                    let mut total = 0;
+                    for &size in &sizes[start..] {
+                        if expected > 0 && total + size > max_bytes {
+                            break;
+                        }
+                        total += size;
+                        expected += 1;
+                    }
+                    let got: Vec<usize> = batches.iter().map(|batch| batch.len()).collect();
+                    assert_eq!(got, sizes[start..start + expected].to_vec(), "window {read_window_bytes} max {max_bytes} start {start}");
                 }
             }
         }
