@@ -65,6 +65,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             advertised_port: port.parse().context("--advertised-addr port")?,
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions,
+            listener_addr: args.kafka_addr.to_string(),
+            request_bytes_max: args.request_max_bytes,
             ..Default::default()
         };
         anyhow::ensure!(args.default_partitions >= 1, "--default-partitions must be at least 1");

@@ -752,6 +752,18 @@ def test_admin_describe_configs(broker):
     check(cfg["retention.bytes"].value == "-1", f"retention.bytes {cfg['retention.bytes'].value}")
     check(cfg["message.timestamp.type"].value == "CreateTime",
           f"message.timestamp.type {cfg['message.timestamp.type'].value}")
+    # The broker's own configs report what it runs with, not constants.
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    res = ConfigResource(ResourceType.BROKER, "1")
+    bcfg = admin.describe_configs([res], request_timeout=30)[res].result(timeout=60)
+    check(bcfg["listeners"].value == f"PLAINTEXT://{broker.addr}",
+          f"listeners {bcfg['listeners'].value}, expected PLAINTEXT://{broker.addr}")
+    check(bcfg["socket.request.max.bytes"].value == "104857600",
+          f"socket.request.max.bytes {bcfg['socket.request.max.bytes'].value}")
+    check(_src(bcfg["socket.request.max.bytes"]) == "DEFAULT_CONFIG",
+          f"socket.request.max.bytes source {_src(bcfg['socket.request.max.bytes'])}")
+    check(bcfg["advertised.listeners"].value == f"PLAINTEXT://{broker.addr}",
+          f"advertised.listeners {bcfg['advertised.listeners'].value}")
 
 
 def test_admin_alter_configs(broker):

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
+use crate::protocol::REQUEST_BYTES_MAX_DEFAULT;
 use crate::cluster::{validate_topic_name, ApiError, Cluster, ResponseError, TopicConfig};
 
 /// Kafka's ConfigResource.Type codes.
@@ -37,6 +38,10 @@ const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
 const TYPE_LIST: i8 = 7;
+
+/// socket.request.max.bytes's default (Kafka's and ours), as DescribeConfigs reports it.
+const REQUEST_BYTES_MAX_DEFAULT_TEXT: &str = "104857600";
+const _: () = assert!(REQUEST_BYTES_MAX_DEFAULT == 104_857_600);
 
 /// Kafka's AlterConfigOp.OpType codes.
 const OP_SET: i8 = 0;
@@ -137,7 +142,14 @@ fn describe_broker_config(cluster: &Cluster) -> Vec<Described> {
         ("auto.create.topics.enable", TYPE_BOOLEAN, Some(broker.auto_create_topics.to_string()), Some("true"), !broker.auto_create_topics),
         ("default.replication.factor", TYPE_INT, Some("1".into()), Some("1"), false),
         ("delete.topic.enable", TYPE_BOOLEAN, Some("true".into()), Some("true"), false),
-        ("socket.request.max.bytes", TYPE_INT, Some("104857600".into()), Some("104857600"), false),
+        ("listeners", TYPE_STRING, Some(format!("PLAINTEXT://{}", broker.listener_addr)), Some("PLAINTEXT://:9092"), true),
+        (
+            "socket.request.max.bytes",
+            TYPE_INT,
+            Some(broker.request_bytes_max.to_string()),
+            Some(REQUEST_BYTES_MAX_DEFAULT_TEXT),
+            broker.request_bytes_max != REQUEST_BYTES_MAX_DEFAULT,
+        ),
         ("log.retention.ms", TYPE_LONG, None, None, false),
         ("log.retention.minutes", TYPE_INT, None, None, false),
         ("log.roll.ms", TYPE_LONG, None, None, false),

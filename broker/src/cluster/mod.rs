@@ -32,6 +32,10 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// num.partitions for auto-created topics (Kafka's default: 1).
     pub default_partitions: i32,
+    /// Where the Kafka listener binds (HOST:PORT), reported as `listeners`.
+    pub listener_addr: String,
+    /// The request size limit the server applies, reported as socket.request.max.bytes.
+    pub request_bytes_max: usize,
 }
 
 impl Default for BrokerConfig {
@@ -43,6 +47,8 @@ impl Default for BrokerConfig {
             cluster_id: "yottastore".to_string(),
             auto_create_topics: true,
             default_partitions: 1,
+            listener_addr: "127.0.0.1:9092".to_string(),
+            request_bytes_max: crate::protocol::REQUEST_BYTES_MAX_DEFAULT,
         }
     }
 }
