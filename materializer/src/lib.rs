@@ -1,1 +1,3 @@
 //! The materializer: consumes partition logs and maintains materialized views (issue 5).
+
+pub mod index;
