@@ -1,12 +1,15 @@
-//! The records inside a batch, read with limits: what the broker itself needs of them (record
-//! timestamps, for ListOffsets by timestamp). Batches are stored as received, compressed by
-//! the client, so this is the one place the broker decompresses client data: the decompressed
+//! The records inside a batch, read with limits: record timestamps (ListOffsets by timestamp)
+//! and whole records (keys, values, headers: views and SQL over topics). Batches are stored as
+//! received, compressed by the client, so this is the one place the broker decompresses client data: the decompressed
 //! size is bounded (a small batch can expand a thousandfold), and nothing is allocated from a
 //! count read off the batch.
 
+use std::borrow::Cow;
 use std::io::Read;
 
-use super::batch::{self, BatchError, Compression, BATCH_HEADER_BYTES};
+use bytes::Bytes;
+
+use super::batch::{self, BatchError, BatchHeader, Compression, TimestampType, BATCH_HEADER_BYTES};
 
 /// Decompressed records section larger than this are not read (ListOffsets then answers at
 /// batch granularity). Far above any batch a client sends: max.message.bytes is 1 MiB by default.
@@ -24,20 +27,86 @@ pub enum RecordsError {
     Malformed { index: usize, reason: &'static str },
 }
 
+/// One record of a batch, its bytes shared with the batch (or with its decompressed records).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    /// (name, value) in the order sent; names are bytes as on the wire (UTF-8 by contract).
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
+}
+
+/// Headers per record beyond this are refused (a record claiming more is malformed input).
+pub const HEADERS_PER_RECORD_MAX: usize = 1 << 16;
+
 /// The timestamp of every record of `batch`, in order (record `i` has offset base + i for
 /// batches this broker validated).
 pub fn record_timestamps(batch: &[u8], decompressed_bytes_max: usize) -> Result<Vec<i64>, RecordsError> {
+    let (header, records) = records_section(batch, decompressed_bytes_max)?;
+    let mut timestamps = Vec::with_capacity(capacity_for(&header, &records));
+    walk_records(&header, &records, |record| timestamps.push(record.timestamp_ms))?;
+    Ok(timestamps)
+}
+
+/// Every record of `batch` with its offset (base offset + offset delta), timestamp (the batch's
+/// max timestamp for LogAppendTime batches, as Kafka reports them), key, value and headers.
+/// Zero-copy for uncompressed batches; compressed records are inflated within
+/// `decompressed_bytes_max`. Control batches (transaction markers) hold no user records: they
+/// decode to none.
+pub fn decode_records(batch: &Bytes, decompressed_bytes_max: usize) -> Result<Vec<Record>, RecordsError> {
+    let (header, records) = records_section(batch, decompressed_bytes_max)?;
+    if header.is_control() {
+        return Ok(Vec::new());
+    }
+    let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
+    let records = match records {
+        Cow::Borrowed(_) => batch.slice(BATCH_HEADER_BYTES..),
+        Cow::Owned(records) => Bytes::from(records),
+    };
+    let mut decoded = Vec::with_capacity(capacity_for(&header, &records));
+    walk_records(&header, &records, |record| {
+        let slice = |range: Option<std::ops::Range<usize>>| range.map(|range| records.slice(range));
+        decoded.push(Record {
+            offset: header.base_offset.saturating_add(record.offset_delta),
+            timestamp_ms: if log_append_time { header.max_timestamp_ms } else { record.timestamp_ms },
+            key: slice(record.key),
+            value: slice(record.value),
+            headers: record.headers.into_iter().map(|(name, value)| (records.slice(name), slice(value))).collect(),
+        })
+    })?;
+    Ok(decoded)
+}
+
+/// A batch's header and records section: in place when uncompressed, else inflated.
+fn records_section(batch: &[u8], decompressed_bytes_max: usize) -> Result<(BatchHeader, Cow<'_, [u8]>), RecordsError> {
     let header = batch::validate_integrity(batch)?;
     let section = &batch[BATCH_HEADER_BYTES..];
-    let decompressed;
     let records = match header.compression()? {
-        Compression::None => section,
-        codec => {
-            decompressed = decompress(codec, section, decompressed_bytes_max)?;
-            &decompressed[..]
-        }
+        Compression::None => Cow::Borrowed(section),
+        codec => Cow::Owned(decompress(codec, section, decompressed_bytes_max)?),
     };
-    let mut timestamps = Vec::with_capacity((header.record_count.max(0) as usize).min(records.len() / batch::MIN_RECORD_BYTES));
+    Ok((header, records))
+}
+
+/// Room for the declared records, but never more than the bytes could hold: the count is
+/// read off the batch.
+fn capacity_for(header: &BatchHeader, records: &[u8]) -> usize {
+    (header.record_count.max(0) as usize).min(records.len() / batch::MIN_RECORD_BYTES)
+}
+
+/// One record as laid out in the records bytes: ranges into them.
+struct RawRecord {
+    timestamp_ms: i64,
+    offset_delta: i64,
+    key: Option<std::ops::Range<usize>>,
+    value: Option<std::ops::Range<usize>>,
+    headers: Vec<(std::ops::Range<usize>, Option<std::ops::Range<usize>>)>,
+}
+
+/// Walks the declared records of a batch, every length checked against the bytes that remain.
+fn walk_records(header: &BatchHeader, records: &[u8], mut visit: impl FnMut(RawRecord)) -> Result<(), RecordsError> {
     let mut reader = Varints { bytes: records, at: 0 };
     for index in 0..header.record_count.max(0) as usize {
         let malformed = |reason| RecordsError::Malformed { index, reason };
@@ -47,10 +116,26 @@ pub fn record_timestamps(batch: &[u8], decompressed_bytes_max: usize) -> Result<
         let mut record = Varints { bytes: &records[..end], at: reader.at };
         record.byte().ok_or(malformed("attributes"))?;
         let delta = record.zigzag_i64(10).ok_or(malformed("timestamp delta"))?;
-        timestamps.push(header.base_timestamp_ms.checked_add(delta).ok_or(malformed("timestamp overflows"))?);
+        let timestamp_ms = header.base_timestamp_ms.checked_add(delta).ok_or(malformed("timestamp overflows"))?;
+        let offset_delta = record.zigzag_i64(5).ok_or(malformed("offset delta"))?;
+        let key = record.nullable_bytes().ok_or(malformed("key"))?;
+        let value = record.nullable_bytes().ok_or(malformed("value"))?;
+        let header_count = record.zigzag_i64(5).ok_or(malformed("header count"))?;
+        let header_count = usize::try_from(header_count).ok().filter(|&count| count <= HEADERS_PER_RECORD_MAX).ok_or(malformed("header count"))?;
+        // Each header takes at least two bytes: a count beyond that is a lie, not a reservation.
+        let mut headers = Vec::with_capacity(header_count.min((end - record.at) / 2));
+        for _ in 0..header_count {
+            let name = record.nullable_bytes().ok_or(malformed("header name"))?.ok_or(malformed("null header name"))?;
+            let value = record.nullable_bytes().ok_or(malformed("header value"))?;
+            headers.push((name, value));
+        }
+        if record.at != end {
+            return Err(malformed("bytes after the record's headers"));
+        }
+        visit(RawRecord { timestamp_ms, offset_delta, key, value, headers });
         reader.at = end;
     }
-    Ok(timestamps)
+    Ok(())
 }
 
 /// Decompresses a records section, refusing to produce more than `limit_bytes`.
@@ -127,6 +212,19 @@ impl Varints<'_> {
         Some(byte)
     }
 
+    /// A length-prefixed byte string (length -1: null), as a range of `bytes`.
+    fn nullable_bytes(&mut self) -> Option<Option<std::ops::Range<usize>>> {
+        let length = self.zigzag_i64(5)?;
+        if length == -1 {
+            return Some(None);
+        }
+        let length = usize::try_from(length).ok()?;
+        let end = self.at.checked_add(length).filter(|&end| end <= self.bytes.len())?;
+        let range = self.at..end;
+        self.at = end;
+        Some(Some(range))
+    }
+
     /// A zig-zag varint of at most `bytes_max` bytes (5 for an int, 10 for a long).
     fn zigzag_i64(&mut self, bytes_max: usize) -> Option<i64> {
         let mut value = 0u64;
@@ -168,6 +266,44 @@ mod tests {
     }
 
     #[test]
+    fn records_of_every_codec_match_the_reference_decoder() {
+        let records: Vec<SimpleRecord> = (0..40u8)
+            .map(|i| {
+                let key = (i % 4 != 0).then(|| vec![i; 3]);
+                let value = (i % 5 != 0).then(|| vec![i ^ 0x5a; 100 + i as usize]);
+                let headers: Vec<(String, Option<Vec<u8>>)> =
+                    (0..i % 3).map(|h| (format!("h{h}"), (h != 1).then(|| vec![h; 2]))).collect();
+                let headers: Vec<(&str, Option<&[u8]>)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_deref())).collect();
+                SimpleRecord::new(key.as_deref(), value.as_deref(), &headers, 1_700_000_000_000 + i as i64 * 3)
+            })
+            .collect();
+        for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let mut batch = encode_batch(&records, codec).unwrap();
+            batch::set_base_offset(&mut batch, 1000).unwrap();
+            let reference = batch::decode_records(&batch).unwrap();
+            let decoded = decode_records(&Bytes::from(batch.clone()), DECOMPRESSED_BYTES_MAX).unwrap();
+            assert_eq!(decoded.len(), reference.len(), "{codec:?}");
+            for (index, (got, want)) in decoded.iter().zip(&reference).enumerate() {
+                assert_eq!(got.offset, 1000 + index as i64);
+                assert_eq!(got.timestamp_ms, want.timestamp_ms);
+                assert_eq!(got.key, want.key, "{codec:?} record {index}");
+                assert_eq!(got.value, want.value);
+                let headers: Vec<(String, Option<Bytes>)> =
+                    got.headers.iter().map(|(n, v)| (String::from_utf8(n.to_vec()).unwrap(), v.clone())).collect();
+                let mut want_headers = want.headers.clone();
+                let mut got_headers = headers;
+                want_headers.sort();
+                got_headers.sort();
+                assert_eq!(got_headers, want_headers);
+            }
+            // LogAppendTime: every record reports the batch's max timestamp, as Kafka does.
+            batch::set_log_append_time(&mut batch, 42).unwrap();
+            let appended = decode_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX).unwrap();
+            assert!(appended.iter().all(|record| record.timestamp_ms == 42), "{codec:?}");
+        }
+    }
+
+    #[test]
     fn a_decompression_bomb_is_refused() {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         encoder.write_all(&vec![0u8; 32 << 20]).unwrap();
@@ -193,6 +329,7 @@ mod tests {
             let crc = crc32c::crc32c(&batch[21..]);
             batch[17..21].copy_from_slice(&crc.to_be_bytes());
             let _ = record_timestamps(&batch, DECOMPRESSED_BYTES_MAX);
+            let _ = decode_records(&Bytes::from(batch.clone()), DECOMPRESSED_BYTES_MAX);
         }
     }
 }
