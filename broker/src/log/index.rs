@@ -21,6 +21,9 @@ pub struct ZoneIndex {
     max_timestamp_ms: i64,
     /// Last offset of the batch holding `max_timestamp_ms` (what Kafka reports for MAX_TIMESTAMP).
     offset_of_max_timestamp: i64,
+    /// A lower bound on every record timestamp in the zone (`records::timestamp_lower_bound_ms`
+    /// of each batch): a reader of a time range skips the zone when this is above the range.
+    min_timestamp_ms: i64,
 }
 
 impl ZoneIndex {
@@ -32,6 +35,7 @@ impl ZoneIndex {
             last_entry_position_bytes: None,
             max_timestamp_ms: i64::MIN,
             offset_of_max_timestamp: -1,
+            min_timestamp_ms: i64::MAX,
         }
     }
 
@@ -42,7 +46,9 @@ impl ZoneIndex {
         last_offset: i64,
         position_bytes: u64,
         max_timestamp_ms: i64,
+        min_timestamp_ms: i64,
     ) {
+        self.min_timestamp_ms = self.min_timestamp_ms.min(min_timestamp_ms);
         let due = match self.last_entry_position_bytes {
             None => true,
             Some(last) => position_bytes >= last + self.interval_bytes,
@@ -97,6 +103,11 @@ impl ZoneIndex {
         self.max_timestamp_ms
     }
 
+    /// A lower bound on the zone's record timestamps; i64::MAX for a zone without batches.
+    pub fn min_timestamp_ms(&self) -> i64 {
+        self.min_timestamp_ms
+    }
+
     pub fn offset_of_max_timestamp(&self) -> i64 {
         self.offset_of_max_timestamp
     }
@@ -117,7 +128,7 @@ mod tests {
         // Batches of 400 bytes each, offsets 10 apart, timestamps rising then a dip.
         let timestamps = [100, 200, 300, 250, 500, 600, 700];
         for (i, ts) in timestamps.iter().enumerate() {
-            index.on_batch(i as i64 * 10, i as i64 * 10 + 9, 4096 + i as u64 * 400, *ts);
+            index.on_batch(i as i64 * 10, i as i64 * 10 + 9, 4096 + i as u64 * 400, *ts, *ts);
         }
         // Entries at batches 0 (pos 4096), 3 (pos 5296), 6 (pos 6496).
         assert_eq!(index.entry_count(), 3);

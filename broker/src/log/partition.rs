@@ -22,6 +22,7 @@ use super::allocator::ZoneAllocator;
 use super::batch::{self, BatchError, BatchHeader};
 use super::format::{self, FrameKind, ScanStep, ZoneHeader, FRAME_HEADER_BYTES, ZONE_HEADER_BYTES};
 use super::index::ZoneIndex;
+use super::records;
 use crate::buf::{round_up, AlignedBuf, BufferPool, ReadBufferPool, BLOCK_SIZE};
 use crate::pending::Pending;
 use crate::zone::{ZoneId, ZonedDevice};
@@ -353,6 +354,7 @@ impl PartitionLog {
             last_offset,
             position_bytes,
             header.max_timestamp_ms,
+            records::timestamp_lower_bound_ms(&batch, &header),
         );
         zone.end_offset = last_offset + 1;
         self.next_offset = last_offset + 1;
@@ -616,6 +618,27 @@ impl PartitionLog {
             stop_offset: self.high_watermark(),
             window_bytes,
         }
+    }
+
+    /// Where a reader of records with timestamps <= `timestamp_ms_max` may stop: the base
+    /// offset of the first zone from which on every zone's records are all later (by the
+    /// zones' timestamp lower bounds), or the high watermark when there is no such zone.
+    /// Exclusive; never below the log start offset.
+    pub fn end_offset_for_timestamp(&self, timestamp_ms_max: i64) -> i64 {
+        let mut end_offset = self.high_watermark();
+        for zone in self.zones.iter().rev() {
+            if zone.index.min_timestamp_ms() <= timestamp_ms_max {
+                break;
+            }
+            end_offset = end_offset.min(zone.base_offset);
+        }
+        end_offset.max(self.log_start_offset())
+    }
+
+    /// The zone holding `offset`, if the log still has it: lets readers count the zones a
+    /// scan touched (the SQL layer reports it).
+    pub fn zone_id_for_offset(&self, offset: i64) -> Option<ZoneId> {
+        self.zone_for_offset(offset).map(|zone| zone.zone)
     }
 
     fn zone_for_offset(&self, offset: i64) -> Option<&LogZone> {

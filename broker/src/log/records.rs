@@ -50,6 +50,25 @@ pub fn record_timestamps(batch: &[u8], decompressed_bytes_max: usize) -> Result<
     Ok(timestamps)
 }
 
+/// A lower bound on the timestamps of `batch`'s records, as reported to readers: exact for
+/// LogAppendTime batches (all records carry the batch's max timestamp) and for uncompressed
+/// ones (a walk over the record headers, no copy); `i64::MIN` (no bound) for compressed
+/// CreateTime batches, whose records are not inflated on the append path, and for records that
+/// do not parse. A batch's base timestamp is *not* a bound: record deltas may be negative.
+pub fn timestamp_lower_bound_ms(batch: &[u8], header: &BatchHeader) -> i64 {
+    if header.timestamp_type() == TimestampType::LogAppendTime {
+        return header.max_timestamp_ms;
+    }
+    if !matches!(header.compression(), Ok(Compression::None)) || batch.len() < BATCH_HEADER_BYTES {
+        return i64::MIN;
+    }
+    let mut min_ms = i64::MAX;
+    match walk_records(header, &batch[BATCH_HEADER_BYTES..], |record| min_ms = min_ms.min(record.timestamp_ms)) {
+        Ok(()) if min_ms != i64::MAX => min_ms,
+        _ => i64::MIN,
+    }
+}
+
 /// Every record of `batch` with its offset (base offset + offset delta), timestamp (the batch's
 /// max timestamp for LogAppendTime batches, as Kafka reports them), key, value and headers.
 /// Zero-copy for uncompressed batches; compressed records are inflated within
@@ -301,6 +320,22 @@ mod tests {
             let appended = decode_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX).unwrap();
             assert!(appended.iter().all(|record| record.timestamp_ms == 42), "{codec:?}");
         }
+    }
+
+    #[test]
+    fn timestamp_lower_bounds_are_bounds() {
+        // Deltas going back: the base timestamp is not the minimum.
+        let records: Vec<SimpleRecord> = [500, 300, 900, 100, 700].iter().map(|&ts| SimpleRecord::new(None, Some(b"v"), &[], ts)).collect();
+        let plain = encode_batch(&records, Compression::None).unwrap();
+        let header = batch::validate_integrity(&plain).unwrap();
+        assert_eq!(timestamp_lower_bound_ms(&plain, &header), 100);
+        let compressed = encode_batch(&records, Compression::Zstd).unwrap();
+        let header = batch::validate_integrity(&compressed).unwrap();
+        assert_eq!(timestamp_lower_bound_ms(&compressed, &header), i64::MIN);
+        let mut appended = compressed;
+        batch::set_log_append_time(&mut appended, 42).unwrap();
+        let header = batch::validate_integrity(&appended).unwrap();
+        assert_eq!(timestamp_lower_bound_ms(&appended, &header), 42);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::allocator::ZoneAllocator;
 use super::batch;
 use super::format::{self, FrameKind, ScanStep, ZoneHeader, ZONE_HEADER_BYTES};
 use super::index::ZoneIndex;
+use super::records;
 use super::partition::{LogConfig, LogError, LogZone, PartitionId, PartitionLog};
 use crate::buf::{AlignedBuf, BLOCK_SIZE};
 use crate::pending::join_all;
@@ -252,7 +253,7 @@ async fn scan_zone(
                 if batch.base_offset != next_offset {
                     break false;
                 }
-                index.on_batch(batch.base_offset, batch.last_offset(), position, batch.max_timestamp_ms);
+                index.on_batch(batch.base_offset, batch.last_offset(), position, batch.max_timestamp_ms, records::timestamp_lower_bound_ms(payload, &batch));
                 next_offset = batch.last_offset() + 1;
                 batches += 1;
                 position = end_bytes;

@@ -1,0 +1,185 @@
+//! `QueryEngine`: one DataFusion session template per server, and the limits every query runs
+//! under. Front ends (HTTP, the CLI through HTTP, Postgres) all come through `execute`.
+//!
+//! Catalog `yottastore`: schema `public` holds every topic (`topics::TopicSchema`), schema
+//! `system` the broker's state (`system_tables`). Each query gets its own memory pool (the
+//! per-query memory limit) over the shared session state, and its own timeout.
+//!
+//! Architecture invariant: SQL can only read. DDL and DML (CREATE TABLE, INSERT, COPY ...) are
+//! refused at planning, so no statement can pin memory in the server or write files.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use broker::cluster::Cluster;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider};
+use datafusion::catalog::CatalogProvider;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::TableProvider;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+
+use crate::system_tables::SystemSchema;
+use crate::topic_table::TopicTable;
+
+pub const CATALOG: &str = "yottastore";
+
+/// What every query is held to.
+#[derive(Clone, Debug)]
+pub struct QueryLimits {
+    /// Planning and execution together.
+    pub timeout: Duration,
+    /// DataFusion's memory pool per query: operators that would exceed it fail (or spill).
+    pub memory_bytes_max: usize,
+    /// Rows returned to a client; the rest is cut and the answer says so.
+    pub rows_max: usize,
+    /// Longest SQL text accepted.
+    pub sql_bytes_max: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            timeout: Duration::from_secs(60),
+            memory_bytes_max: 512 << 20,
+            rows_max: 100_000,
+            sql_bytes_max: 1 << 20,
+        }
+    }
+}
+
+/// A query's answer.
+#[derive(Debug)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// Rows beyond `rows_max` were not returned.
+    pub truncated: bool,
+}
+
+impl QueryOutput {
+    pub fn row_count(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Why a query failed, as a message for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("SQL text of {bytes} bytes is longer than the limit of {limit_bytes} bytes")]
+    TooLong { bytes: usize, limit_bytes: usize },
+    #[error("query timed out after {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("{0}")]
+    DataFusion(#[from] DataFusionError),
+}
+
+pub struct QueryEngine {
+    cluster: Arc<Cluster>,
+    limits: QueryLimits,
+    template: SessionState,
+}
+
+impl fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryEngine").field("limits", &self.limits).finish()
+    }
+}
+
+impl QueryEngine {
+    pub fn new(cluster: Arc<Cluster>, limits: QueryLimits) -> Result<QueryEngine> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_create_default_catalog_and_schema(false);
+        let mut context = SessionContext::new_with_config(config);
+        let catalog = MemoryCatalogProvider::new();
+        catalog.register_schema("public", Arc::new(TopicSchema { cluster: cluster.clone() }))?;
+        catalog.register_schema("system", Arc::new(SystemSchema::new(cluster.clone())))?;
+        context.register_catalog(CATALOG, Arc::new(catalog));
+        datafusion_functions_json::register_all(&mut context)?;
+        Ok(QueryEngine { cluster, limits, template: context.state() })
+    }
+
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// A session for one query: the shared catalog and functions, a fresh memory pool.
+    pub fn session(&self) -> Result<SessionContext> {
+        let runtime = RuntimeEnvBuilder::new().with_memory_limit(self.limits.memory_bytes_max, 1.0).build_arc()?;
+        let state = SessionStateBuilder::new_from_existing(self.template.clone()).with_runtime_env(runtime).build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Plans and runs one read-only statement within the limits.
+    pub async fn execute(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+        if sql.len() > self.limits.sql_bytes_max {
+            return Err(QueryError::TooLong { bytes: sql.len(), limit_bytes: self.limits.sql_bytes_max });
+        }
+        let timeout = self.limits.timeout;
+        match tokio::time::timeout(timeout, self.run(sql)).await {
+            Ok(result) => result,
+            Err(_) => Err(QueryError::Timeout(timeout)),
+        }
+    }
+
+    async fn run(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+        let session = self.session()?;
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let frame = session.sql_with_options(sql, options).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let mut stream = frame.execute_stream().await?;
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        let mut truncated = false;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let room = self.limits.rows_max - rows;
+            if batch.num_rows() > room {
+                batches.push(batch.slice(0, room));
+                truncated = true;
+                break;
+            }
+            rows += batch.num_rows();
+            batches.push(batch);
+        }
+        Ok(QueryOutput { schema, batches, truncated })
+    }
+}
+
+/// Schema `public`: one table per topic, looked up live (topics come and go).
+struct TopicSchema {
+    cluster: Arc<Cluster>,
+}
+
+impl fmt::Debug for TopicSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TopicSchema")
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for TopicSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.cluster.topics().iter().map(|topic| topic.name.clone()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self.cluster.topic(name).map(|topic| Arc::new(TopicTable::new(topic)) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.cluster.topic(name).is_some()
+    }
+}

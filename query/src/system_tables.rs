@@ -1,0 +1,279 @@
+//! The broker's own state as tables in the `system` schema: `topics`, `topic_configs`,
+//! `partitions` and `zones`.
+//!
+//! Each is computed when a query scans it (a snapshot per scan, so it is current and costs
+//! nothing while nobody asks) and served through DataFusion's `MemTable`, which already does
+//! projection, filters and limits on in-memory batches.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use broker::cluster::Cluster;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{SchemaProvider, Session};
+use datafusion::common::Result;
+use datafusion::datasource::{MemTable, TableProvider, TableType};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+/// Which system table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SystemTableKind {
+    Topics,
+    TopicConfigs,
+    Partitions,
+    Zones,
+}
+
+impl SystemTableKind {
+    pub const ALL: [SystemTableKind; 4] = [Self::Topics, Self::TopicConfigs, Self::Partitions, Self::Zones];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Topics => "topics",
+            Self::TopicConfigs => "topic_configs",
+            Self::Partitions => "partitions",
+            Self::Zones => "zones",
+        }
+    }
+
+    fn schema(self) -> SchemaRef {
+        let utf8 = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+        let int32 = |name: &str, nullable| Field::new(name, DataType::Int32, nullable);
+        let int64 = |name: &str, nullable| Field::new(name, DataType::Int64, nullable);
+        Arc::new(Schema::new(match self {
+            Self::Topics => vec![utf8("name", false), utf8("topic_id", false), int32("partitions", false)],
+            Self::TopicConfigs => vec![
+                utf8("topic", false),
+                utf8("name", false),
+                utf8("value", false),
+                Field::new("is_default", DataType::Boolean, false),
+            ],
+            Self::Partitions => vec![
+                utf8("topic", false),
+                int32("partition", false),
+                int64("log_start_offset", false),
+                int64("high_watermark", false),
+                int64("log_end_offset", false),
+                int64("size_bytes", false),
+                int32("zones", false),
+                utf8("failure", true),
+            ],
+            Self::Zones => vec![
+                int64("zone", false),
+                utf8("state", false),
+                int64("write_pointer_bytes", false),
+                int64("capacity_bytes", false),
+                utf8("topic", true),
+                int32("partition", true),
+            ],
+        }))
+    }
+}
+
+/// One system table.
+pub struct SystemTable {
+    kind: SystemTableKind,
+    cluster: Arc<Cluster>,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for SystemTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SystemTable({})", self.kind.name())
+    }
+}
+
+impl SystemTable {
+    pub fn new(kind: SystemTableKind, cluster: Arc<Cluster>) -> SystemTable {
+        SystemTable { kind, cluster, schema: kind.schema() }
+    }
+
+    /// The table's rows now.
+    pub fn snapshot(&self) -> Result<RecordBatch> {
+        let columns = match self.kind {
+            SystemTableKind::Topics => self.topics(),
+            SystemTableKind::TopicConfigs => self.topic_configs(),
+            SystemTableKind::Partitions => self.partitions(),
+            SystemTableKind::Zones => self.zones(),
+        };
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    fn topics(&self) -> Vec<ArrayRef> {
+        let topics = self.cluster.topics();
+        vec![
+            Arc::new(StringArray::from_iter_values(topics.iter().map(|topic| topic.name.clone()))),
+            Arc::new(StringArray::from_iter_values(topics.iter().map(|topic| topic_id_text(&topic.id)))),
+            Arc::new(Int32Array::from_iter_values(topics.iter().map(|topic| topic.partition_count()))),
+        ]
+    }
+
+    fn topic_configs(&self) -> Vec<ArrayRef> {
+        let mut rows: Vec<(String, &'static str, String, bool)> = Vec::new();
+        for topic in self.cluster.topics() {
+            for entry in topic.config().describe() {
+                rows.push((topic.name.clone(), entry.name, entry.value, entry.is_default));
+            }
+        }
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.0.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.2.as_str()))),
+            Arc::new(BooleanArray::from_iter(rows.iter().map(|row| Some(row.3)))),
+        ]
+    }
+
+    fn partitions(&self) -> Vec<ArrayRef> {
+        struct Row {
+            topic: String,
+            partition: i32,
+            offsets: (i64, i64, i64),
+            size_bytes: u64,
+            zones: usize,
+            failure: Option<String>,
+        }
+        let mut rows = Vec::new();
+        for topic in self.cluster.topics() {
+            for partition in topic.partitions() {
+                let read = partition.with_log(|log| {
+                    (
+                        (log.log_start_offset(), log.high_watermark(), log.log_end_offset()),
+                        log.size_bytes(),
+                        log.zone_ids().len(),
+                        log.failure(),
+                    )
+                });
+                if let Ok((offsets, size_bytes, zones, failure)) = read {
+                    rows.push(Row { topic: topic.name.clone(), partition: partition.index, offsets, size_bytes, zones, failure });
+                }
+            }
+        }
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.topic.as_str()))),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|row| row.partition))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|row| row.offsets.0))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|row| row.offsets.1))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|row| row.offsets.2))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|row| saturating_i64(row.size_bytes)))),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|row| i32::try_from(row.zones).unwrap_or(i32::MAX)))),
+            Arc::new(StringArray::from_iter(rows.iter().map(|row| row.failure.as_deref()))),
+        ]
+    }
+
+    fn zones(&self) -> Vec<ArrayRef> {
+        let mut owners: HashMap<u32, (String, i32)> = HashMap::new();
+        for topic in self.cluster.topics() {
+            for partition in topic.partitions() {
+                if let Ok(zones) = partition.with_log(|log| log.zone_ids()) {
+                    for zone in zones {
+                        owners.insert(zone, (topic.name.clone(), partition.index));
+                    }
+                }
+            }
+        }
+        let zones = self.cluster.store().device().report_zones();
+        let owner = |zone: u32| owners.get(&zone);
+        vec![
+            Arc::new(Int64Array::from_iter_values(zones.iter().map(|zone| i64::from(zone.id)))),
+            Arc::new(StringArray::from_iter_values(zones.iter().map(|zone| zone.state.to_string()))),
+            Arc::new(Int64Array::from_iter_values(zones.iter().map(|zone| saturating_i64(zone.write_pointer_bytes)))),
+            Arc::new(Int64Array::from_iter_values(zones.iter().map(|zone| saturating_i64(zone.capacity_bytes)))),
+            Arc::new(StringArray::from_iter(zones.iter().map(|zone| owner(zone.id).map(|(topic, _)| topic.as_str())))),
+            Arc::new(Int32Array::from_iter(zones.iter().map(|zone| owner(zone.id).map(|(_, partition)| *partition)))),
+        ]
+    }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A topic id as Kafka tools print it: URL-safe base64 without padding.
+pub fn topic_id_text(id: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut text = String::with_capacity(22);
+    for chunk in id.chunks(3) {
+        let bits = chunk.iter().enumerate().fold(0u32, |bits, (i, byte)| bits | u32::from(*byte) << (16 - 8 * i));
+        for sextet in 0..=chunk.len() {
+            text.push(ALPHABET[(bits >> (18 - 6 * sextet) & 63) as usize] as char);
+        }
+    }
+    text
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let table = MemTable::try_new(self.schema.clone(), vec![vec![self.snapshot()?]])?;
+        table.scan(state, projection, filters, limit).await
+    }
+}
+
+/// The `system` schema.
+pub struct SystemSchema {
+    cluster: Arc<Cluster>,
+}
+
+impl fmt::Debug for SystemSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SystemSchema")
+    }
+}
+
+impl SystemSchema {
+    pub fn new(cluster: Arc<Cluster>) -> SystemSchema {
+        SystemSchema { cluster }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        SystemTableKind::ALL.iter().map(|kind| kind.name().to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(SystemTableKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .map(|kind| Arc::new(SystemTable::new(kind, self.cluster.clone())) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        SystemTableKind::ALL.iter().any(|kind| kind.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_ids_print_as_kafka_does() {
+        assert_eq!(topic_id_text(&[0; 16]), "AAAAAAAAAAAAAAAAAAAAAA");
+        // Kafka's Uuid.toString of 0x00..01: the last sextets carry the 1.
+        let mut id = [0u8; 16];
+        id[15] = 1;
+        assert_eq!(topic_id_text(&id), "AAAAAAAAAAAAAAAAAAAAAQ");
+        assert_eq!(topic_id_text(&[0xff; 16]), "_____________________w");
+    }
+}
