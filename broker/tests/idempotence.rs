@@ -102,10 +102,17 @@ fn resends_get_the_original_offsets_before_and_after_a_reopen() {
     let cluster = open(&device);
     block_on(cluster.create_topic("events", 1, &BTreeMap::new(), false)).unwrap();
     let producers: Vec<i64> = (0..3).map(|_| init_producer_id(&cluster, 4, None).1).collect();
-    // ~20 KiB batches: 150 of them span three 1 MiB zones.
+    // ~20 KiB batches: about 50 per 1 MiB zone.
     let mut sent: BTreeMap<(i64, i32), (Bytes, i64)> = BTreeMap::new();
     let mut next_sequence = vec![0i32; producers.len()];
-    for i in 0..150 {
+    let zones = |cluster: &Arc<Cluster>| cluster.topic("events").unwrap().partition(0).unwrap().with_log(|log| log.zone_ids().len()).unwrap();
+    // Until the third zone has 7 batches: each producer's last five batches then span two
+    // zones, so recovery must chain the zones' producer states.
+    let mut after_third_zone = None;
+    for i in 0.. {
+        if after_third_zone == Some(7) {
+            break;
+        }
         let p = i % producers.len();
         let records = 1 + i % 4;
         let bytes = batch(producers[p], 0, next_sequence[p], records, 20_000 / records);
@@ -113,6 +120,12 @@ fn resends_get_the_original_offsets_before_and_after_a_reopen() {
         assert_eq!(response.error_code, 0);
         sent.insert((producers[p], next_sequence[p]), (bytes, response.base_offset));
         next_sequence[p] += records as i32;
+        after_third_zone = match after_third_zone {
+            None if zones(&cluster) == 3 => Some(1),
+            None => None,
+            Some(count) => Some(count + 1),
+        };
+        assert!(i < 1000, "the log never reached a third zone");
         if i == 70 {
             // Non-idempotent batches in between change nothing.
             let plain = batch::encode_batch(&[SimpleRecord::new(None, Some(b"x"), &[], now_ms())], Compression::None).unwrap();
