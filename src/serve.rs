@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Connections served at once.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
+    /// producer.id.expiration.ms: partitions forget an idempotent producer idle this long (its
+    /// next batch is then accepted at any sequence). Kafka's default: 1 day.
+    #[arg(long, default_value_t = broker::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT)]
+    pub producer_id_expiration_ms: i64,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -65,8 +69,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             advertised_port: port.parse().context("--advertised-addr port")?,
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions,
+            producer_id_expiration_ms: args.producer_id_expiration_ms,
             ..Default::default()
         };
+        anyhow::ensure!(args.producer_id_expiration_ms >= 1, "--producer-id-expiration-ms must be at least 1");
         anyhow::ensure!(args.default_partitions >= 1, "--default-partitions must be at least 1");
         let cluster = broker::cluster::Cluster::open(recovered.store, recovered.partitions, broker_config)
             .await

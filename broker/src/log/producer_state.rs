@@ -413,13 +413,11 @@ mod tests {
     #[test]
     fn absorbing_later_zones_equals_loading_in_order() {
         let mut batches = Vec::new();
-        let mut offset = 0;
         for i in 0..40i32 {
             let producer = i64::from(i % 3);
             let epoch = if i >= 30 && producer == 0 { 1 } else { 0 };
             let sequence = if epoch == 1 { (i - 30) / 3 } else { i / 3 };
-            batches.push(header(producer, epoch, sequence, 1, offset));
-            offset += 1;
+            batches.push(header(producer, epoch, sequence, 1, i64::from(i)));
         }
         let mut whole = ProducerStateTable::default();
         for h in &batches {
