@@ -195,3 +195,21 @@ fn log_append_time_resends_report_the_original_append_time() {
     let resend = produce(&cluster, "stamped", -1, batch(producer, 0, 0, 2, 10)).unwrap();
     assert_eq!((resend.base_offset, resend.log_append_time_ms), (first.base_offset, first.log_append_time_ms));
 }
+
+#[test]
+fn idle_producers_expire_with_the_retention_check() {
+    let device = device();
+    let cluster = open(&device);
+    block_on(cluster.create_topic("idle", 1, &BTreeMap::new(), false)).unwrap();
+    let producer = init_producer_id(&cluster, 4, None).1;
+    assert_eq!(produce(&cluster, "idle", -1, batch(producer, 0, 0, 1, 10)).unwrap().error_code, 0);
+    assert_eq!(produce(&cluster, "idle", -1, batch(producer, 0, 5, 1, 10)).unwrap().error_code, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    // Within producer.id.expiration.ms (1 day) the producer is kept.
+    cluster.apply_retention(now_ms() + 3_600_000);
+    assert_eq!(produce(&cluster, "idle", -1, batch(producer, 0, 5, 1, 10)).unwrap().error_code, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    // After it, forgotten: its next batch is accepted at any sequence, as Kafka does.
+    cluster.apply_retention(now_ms() + 2 * 86_400_000);
+    assert_eq!(produce(&cluster, "idle", -1, batch(producer, 0, 5, 1, 10)).unwrap().error_code, 0);
+    // And known again from there.
+    assert_eq!(produce(&cluster, "idle", -1, batch(producer, 0, 5, 1, 10)).unwrap().base_offset, 1);
+}
