@@ -20,8 +20,8 @@ use kafka_protocol::messages::{
     incremental_alter_configs_request, list_offsets_request, metadata_request, produce_request,
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, BrokerId, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader, RequestKind, ResponseKind, TopicName,
+    DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
+    ListOffsetsRequest, MetadataRequest, ProducerId, ProduceRequest, RequestHeader, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
@@ -314,6 +314,12 @@ fn sample_request(api_key: ApiKey, api_version: i16) -> RequestKind {
             .into(),
         ApiKey::DescribeCluster => DescribeClusterRequest::default()
             .with_include_cluster_authorized_operations(true)
+            .into(),
+        ApiKey::InitProducerId => InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(if api_version >= 3 { 42 } else { -1 }))
+            .with_producer_epoch(if api_version >= 3 { 3 } else { -1 })
             .into(),
         other => panic!("no sample request for {other:?}"),
     }

@@ -8,6 +8,7 @@ mod fetch;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod producer_id;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, body: RequestKind)
         RequestKind::DeleteTopics(request) => ResponseKind::DeleteTopics(admin::delete_topics(cluster, api_version, request).await),
         RequestKind::CreatePartitions(request) => ResponseKind::CreatePartitions(admin::create_partitions(cluster, api_version, request).await),
         RequestKind::DeleteRecords(request) => ResponseKind::DeleteRecords(admin::delete_records(cluster, api_version, request).await),
+        RequestKind::InitProducerId(request) => ResponseKind::InitProducerId(producer_id::handle(cluster, api_version, request).await),
         RequestKind::DescribeCluster(request) => ResponseKind::DescribeCluster(admin::describe_cluster(cluster, api_version, request)),
         RequestKind::DescribeConfigs(request) => ResponseKind::DescribeConfigs(configs::describe_configs(cluster, api_version, request)),
         RequestKind::AlterConfigs(request) => ResponseKind::AlterConfigs(configs::alter_configs(cluster, api_version, request).await),
@@ -45,14 +47,15 @@ pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, body: RequestKind)
 }
 
 /// Starts a Produce request: its batches are appended before this returns; the future waits
-/// for durability and yields the response (`None` for acks=0). See `produce::start`.
+/// for durability and yields the response (`None` for acks=0). The flag asks the server to
+/// close the connection (a failed acks=0 produce, as in Kafka). See `produce::start`.
 pub fn start_produce(
     cluster: &Arc<Cluster>,
     api_version: i16,
     request: kafka_protocol::messages::ProduceRequest,
-) -> impl std::future::Future<Output = Option<ResponseKind>> + Send + 'static {
-    let completion = produce::start(cluster, api_version, request);
-    async move { completion.await.map(ResponseKind::Produce) }
+) -> (impl std::future::Future<Output = Option<ResponseKind>> + Send + 'static, bool) {
+    let produce::Started { completion, close_connection } = produce::start(cluster, api_version, request);
+    (async move { completion.await.map(ResponseKind::Produce) }, close_connection)
 }
 
 /// A `StrBytes` for a response field.

@@ -36,6 +36,9 @@ pub struct BrokerConfig {
     pub listener_addr: String,
     /// The request size limit the server applies, reported as socket.request.max.bytes.
     pub request_bytes_max: usize,
+    /// producer.id.expiration.ms: an idempotent producer idle this long is forgotten by each
+    /// partition (Kafka's default: 1 day). Checked with retention.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -49,6 +52,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             listener_addr: "127.0.0.1:9092".to_string(),
             request_bytes_max: crate::protocol::REQUEST_BYTES_MAX_DEFAULT,
+            producer_id_expiration_ms: crate::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }
@@ -79,6 +83,8 @@ impl From<LogError> for ApiError {
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             LogError::Failed(_) | LogError::CorruptOnDevice { .. } => ResponseError::KafkaStorageError,
             LogError::Io(_) => ResponseError::KafkaStorageError,
+            LogError::Producer(producer_error) => ResponseError::try_from_code(producer_error.kafka_error_code())
+                .unwrap_or(ResponseError::UnknownServerError),
         };
         ApiError::new(kind, error.to_string())
     }
@@ -117,7 +123,8 @@ pub struct Topic {
     pub name: String,
     pub id: [u8; 16],
     partitions: RwLock<Vec<Arc<Partition>>>,
-    config: RwLock<TopicConfig>,
+    /// Shared so that a produce reads it without copying its overrides.
+    config: RwLock<Arc<TopicConfig>>,
 }
 
 impl std::fmt::Debug for Topic {
@@ -141,6 +148,11 @@ impl Topic {
     }
 
     pub fn config(&self) -> TopicConfig {
+        TopicConfig::clone(&self.shared_config())
+    }
+
+    /// The topic's configs without a copy (the produce path reads them per request).
+    pub fn shared_config(&self) -> Arc<TopicConfig> {
         self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -155,6 +167,20 @@ pub struct Cluster {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// The metadata log; its async lock also serialises metadata changes.
     metadata: tokio::sync::Mutex<PartitionLog>,
+    /// Producer ids handed out by InitProducerId. Lock order: this, then `metadata`.
+    producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
+}
+
+/// Producer ids are recorded in the metadata log this many at a time (Kafka's block size): one
+/// durable write per thousand InitProducerId requests, at most a thousand ids skipped at a
+/// restart.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// The current block of producer ids: `next..end` may be handed out without a metadata write.
+#[derive(Debug)]
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
 }
 
 impl Cluster {
@@ -172,7 +198,7 @@ impl Cluster {
             }
         }
         let metadata_log = metadata_log.unwrap_or_else(|| store.create_partition(metadata_partition_id()));
-        let definitions = replay(&metadata_log).await?;
+        let Replayed { topics: definitions, producer_id_end } = replay(&metadata_log).await?;
         let mut topics = BTreeMap::new();
         for (name, TopicDefinition { id, partitions: partition_count, configs }) in definitions {
             let config = TopicConfig::from_entries(&configs).map_err(|error| format!("topic {name}: {error}"))?;
@@ -190,14 +216,22 @@ impl Cluster {
                     Partition::new(index, log)
                 })
                 .collect();
-            let topic = Topic { name: name.clone(), id, partitions: RwLock::new(partitions), config: RwLock::new(config) };
+            let topic = Topic { name: name.clone(), id, partitions: RwLock::new(partitions), config: RwLock::new(Arc::new(config)) };
             topics.insert(name, Arc::new(topic));
         }
         for ((topic, partition), log) in logs {
             tracing::warn!(%topic, partition, "partition log of a topic that no longer exists; releasing its zones");
             log.delete();
         }
-        Ok(Arc::new(Cluster { store, broker, topics: RwLock::new(topics), metadata: tokio::sync::Mutex::new(metadata_log) }))
+        Ok(Arc::new(Cluster {
+            store,
+            broker,
+            topics: RwLock::new(topics),
+            metadata: tokio::sync::Mutex::new(metadata_log),
+            // Ids of the last recorded block may have been handed out before a restart: start
+            // after it, with an empty block, so the first allocation records a new one.
+            producer_ids: tokio::sync::Mutex::new(ProducerIdBlock { next: producer_id_end, end: producer_id_end }),
+        }))
     }
 
     pub fn broker(&self) -> &BrokerConfig {
@@ -263,7 +297,7 @@ impl Cluster {
         let partitions = (0..partitions)
             .map(|index| Partition::new(index, self.store.create_partition(PartitionId { topic: name.to_string(), topic_id: id, partition: index })))
             .collect();
-        let topic = Arc::new(Topic { name: name.to_string(), id, partitions: RwLock::new(partitions), config: RwLock::new(config) });
+        let topic = Arc::new(Topic { name: name.to_string(), id, partitions: RwLock::new(partitions), config: RwLock::new(Arc::new(config)) });
         self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, "topic created");
         Ok(Some(topic))
@@ -331,18 +365,40 @@ impl Cluster {
         }
         let record = MetadataRecord::SetConfigs { name: name.to_string(), topic_id: topic_id_to_hex(&topic.id), configs: config.overrides().clone() };
         self.record(&mut metadata, &record).await?;
-        *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *topic.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
         Ok(())
     }
 
-    /// Applies every topic's retention.ms and retention.bytes (reclaiming whole zones).
+    /// A new producer id for InitProducerId, never handed out before, even across restarts.
+    pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        let mut block = self.producer_ids.lock().await;
+        if block.next >= block.end {
+            let end = block.end.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or_else(|| {
+                ApiError::new(ResponseError::UnknownServerError, "producer ids are exhausted")
+            })?;
+            let mut metadata = self.metadata.lock().await;
+            self.record(&mut metadata, &MetadataRecord::ProducerIdBlock { end }).await?;
+            block.end = end;
+        }
+        assert!(0 <= block.next && block.next < block.end);
+        let id = block.next;
+        block.next += 1;
+        Ok(id)
+    }
+
+    /// Applies every topic's retention.ms and retention.bytes (reclaiming whole zones), and
+    /// forgets idempotent producers idle for producer.id.expiration.ms.
     pub fn apply_retention(&self, now_ms: i64) -> usize {
         let mut released = 0;
+        let expiration_ms = self.broker.producer_id_expiration_ms;
         for topic in self.topics() {
             let config = topic.config();
             for partition in topic.partitions() {
                 released += partition
-                    .with_log(|log| log.apply_retention(now_ms, config.retention_ms(), config.retention_bytes()))
+                    .with_log(|log| {
+                        log.expire_producers(now_ms, expiration_ms);
+                        log.apply_retention(now_ms, config.retention_ms(), config.retention_bytes())
+                    })
                     .unwrap_or(0);
             }
         }
@@ -380,9 +436,18 @@ struct TopicDefinition {
     configs: BTreeMap<String, String>,
 }
 
-/// Replays the metadata log: the topics that exist, by name.
-async fn replay(log: &PartitionLog) -> Result<BTreeMap<String, TopicDefinition>, String> {
+/// What the metadata log holds.
+struct Replayed {
+    /// The topics that exist, by name.
+    topics: BTreeMap<String, TopicDefinition>,
+    /// Producer ids below this may have been handed out.
+    producer_id_end: i64,
+}
+
+/// Replays the metadata log.
+async fn replay(log: &PartitionLog) -> Result<Replayed, String> {
     let mut topics: BTreeMap<String, TopicDefinition> = BTreeMap::new();
+    let mut producer_id_end = 0i64;
     let mut offset = log.log_start_offset();
     let high_watermark = log.high_watermark();
     while offset < high_watermark {
@@ -394,11 +459,14 @@ async fn replay(log: &PartitionLog) -> Result<BTreeMap<String, TopicDefinition>,
             let header = crate::log::batch::parse_header(bytes).map_err(|e| e.to_string())?;
             offset = header.last_offset() + 1;
             for record in MetadataRecord::from_batch(bytes).map_err(|e| format!("metadata log at {}: {e}", header.base_offset))? {
-                apply(&mut topics, record);
+                match record {
+                    MetadataRecord::ProducerIdBlock { end } => producer_id_end = producer_id_end.max(end),
+                    record => apply(&mut topics, record),
+                }
             }
         }
     }
-    Ok(topics)
+    Ok(Replayed { topics, producer_id_end })
 }
 
 fn apply(topics: &mut BTreeMap<String, TopicDefinition>, record: MetadataRecord) {
@@ -426,6 +494,7 @@ fn apply(topics: &mut BTreeMap<String, TopicDefinition>, record: MetadataRecord)
                 topics.get_mut(&name).expect("checked").configs = configs;
             }
         }
+        MetadataRecord::ProducerIdBlock { .. } => {}
     }
 }
 

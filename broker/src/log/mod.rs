@@ -6,6 +6,7 @@ pub mod batch;
 mod format;
 mod index;
 mod partition;
+pub mod producer_state;
 pub mod records;
 mod store;
 

@@ -22,6 +22,7 @@ use super::allocator::ZoneAllocator;
 use super::batch::{self, BatchError, BatchHeader};
 use super::format::{self, FrameKind, ScanStep, ZoneHeader, FRAME_HEADER_BYTES, ZONE_HEADER_BYTES};
 use super::index::ZoneIndex;
+use super::producer_state::{Check, ProducerError, ProducerStateTable};
 use crate::buf::{round_up, AlignedBuf, BufferPool, ReadBufferPool, BLOCK_SIZE};
 use crate::pending::Pending;
 use crate::zone::{ZoneId, ZonedDevice};
@@ -84,6 +85,8 @@ pub enum LogError {
     CorruptOnDevice { zone: ZoneId, position_bytes: u64 },
     #[error("storage: {0}")]
     Io(#[from] io::Error),
+    #[error("{0}")]
+    Producer(#[from] ProducerError),
 }
 
 /// What an append did.
@@ -92,6 +95,9 @@ pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp_ms: i64,
+    /// The batch was a producer's resend of a batch already in the log: nothing was appended,
+    /// and the offsets and timestamp are the original's.
+    pub duplicate: bool,
 }
 
 /// A zone of the chain and what the log knows of it.
@@ -208,6 +214,8 @@ pub struct PartitionLog {
     last_flush: Option<FlushOutcome>,
     recent: VecDeque<(BatchHeader, Bytes)>,
     recent_bytes: usize,
+    /// Idempotent producers' last batches: checked and updated with each append.
+    producers: ProducerStateTable,
 }
 
 impl PartitionLog {
@@ -218,7 +226,7 @@ impl PartitionLog {
         config: LogConfig,
     ) -> PartitionLog {
         assert!(id.topic.len() <= format::TOPIC_NAME_BYTES_MAX && id.partition >= 0);
-        PartitionLog::from_parts(id, allocator, config, VecDeque::new(), (0, 0), 0)
+        PartitionLog::from_parts(id, allocator, config, VecDeque::new(), (0, 0), 0, ProducerStateTable::default())
     }
 
     /// A log from zones recovered by a scan (see `store`).
@@ -229,6 +237,7 @@ impl PartitionLog {
         zones: VecDeque<LogZone>,
         (log_start_offset, next_offset): (i64, i64),
         next_zone_sequence: u64,
+        producers: ProducerStateTable,
     ) -> PartitionLog {
         assert!(
             config.write_chunk_bytes >= BLOCK_SIZE && config.write_chunk_bytes % BLOCK_SIZE == 0
@@ -254,6 +263,7 @@ impl PartitionLog {
             last_flush: None,
             recent: VecDeque::new(),
             recent_bytes: 0,
+            producers,
         }
     }
 
@@ -310,6 +320,11 @@ impl PartitionLog {
     /// Validates a record batch, assigns its offsets (rewrites baseOffset; every other byte is
     /// kept as received) and appends it. The batch becomes durable and readable when a flush
     /// started after this call completes.
+    ///
+    /// A batch from an idempotent producer is checked against the producer's state first: a
+    /// resend of one of its last batches appends nothing and returns the original's offsets
+    /// (`AppendInfo::duplicate`; a flush started after this call covers the original too), and
+    /// a sequence gap or a stale epoch is refused (`LogError::Producer`).
     pub fn append(&mut self, batch: BytesMut, now_ms: i64) -> Result<AppendInfo, LogError> {
         self.append_with(batch, now_ms, None)
     }
@@ -325,6 +340,16 @@ impl PartitionLog {
         self.check_not_failed()?;
         self.reap();
         let mut header = batch::validate(&batch)?;
+        // Checked and recorded under the same `&mut self` as the append: no other append to
+        // this partition can come between (the broker holds the partition lock throughout).
+        if let Check::Duplicate(original) = self.producers.check(&header)? {
+            return Ok(AppendInfo {
+                base_offset: original.base_offset,
+                last_offset: original.last_offset,
+                max_timestamp_ms: original.max_timestamp_ms,
+                duplicate: true,
+            });
+        }
         if let Some(append_time_ms) = append_time_ms {
             batch::set_log_append_time(&mut batch, append_time_ms)?;
             header = batch::parse_header(&batch)?;
@@ -356,11 +381,13 @@ impl PartitionLog {
         );
         zone.end_offset = last_offset + 1;
         self.next_offset = last_offset + 1;
+        self.producers.on_append(&header, now_ms);
         self.remember(header, batch.freeze());
         Ok(AppendInfo {
             base_offset,
             last_offset,
             max_timestamp_ms: header.max_timestamp_ms,
+            duplicate: false,
         })
     }
 
@@ -753,6 +780,17 @@ impl PartitionLog {
             }
         }
         Ok(self.start_flush())
+    }
+
+    /// Forgets idempotent producers with no append for `expiration_ms` (Kafka's
+    /// producer.id.expiration.ms). Returns how many.
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
+    }
+
+    /// The producer state (for tests and diagnostics).
+    pub fn producer_state(&self) -> &ProducerStateTable {
+        &self.producers
     }
 
     /// Releases every zone of the log (topic deletion).

@@ -88,6 +88,7 @@ supported_messages! {
     CreatePartitions,
     IncrementalAlterConfigs,
     DescribeCluster,
+    InitProducerId,
 }
 
 /// A decoded request. `api_key` and `api_version` repeat the header's fields, already checked
@@ -440,6 +441,7 @@ mod tests {
             ApiKey::CreatePartitions => CreatePartitionsRequest::default().into(),
             ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::default().into(),
             ApiKey::DescribeCluster => DescribeClusterRequest::default().into(),
+            ApiKey::InitProducerId => kafka_protocol::messages::InitProducerIdRequest::default().into(),
             other => panic!("no default request for {other:?}"),
         }
     }

@@ -35,6 +35,11 @@ use kafka_protocol::messages::ApiKey;
 ///   (KIP-1073) adds fenced brokers, which a single broker never has, but no client needs it.
 /// - DescribeConfigs 1-4, AlterConfigs 0-2, IncrementalAlterConfigs 0-1: all versions
 ///   kafka-protocol knows.
+/// - InitProducerId 0-4: idempotent producers (no transactional id; see `api::producer_id`).
+///   v3 adds the current producer id and epoch (KIP-360), v4 lets the answer say PRODUCER_FENCED
+///   (KIP-588); neither changes a non-transactional answer. v5 is transaction version 2
+///   (KIP-890) and v6 two-phase commit (KIP-939): transaction features we do not have, so, as
+///   with Produce v12, we stop before them.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 16),
@@ -49,6 +54,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The inclusive version range this broker serves for `api_key`, or `None` if it does not

@@ -25,6 +25,16 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 /// (acks=0), or a closed channel when it could not be produced (the connection then closes).
 type ResponseSlot = oneshot::Receiver<Option<Bytes>>;
 
+/// Why a request closes its connection (after the responses already due are written).
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    /// Kafka's only way to tell an acks=0 producer that a produce failed.
+    #[error("an acks=0 produce failed (correlation id {correlation_id})")]
+    AcksZeroProduceFailed { correlation_id: i32 },
+}
+
 pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, config: ServerConfig, mut shutdown: watch::Receiver<bool>) {
     // Small responses (acks, metadata) must not wait for Nagle.
     let _ = stream.set_nodelay(true);
@@ -97,7 +107,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, c
 /// request but Produce is handled to completion before the next frame is looked at. Produce
 /// appends its batches here, in order, and only its wait for durability runs on a task of its
 /// own, so a client's pipelined produce requests are appended in order and flushed together.
-async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, DecodeError> {
+async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, Close> {
     let (respond, slot) = oneshot::channel();
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
@@ -108,18 +118,21 @@ async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, 
             }
             return Ok(slot);
         }
-        Err(error) => return Err(error),
+        Err(error) => return Err(error.into()),
     };
     let Request { api_key, api_version, header, body } = request;
     let correlation_id = header.correlation_id;
     let response = match body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(codec::api_versions_response(api_version, 0))),
         RequestKind::Produce(produce) => {
-            let completion = api::start_produce(cluster, api_version, produce);
+            let (completion, close_connection) = api::start_produce(cluster, api_version, produce);
             tokio::spawn(async move {
                 let response = completion.await;
                 send(respond, api_key, api_version, correlation_id, response);
             });
+            if close_connection {
+                return Err(Close::AcksZeroProduceFailed { correlation_id });
+            }
             return Ok(slot);
         }
         body => api::handle(cluster, api_version, body).await,
