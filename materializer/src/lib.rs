@@ -1,1 +1,2 @@
 //! The materializer: consumes partition logs and maintains materialized views (issue 5).
+pub mod json;
