@@ -284,6 +284,7 @@ impl Flattener<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json::error::DecodeErrorKind;
 
     fn decode(json: &str, schema: &mut InferredSchema) -> Result<Row, DecodeError> {
         decode_record(json.as_bytes(), &DecodeOptions::default(), schema)
@@ -545,6 +546,52 @@ mod tests {
         }
         // Brackets inside strings do not count towards depth.
         decode_record(br#"{"a": "[[[[{{{{"}"#, &options, &mut schema).unwrap();
+    }
+
+    #[test]
+    fn hostile_records_under_default_limits_are_errors_not_panics() {
+        let limits = DecodeLimits::default();
+        let mut schema = InferredSchema::new();
+        let mut expect_kind = |value: Vec<u8>, kind: DecodeErrorKind| {
+            let error = decode_record(&value, &DecodeOptions::default(), &mut schema).unwrap_err();
+            assert_eq!(error.kind(), kind, "{error}");
+        };
+        let deep_arrays = format!(r#"{{"a": {}"#, "[".repeat(100_000));
+        expect_kind(deep_arrays.into_bytes(), DecodeErrorKind::TooDeep);
+        let deep_objects = format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200));
+        expect_kind(deep_objects.into_bytes(), DecodeErrorKind::TooDeep);
+        let fields: Vec<String> = (0..=limits.record_fields_max)
+            .map(|index| format!(r#""f{index}": 1"#))
+            .collect();
+        expect_kind(
+            format!("{{{}}}", fields.join(",")).into_bytes(),
+            DecodeErrorKind::TooManyFields,
+        );
+        let huge = vec![b' '; limits.value_bytes_max as usize + 1];
+        expect_kind(huge, DecodeErrorKind::ValueTooLarge);
+        // Escapes count after unescaping: the 6 bytes of `\u00e9` are the 2 bytes of `é`.
+        let escaped = "\\u00e9".repeat(limits.string_bytes_max as usize / 2 + 1);
+        expect_kind(
+            format!(r#"{{"s": "{escaped}"}}"#).into_bytes(),
+            DecodeErrorKind::StringTooLong,
+        );
+        let long_name = format!(
+            r#"{{"{}": 1}}"#,
+            "é".repeat(limits.field_name_bytes_max as usize)
+        );
+        expect_kind(long_name.into_bytes(), DecodeErrorKind::FieldNameTooLong);
+        assert!(schema.is_empty());
+
+        // One new column short of the schema limit, then a record that would pass it.
+        let mut schema = InferredSchema::new();
+        for index in 0..limits.schema_fields_max {
+            decode(&format!(r#"{{"c{index}": {index}}}"#), &mut schema).unwrap();
+        }
+        assert_eq!(schema.len(), limits.schema_fields_max as usize);
+        let error = decode(r#"{"c0": 1, "one_more": 1}"#, &mut schema).unwrap_err();
+        assert_eq!(error.kind(), DecodeErrorKind::SchemaFull);
+        // Known columns still decode.
+        decode(r#"{"c0": 2.5}"#, &mut schema).unwrap();
     }
 
     #[test]
