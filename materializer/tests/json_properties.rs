@@ -36,9 +36,8 @@ fn scalar() -> impl Strategy<Value = Value> {
         ])
         .prop_map(|text| Value::String(text.to_string())),
         "[a-z0-9 /:.-]{0,12}".prop_map(Value::String),
-        prop::collection::vec(any::<i8>(), 0..3).prop_map(|items| Value::Array(
-            items.into_iter().map(|item| Value::from(item)).collect()
-        )),
+        prop::collection::vec(any::<i8>(), 0..3)
+            .prop_map(|items| Value::Array(items.into_iter().map(Value::from).collect())),
     ]
 }
 
@@ -159,6 +158,84 @@ proptest! {
                 continue;
             }
             prop_assert_eq!(cast.column(index).to_data(), late.column(index).to_data(), "column {}", field.name);
+        }
+    }
+}
+
+/// A calendar date-time and a zone offset in minutes east of UTC.
+fn date_time_parts() -> impl Strategy<Value = (i32, u32, u32, u32, u32, u32, i32)> {
+    (
+        1_i32..=9999,
+        1_u32..=12,
+        1_u32..=28,
+        0_u32..24,
+        0_u32..60,
+        0_u32..60,
+        -(14 * 60)..=(14 * 60),
+    )
+}
+
+fn utc_micros(year: i32, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> i64 {
+    chrono::NaiveDate::from_ymd_opt(year, month, day)
+        .unwrap()
+        .and_hms_opt(hour, minute, second)
+        .unwrap()
+        .and_utc()
+        .timestamp_micros()
+}
+
+fn offset_text(offset_minutes: i32, separator: &str) -> String {
+    let sign = if offset_minutes < 0 { '-' } else { '+' };
+    let magnitude = offset_minutes.unsigned_abs();
+    format!(
+        "{sign}{:02}{separator}{:02}",
+        magnitude / 60,
+        magnitude % 60
+    )
+}
+
+proptest! {
+    #[test]
+    fn date_parsing_never_panics(text in "\\PC{0,40}", digits in "[0-9 /:T+.-]{0,30}") {
+        let _ = materializer::json::parse_datetime_text(&text);
+        let _ = materializer::json::parse_datetime_text(&digits);
+        let _ = materializer::json::epoch_text_to_micros(&digits);
+    }
+
+    #[test]
+    fn every_accepted_format_reads_the_instant_it_writes(
+        (year, month, day, hour, minute, second, offset_minutes) in date_time_parts(),
+        micros in 0_u32..1_000_000,
+    ) {
+        use materializer::json::parse_datetime_text as parse;
+        let local = utc_micros(year, month, day, hour, minute, second);
+        let offset_micros = i64::from(offset_minutes) * 60_000_000;
+        let iso_date = format!("{year:04}-{month:02}-{day:02}");
+        let time = format!("{hour:02}:{minute:02}:{second:02}");
+        let in_range = |micros: i64| {
+            (utc_micros(1, 1, 1, 0, 0, 0)..=utc_micros(9999, 12, 31, 23, 59, 59) + 999_999).contains(&micros)
+        };
+
+        prop_assert_eq!(parse(&format!("{iso_date}T{time}")), Some(local));
+        prop_assert_eq!(parse(&format!("{iso_date} {time}.{micros:06}")), Some(local + i64::from(micros)));
+        let expected_zoned = Some(local - offset_micros).filter(|micros| in_range(*micros));
+        prop_assert_eq!(parse(&format!("{iso_date}T{time}{}", offset_text(offset_minutes, ":"))), expected_zoned);
+        prop_assert_eq!(parse(&format!("{iso_date}T{time}{}", offset_text(offset_minutes, ""))), expected_zoned);
+        prop_assert_eq!(parse(&format!("{day:02}/{month:02}/{year:04} {time}")), Some(local));
+        prop_assert_eq!(
+            parse(&format!("{month:02}-{day:02}-{year:04} {hour:02}:{minute:02}")),
+            Some(local - i64::from(second) * 1_000_000)
+        );
+        let month_name = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+            [month as usize - 1];
+        if year >= 1900 {
+            // RFC 2822 years are four digits from 1900 on (chrono reads shorter ones as 19xx/20xx).
+            let rfc2822 = format!("{day} {month_name} {year} {time} {}", offset_text(offset_minutes, ""));
+            prop_assert_eq!(parse(&rfc2822), expected_zoned, "{}", rfc2822);
+        }
+        if let Some(instant) = expected_zoned {
+            let rendered = materializer::json::format_rfc3339(instant);
+            prop_assert_eq!(parse(&rendered), Some(instant));
         }
     }
 }
