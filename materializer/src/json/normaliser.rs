@@ -1,5 +1,8 @@
 //! What a view's maintenance calls for each record: decode under the view's schema, or keep the
 //! record as a dead letter. One normaliser per view, so schemas and dead letters are per view.
+//!
+//! A record without a value (a tombstone) is not JSON and never reaches `normalise`: what it
+//! means (a delete in an upsert view, nothing in an append view) is the view's to decide.
 
 use super::dead_letters::{DeadLetterLimits, DeadLetters};
 use super::decode::{decode_record, DecodeOptions};
