@@ -1002,6 +1002,9 @@ def build_modules():
         ("admin/describe_cluster", test_admin_describe_cluster),
     ]))
     mods.append(("restart", [("restart/data_and_configs", test_restart)]))
+    import group_tests  # consumer groups (issue 4); it uses this module's helpers
+    group_tests.R = sys.modules[__name__]
+    mods.extend(group_tests.modules())
     return mods
 
 

@@ -36,6 +36,9 @@ use crate::group::{GroupRecord, JoinRequest, OffsetRecord, SyncRequest};
 const KEY_TYPE_GROUP: i8 = 0;
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// What a client may do to a group with no authorizer (Kafka: every operation a group
+/// supports): READ (3), DELETE (6) and DESCRIBE (8), as a bit field.
+const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 /// The group type of every group here (KIP-848's consumer groups would be "consumer").
 const GROUP_TYPE_CLASSIC: &str = "classic";
 
@@ -368,11 +371,12 @@ pub fn list_groups(cluster: &Arc<Cluster>, _api_version: i16, request: ListGroup
 
 pub fn describe_groups(cluster: &Arc<Cluster>, api_version: i16, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let coordinator = cluster.groups().coordinator();
+    let operations = if request.include_authorized_operations { GROUP_OPERATIONS_ALL } else { AUTHORIZED_OPERATIONS_OMITTED };
     let groups = request
         .groups
         .iter()
         .map(|group_id| {
-            let described = DescribedGroup::default().with_group_id(group_id.clone()).with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            let described = DescribedGroup::default().with_group_id(group_id.clone()).with_authorized_operations(operations);
             if let Err(error) = coordinator::validate_group_id(&group_id.0) {
                 return described.with_error_code(error.code());
             }

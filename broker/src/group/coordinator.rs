@@ -961,3 +961,381 @@ pub fn consumer_subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
     }
     Some(topics)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION_MS: i32 = 10_000;
+    const REBALANCE_MS: i32 = 30_000;
+
+    fn coordinator() -> Coordinator {
+        // No initial delay unless a test wants it: joins complete as soon as all are in.
+        Coordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, ..GroupConfig::default() }, 7)
+    }
+
+    fn join_request(member_id: &str, instance: Option<&str>, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            group_instance_id: instance.map(str::to_string),
+            protocol_type: "consumer".into(),
+            protocols: protocols.iter().map(|name| (name.to_string(), Bytes::from(format!("meta-{name}")))).collect(),
+            session_timeout_ms: SESSION_MS,
+            rebalance_timeout_ms: REBALANCE_MS,
+            client_id: "client".into(),
+            client_host: "/127.0.0.1".into(),
+            require_known_member_id: true,
+        }
+    }
+
+    fn sync_request(member_id: &str, generation_id: i32, assignments: &[(&str, &str)]) -> SyncRequest {
+        SyncRequest {
+            group_id: "g".into(),
+            generation_id,
+            member_id: member_id.into(),
+            group_instance_id: None,
+            protocol_type: Some("consumer".into()),
+            protocol_name: None,
+            assignments: assignments.iter().map(|(m, a)| (m.to_string(), Bytes::from(a.to_string()))).collect(),
+        }
+    }
+
+    fn joins(outputs: &[Output]) -> Vec<(Ticket, JoinResponse)> {
+        outputs.iter().filter_map(|o| if let Output::Join(t, r) = o { Some((*t, r.clone())) } else { None }).collect()
+    }
+
+    fn syncs(outputs: &[Output]) -> Vec<(Ticket, SyncResponse)> {
+        outputs.iter().filter_map(|o| if let Output::Sync(t, r) = o { Some((*t, r.clone())) } else { None }).collect()
+    }
+
+    /// The KIP-394 round trip: an unknown member gets its id with MEMBER_ID_REQUIRED.
+    fn member_id(c: &mut Coordinator, ticket: Ticket, now: i64) -> String {
+        let mut out = Vec::new();
+        c.join(join_request("", None, &["range"]), ticket, now, &mut out);
+        let answers = joins(&out);
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].1.error, Some(ResponseError::MemberIdRequired));
+        answers[0].1.member_id.clone()
+    }
+
+    /// One member joined and synced: generation 1, Stable.
+    fn stable_single(c: &mut Coordinator) -> String {
+        let id = member_id(c, 1, 0);
+        let mut out = Vec::new();
+        c.join(join_request(&id, None, &["range"]), 2, 0, &mut out);
+        let answers = joins(&out);
+        assert_eq!(answers.len(), 1);
+        let answer = &answers[0].1;
+        assert_eq!((answer.error, answer.generation_id, answer.leader.as_str()), (None, 1, id.as_str()));
+        assert_eq!(answer.members.len(), 1, "the leader gets the members");
+        out.clear();
+        c.sync(sync_request(&id, 1, &[(&id, "a1")]), 3, 0, &mut out);
+        assert_eq!(syncs(&out)[0].1.assignment, Bytes::from("a1"));
+        assert_eq!(c.group("g").unwrap().state(), GroupState::Stable);
+        id
+    }
+
+    #[test]
+    fn join_sync_heartbeat_leave() {
+        let mut c = coordinator();
+        let id = stable_single(&mut c);
+        assert_eq!(c.heartbeat("g", &id, None, 1, 100), Ok(()));
+        assert_eq!(c.heartbeat("g", &id, None, 0, 100), Err(ResponseError::IllegalGeneration));
+        assert_eq!(c.heartbeat("g", "nobody", None, 1, 100), Err(ResponseError::UnknownMemberId));
+        assert_eq!(c.heartbeat("other", &id, None, 1, 100), Err(ResponseError::UnknownMemberId));
+        let mut out = Vec::new();
+        assert_eq!(c.leave("g", &[(id.clone(), None)], 200, &mut out), Ok(vec![None]));
+        let group = c.group("g").expect("a group that had a generation stays until it is idle");
+        assert_eq!((group.state(), group.generation_id), (GroupState::Empty, 2));
+        assert!(out.iter().any(|o| matches!(o, Output::Persist(GroupRecord::GroupMetadata { generation_id: 2, .. }))));
+        // Idle (no members, no offsets): the next tick forgets it.
+        c.tick(300, &mut out);
+        assert!(c.group("g").is_none());
+    }
+
+    #[test]
+    fn second_member_triggers_rebalance_and_both_get_assignments() {
+        let mut c = coordinator();
+        let a = stable_single(&mut c);
+        let b = member_id(&mut c, 10, 0);
+        let mut out = Vec::new();
+        c.join(join_request(&b, None, &["range"]), 11, 0, &mut out);
+        assert!(joins(&out).is_empty(), "b waits for a to rejoin");
+        assert_eq!(c.group("g").unwrap().state(), GroupState::PreparingRebalance);
+        assert_eq!(c.heartbeat("g", &a, None, 1, 10), Err(ResponseError::RebalanceInProgress));
+        // A commit of the old generation is still accepted while the group prepares.
+        assert_eq!(c.validate_commit("g", 1, &a, None), Ok(()));
+        c.join(join_request(&a, None, &["range"]), 12, 20, &mut out);
+        let answers = joins(&out);
+        assert_eq!(answers.len(), 2);
+        for (ticket, answer) in &answers {
+            assert_eq!(answer.generation_id, 2);
+            assert_eq!(answer.leader, a, "the leader stays the leader");
+            assert_eq!(answer.members.len(), if *ticket == 12 { 2 } else { 0 });
+        }
+        assert_eq!(c.validate_commit("g", 2, &a, None), Err(ResponseError::RebalanceInProgress));
+        out.clear();
+        c.sync(sync_request(&b, 2, &[]), 13, 30, &mut out);
+        assert!(syncs(&out).is_empty(), "b waits for the leader's assignment");
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 14, 40, &mut out);
+        let answers: BTreeMap<Ticket, Bytes> = syncs(&out).into_iter().map(|(t, r)| (t, r.assignment)).collect();
+        assert_eq!(answers, BTreeMap::from([(13, Bytes::from("pb")), (14, Bytes::from("pa"))]));
+        assert_eq!(c.validate_commit("g", 1, &a, None), Err(ResponseError::IllegalGeneration));
+        assert_eq!(c.validate_commit("g", 2, &a, None), Ok(()));
+    }
+
+    #[test]
+    fn session_timeout_removes_a_silent_member_and_rebalances() {
+        let mut c = coordinator();
+        let a = stable_single(&mut c);
+        let b = member_id(&mut c, 10, 0);
+        let mut out = Vec::new();
+        c.join(join_request(&b, None, &["range"]), 11, 0, &mut out);
+        c.join(join_request(&a, None, &["range"]), 12, 0, &mut out);
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 13, 0, &mut out);
+        c.sync(sync_request(&b, 2, &[]), 14, 0, &mut out);
+        // a heartbeats, b goes silent (SIGKILL).
+        for now in (1_000..i64::from(SESSION_MS)).step_by(1_000) {
+            assert_eq!(c.heartbeat("g", &a, None, 2, now), Ok(()));
+            c.tick(now, &mut out);
+            assert_eq!(c.group("g").unwrap().member_count(), 2, "b's session has not ended at {now} ms");
+        }
+        let now = i64::from(SESSION_MS);
+        c.tick(now, &mut out);
+        let group = c.group("g").unwrap();
+        assert_eq!(group.member_count(), 1);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(c.heartbeat("g", &b, None, 2, now), Err(ResponseError::UnknownMemberId));
+        assert_eq!(c.heartbeat("g", &a, None, 2, now), Err(ResponseError::RebalanceInProgress));
+        out.clear();
+        c.join(join_request(&a, None, &["range"]), 20, now, &mut out);
+        assert_eq!(joins(&out)[0].1.generation_id, 3);
+    }
+
+    #[test]
+    fn rebalance_timeout_drops_members_that_do_not_rejoin() {
+        let mut c = coordinator();
+        let a = stable_single(&mut c);
+        let b = member_id(&mut c, 10, 0);
+        let mut out = Vec::new();
+        c.join(join_request(&b, None, &["range"]), 11, 0, &mut out);
+        // a keeps heartbeating (REBALANCE_IN_PROGRESS) but never rejoins.
+        let mut now = 0;
+        while joins(&out).is_empty() {
+            now += 1_000;
+            assert!(now <= i64::from(REBALANCE_MS) + 1_000, "the join phase must end at the rebalance timeout");
+            let _ = c.heartbeat("g", &a, None, 1, now);
+            c.tick(now, &mut out);
+        }
+        let (ticket, answer) = joins(&out).remove(0);
+        assert_eq!((ticket, answer.leader.as_str(), answer.generation_id), (11, b.as_str(), 2));
+        assert_eq!(c.heartbeat("g", &a, None, 1, now), Err(ResponseError::UnknownMemberId));
+    }
+
+    #[test]
+    fn sync_timeout_drops_members_that_do_not_sync() {
+        let mut c = coordinator();
+        let id = member_id(&mut c, 1, 0);
+        let mut out = Vec::new();
+        c.join(join_request(&id, None, &["range"]), 2, 0, &mut out);
+        assert_eq!(c.group("g").unwrap().state(), GroupState::CompletingRebalance);
+        // It heartbeats (so its session lives) but never sends SyncGroup.
+        for now in (5_000..i64::from(REBALANCE_MS)).step_by(5_000) {
+            assert_eq!(c.heartbeat("g", &id, None, 1, now), Ok(()));
+            c.tick(now, &mut out);
+        }
+        c.tick(i64::from(REBALANCE_MS) - 1, &mut out);
+        assert_eq!(c.group("g").unwrap().member_count(), 1);
+        c.tick(i64::from(REBALANCE_MS), &mut out);
+        // The member is gone, and with it the group (nothing committed: idle).
+        assert!(c.group("g").is_none());
+    }
+
+    #[test]
+    fn pending_member_ids_expire_and_unknown_ids_are_refused() {
+        let mut c = coordinator();
+        let id = member_id(&mut c, 1, 0);
+        let mut out = Vec::new();
+        c.tick(i64::from(SESSION_MS), &mut out);
+        c.join(join_request(&id, None, &["range"]), 2, i64::from(SESSION_MS), &mut out);
+        assert_eq!(joins(&out)[0].1.error, Some(ResponseError::UnknownMemberId));
+    }
+
+    #[test]
+    fn protocol_selection_and_inconsistent_protocols() {
+        let mut c = coordinator();
+        let a = member_id(&mut c, 1, 0);
+        let b = member_id(&mut c, 2, 0);
+        let mut out = Vec::new();
+        c.join(join_request(&a, None, &["roundrobin", "range"]), 3, 0, &mut out);
+        c.join(join_request(&b, None, &["range", "roundrobin"]), 4, 0, &mut out);
+        c.join(join_request("", None, &["sticky"]), 5, 0, &mut out);
+        let answers = joins(&out);
+        let refused = answers.iter().find(|(t, _)| *t == 5).unwrap();
+        assert_eq!(refused.1.error, Some(ResponseError::InconsistentGroupProtocol));
+        let answer = &answers.iter().find(|(t, _)| *t == 3).unwrap().1;
+        // One vote each: the tie goes to the first candidate in the first member's order.
+        assert_eq!(answer.protocol_name.as_deref(), Some("roundrobin"));
+        assert!(answer.members.iter().all(|m| m.metadata == Bytes::from("meta-roundrobin")));
+        let mut other_type = join_request("", None, &["range"]);
+        other_type.protocol_type = "connect".into();
+        out.clear();
+        c.join(other_type, 6, 0, &mut out);
+        assert_eq!(joins(&out)[0].1.error, Some(ResponseError::InconsistentGroupProtocol));
+        let mut empty = join_request("", None, &[]);
+        empty.group_id = "fresh".into();
+        out.clear();
+        c.join(empty, 7, 0, &mut out);
+        assert_eq!(joins(&out)[0].1.error, Some(ResponseError::InconsistentGroupProtocol));
+    }
+
+    #[test]
+    fn request_checks() {
+        let mut c = coordinator();
+        let mut out = Vec::new();
+        let mut bad = join_request("", None, &["range"]);
+        bad.group_id = String::new();
+        c.join(bad, 1, 0, &mut out);
+        let mut short = join_request("", None, &["range"]);
+        short.session_timeout_ms = SESSION_TIMEOUT_MIN_MS - 1;
+        c.join(short, 2, 0, &mut out);
+        let mut huge = join_request("", None, &["range"]);
+        huge.protocols = vec![("range".into(), Bytes::from(vec![0u8; PROTOCOL_METADATA_BYTES_MAX + 1]))];
+        c.join(huge, 3, 0, &mut out);
+        c.join(join_request("unknown-member", None, &["range"]), 4, 0, &mut out);
+        let errors: Vec<_> = joins(&out).into_iter().map(|(_, r)| r.error).collect();
+        assert_eq!(
+            errors,
+            vec![
+                Some(ResponseError::InvalidGroupId),
+                Some(ResponseError::InvalidSessionTimeout),
+                Some(ResponseError::InvalidRequest),
+                Some(ResponseError::UnknownMemberId),
+            ]
+        );
+        assert_eq!(c.validate_commit("", -1, "", None), Err(ResponseError::InvalidGroupId));
+        assert_eq!(c.validate_delete("nope"), Err(ResponseError::GroupIdNotFound));
+    }
+
+    #[test]
+    fn group_size_is_bounded() {
+        let mut c = Coordinator::new(GroupConfig { initial_rebalance_delay_ms: 0, members_per_group_max: 2, ..GroupConfig::default() }, 1);
+        let mut out = Vec::new();
+        member_id(&mut c, 1, 0);
+        member_id(&mut c, 2, 0);
+        c.join(join_request("", None, &["range"]), 3, 0, &mut out);
+        assert_eq!(joins(&out)[0].1.error, Some(ResponseError::GroupMaxSizeReached));
+    }
+
+    #[test]
+    fn static_member_restart_keeps_its_assignment_without_rebalance() {
+        let mut c = coordinator();
+        let mut out = Vec::new();
+        // Static members skip MEMBER_ID_REQUIRED.
+        c.join(join_request("", Some("i-1"), &["range"]), 1, 0, &mut out);
+        let first = joins(&out)[0].1.clone();
+        assert_eq!((first.error, first.generation_id), (None, 1));
+        let old_id = first.member_id.clone();
+        out.clear();
+        c.sync(SyncRequest { group_instance_id: Some("i-1".into()), ..sync_request(&old_id, 1, &[(&old_id, "mine")]) }, 2, 0, &mut out);
+        assert_eq!(syncs(&out)[0].1.assignment, Bytes::from("mine"));
+        // The process restarts: same instance id, no member id.
+        out.clear();
+        c.join(join_request("", Some("i-1"), &["range"]), 3, 1_000, &mut out);
+        let again = joins(&out)[0].1.clone();
+        assert_eq!(again.error, None);
+        assert_eq!(again.generation_id, 1, "no rebalance");
+        assert!(again.skip_assignment, "the returning leader must not reassign");
+        assert_ne!(again.member_id, old_id);
+        assert_eq!(c.group("g").unwrap().state(), GroupState::Stable);
+        // The old incarnation is fenced; the new one gets the old assignment.
+        assert_eq!(c.heartbeat("g", &old_id, Some("i-1"), 1, 1_000), Err(ResponseError::FencedInstanceId));
+        out.clear();
+        c.sync(SyncRequest { group_instance_id: Some("i-1".into()), ..sync_request(&again.member_id, 1, &[]) }, 4, 1_000, &mut out);
+        assert_eq!(syncs(&out)[0].1.assignment, Bytes::from("mine"));
+        assert_eq!(c.validate_commit("g", 1, &old_id, Some("i-1")), Err(ResponseError::FencedInstanceId));
+        // Leaving by instance id with the wrong member id is fenced; with none, it leaves.
+        assert_eq!(c.leave("g", &[(old_id, Some("i-1".into()))], 2_000, &mut out), Ok(vec![Some(ResponseError::FencedInstanceId)]));
+        assert_eq!(c.leave("g", &[(String::new(), Some("i-1".into())), ("x".into(), None)], 2_000, &mut out), Ok(vec![None, Some(ResponseError::UnknownMemberId)]));
+        assert_eq!(c.group("g").unwrap().state(), GroupState::Empty);
+    }
+
+    #[test]
+    fn initial_delay_waits_for_more_members() {
+        let mut c = Coordinator::new(GroupConfig { initial_rebalance_delay_ms: 3_000, ..GroupConfig::default() }, 1);
+        let mut out = Vec::new();
+        let a = member_id(&mut c, 1, 0);
+        c.join(join_request(&a, None, &["range"]), 2, 0, &mut out);
+        c.tick(2_000, &mut out);
+        let b = member_id(&mut c, 3, 2_000);
+        c.join(join_request(&b, None, &["range"]), 4, 2_000, &mut out);
+        c.tick(3_500, &mut out);
+        assert!(joins(&out).iter().all(|(_, r)| r.error.is_some()), "the delay was extended by the second member");
+        c.tick(5_000, &mut out);
+        let answers: Vec<_> = joins(&out).into_iter().filter(|(_, r)| r.error.is_none()).collect();
+        assert_eq!(answers.len(), 2, "one generation for both");
+        assert!(answers.iter().all(|(_, r)| r.generation_id == 1));
+    }
+
+    #[test]
+    fn simple_consumer_commits_and_offsets_apply() {
+        let mut c = coordinator();
+        assert_eq!(c.validate_commit("simple", -1, "", None), Ok(()));
+        assert_eq!(c.validate_commit("simple", 3, "m", None), Err(ResponseError::IllegalGeneration));
+        let record = |offset| GroupRecord::OffsetCommit {
+            group: "simple".into(),
+            offsets: vec![OffsetRecord {
+                topic: "t".into(),
+                topic_id: "01".repeat(16),
+                partition: 0,
+                offset,
+                leader_epoch: -1,
+                metadata: Some("m".into()),
+                commit_timestamp_ms: 0,
+            }],
+        };
+        c.apply(&record(5));
+        c.apply(&record(9));
+        let group = c.group("simple").unwrap();
+        assert_eq!(group.state(), GroupState::Empty);
+        assert_eq!(group.offset("t", 0).map(|o| (o.offset, o.metadata.clone())), Some((9, Some("m".into()))));
+        assert_eq!(c.validate_commit("simple", -1, "", None), Ok(()));
+        assert_eq!(c.validate_delete("simple"), Ok(()));
+        // A deleted topic's offsets go; the idle group with them.
+        c.retain_offsets(|topic, _| topic != "t");
+        assert!(c.group("simple").is_none());
+        c.apply(&record(1));
+        c.apply(&GroupRecord::OffsetDelete { group: "simple".into(), partitions: vec![("t".into(), 0)] });
+        assert!(c.group("simple").unwrap().offsets().is_empty());
+        c.apply(&GroupRecord::GroupDelete { group: "simple".into() });
+        assert!(c.group("simple").is_none());
+    }
+
+    #[test]
+    fn non_empty_groups_cannot_be_deleted_and_generations_survive_replay() {
+        let mut c = coordinator();
+        stable_single(&mut c);
+        assert_eq!(c.validate_delete("g"), Err(ResponseError::NonEmptyGroup));
+        let mut replayed = coordinator();
+        replayed.apply(&GroupRecord::GroupMetadata { group: "g".into(), protocol_type: Some("consumer".into()), generation_id: 7 });
+        let group = replayed.group("g").unwrap();
+        assert_eq!((group.generation_id, group.state(), group.protocol_type.as_deref()), (7, GroupState::Empty, Some("consumer")));
+    }
+
+    #[test]
+    fn subscription_topics_parse_and_bound() {
+        let metadata = [0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c', 0, 0, 0, 0];
+        assert_eq!(consumer_subscription_topics(&metadata), Some(vec!["a".to_string(), "bc".to_string()]));
+        assert_eq!(consumer_subscription_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff]), None);
+        assert_eq!(consumer_subscription_topics(&[0]), None);
+    }
+
+    #[test]
+    fn every_deadline_is_reported_for_the_timer() {
+        let mut c = coordinator();
+        assert_eq!(c.next_deadline_ms(), None);
+        stable_single(&mut c);
+        assert_eq!(c.next_deadline_ms(), Some(i64::from(SESSION_MS)));
+    }
+}
