@@ -106,7 +106,21 @@ impl Groups {
 
     /// Appends a record, waits until it is durable, then applies it (and any earlier ones).
     pub async fn write(&self, record: GroupRecord) -> Result<(), ApiError> {
-        self.log.write(record, now_ms(), |record| self.coordinator().apply(record)).await
+        self.log.write(record, now_ms(), |record| self.coordinator().apply(record)).await?;
+        let compacted = self
+            .log
+            .compact_if_due(now_ms(), |record| self.coordinator().apply(record), || store::snapshot_records(self.coordinator().groups()))
+            .await;
+        if let Err(error) = compacted {
+            // The write itself is durable; the log stays as it is until the next try.
+            tracing::error!(error = %error.message, "group log compaction failed");
+        }
+        Ok(())
+    }
+
+    /// Bytes the group log holds (compaction keeps this bounded by the state's size).
+    pub async fn log_size_bytes(&self) -> u64 {
+        self.log.size_bytes().await
     }
 
     pub async fn flush(&self) -> Result<(), ApiError> {

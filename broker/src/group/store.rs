@@ -67,16 +67,68 @@ impl GroupRecord {
     }
 }
 
+/// Offsets per OffsetCommit record of a snapshot (each at most ~4.3 KiB with its metadata, so
+/// a batch stays far below a zone).
+const SNAPSHOT_OFFSETS_PER_RECORD: usize = 256;
+/// The log is compacted once it holds this many zones' worth of bytes, and twice what the last
+/// snapshot left behind (so that a large state does not compact over and over).
+const COMPACT_ZONES: u64 = 4;
+
 /// The group log and the records appended to it but not yet applied to memory.
+///
+/// Compaction (Kafka compacts `__consumer_offsets` by key): when the log has grown enough, the
+/// whole state is appended again as a snapshot and the log start moves to it (DeleteRecords),
+/// which releases the zones before it. Replaying a snapshot after the records it summarises
+/// (a crash before the log start moved) rebuilds the same state, so no step needs to be atomic.
 pub struct GroupLog {
     log: tokio::sync::Mutex<PartitionLog>,
     /// (last offset of the record's batch, record), in log order.
     unapplied: std::sync::Mutex<VecDeque<(i64, GroupRecord)>>,
+    /// Log bytes right after the last compaction (or at open).
+    compacted_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl GroupLog {
     pub fn new(log: PartitionLog) -> GroupLog {
-        GroupLog { log: tokio::sync::Mutex::new(log), unapplied: std::sync::Mutex::new(VecDeque::new()) }
+        let compacted_bytes = std::sync::atomic::AtomicU64::new(log.size_bytes());
+        GroupLog { log: tokio::sync::Mutex::new(log), unapplied: std::sync::Mutex::new(VecDeque::new()), compacted_bytes }
+    }
+
+    /// Compacts the log if it is due (see `GroupLog`). `snapshot` gives the state as records,
+    /// once every record written is applied (with `apply`).
+    pub async fn compact_if_due(
+        &self,
+        now_ms: i64,
+        mut apply: impl FnMut(&GroupRecord),
+        snapshot: impl FnOnce() -> Vec<GroupRecord>,
+    ) -> Result<bool, ApiError> {
+        use std::sync::atomic::Ordering;
+        let mut log = self.log.lock().await;
+        let size_bytes = log.size_bytes();
+        let threshold_bytes = (COMPACT_ZONES * log.batch_bytes_max() as u64).max(2 * self.compacted_bytes.load(Ordering::Relaxed));
+        if size_bytes < threshold_bytes {
+            return Ok(false);
+        }
+        // Writers wait on the log lock meanwhile: every record appended is in `unapplied`.
+        log.start_flush().complete().await?;
+        {
+            let mut unapplied = self.unapplied.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some((_, record)) = unapplied.pop_front() {
+                apply(&record);
+            }
+        }
+        let snapshot_start = log.log_end_offset();
+        let records = snapshot();
+        for record in &records {
+            let batch = record.to_batch(now_ms);
+            log.append(BytesMut::from(&batch[..]), now_ms)?;
+        }
+        log.start_flush().complete().await?;
+        log.delete_records(snapshot_start, now_ms)?.complete().await?;
+        let after_bytes = log.size_bytes();
+        self.compacted_bytes.store(after_bytes, Ordering::Relaxed);
+        tracing::info!(before_bytes = size_bytes, after_bytes, records = records.len(), "group log compacted");
+        Ok(true)
     }
 
     /// Appends `record` and waits until it is durable; then applies, with `apply`, every record
@@ -100,12 +152,46 @@ impl GroupLog {
         Ok(())
     }
 
+    pub async fn size_bytes(&self) -> u64 {
+        self.log.lock().await.size_bytes()
+    }
+
     /// Makes everything appended durable (shutdown).
     pub async fn flush(&self) -> Result<(), ApiError> {
         let flush = self.log.lock().await.start_flush();
         flush.complete().await?;
         Ok(())
     }
+}
+
+/// The state of `groups` as records that rebuild it: a generation record per group and its
+/// offsets in chunks.
+pub fn snapshot_records<'a>(groups: impl Iterator<Item = &'a crate::group::coordinator::Group>) -> Vec<GroupRecord> {
+    let mut records = Vec::new();
+    for group in groups {
+        records.push(GroupRecord::GroupMetadata {
+            group: group.group_id.clone(),
+            protocol_type: group.protocol_type.clone(),
+            generation_id: group.generation_id,
+        });
+        let offsets: Vec<OffsetRecord> = group
+            .offsets()
+            .iter()
+            .map(|((topic, partition), committed)| OffsetRecord {
+                topic: topic.clone(),
+                topic_id: crate::cluster::metadata::topic_id_to_hex(&committed.topic_id),
+                partition: *partition,
+                offset: committed.offset,
+                leader_epoch: committed.leader_epoch,
+                metadata: committed.metadata.clone(),
+                commit_timestamp_ms: committed.commit_timestamp_ms,
+            })
+            .collect();
+        for chunk in offsets.chunks(SNAPSHOT_OFFSETS_PER_RECORD) {
+            records.push(GroupRecord::OffsetCommit { group: group.group_id.clone(), offsets: chunk.to_vec() });
+        }
+    }
+    records
 }
 
 /// Replays the group log from its start: every record, in order.
