@@ -103,22 +103,40 @@ fn offsets_survive_reopen_and_the_log_compacts() {
     });
 }
 
+fn join(member_id: &str) -> RequestKind {
+    RequestKind::JoinGroup(
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(text(member_id))
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(text("range")).with_metadata(Bytes::from_static(b"m"))]),
+    )
+}
+
+/// Shutdown answers parked joins at once (they would hold it for the rebalance timeout).
+#[test]
+fn close_answers_parked_joins() {
+    broker::pending::block_on(async {
+        let cluster = open(&device()).await;
+        let Some(ResponseKind::JoinGroup(first)) = handle(&cluster, 9, join("")).await else { panic!() };
+        let member_id = first.member_id.to_string();
+        let closing = async { cluster.groups().close() };
+        // join! polls the join first: it parks (the new group waits 3 s for more members).
+        let (joined, ()) = tokio::join!(handle(&cluster, 9, join(&member_id)), closing);
+        let Some(ResponseKind::JoinGroup(joined)) = joined else { panic!() };
+        assert_eq!(joined.error_code, ResponseError::CoordinatorNotAvailable.code());
+        let Some(ResponseKind::JoinGroup(late)) = handle(&cluster, 9, join(&member_id)).await else { panic!() };
+        assert_eq!(late.error_code, ResponseError::CoordinatorNotAvailable.code());
+    });
+}
+
 #[test]
 fn join_and_sync_through_the_handlers() {
     broker::pending::block_on(async {
         let device = device();
         let cluster = open(&device).await;
-        let join = |member_id: &str| {
-            RequestKind::JoinGroup(
-                JoinGroupRequest::default()
-                    .with_group_id(GroupId(text("g")))
-                    .with_session_timeout_ms(10_000)
-                    .with_rebalance_timeout_ms(10_000)
-                    .with_member_id(text(member_id))
-                    .with_protocol_type(text("consumer"))
-                    .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(text("range")).with_metadata(Bytes::from_static(b"m"))]),
-            )
-        };
         let Some(ResponseKind::JoinGroup(first)) = handle(&cluster, 9, join("")).await else { panic!() };
         assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
         let member_id = first.member_id.to_string();

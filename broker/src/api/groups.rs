@@ -223,11 +223,25 @@ pub async fn offset_commit(cluster: &Arc<Cluster>, _api_version: i16, request: O
         results.push(partitions);
     }
     let mut write_error = None;
+    let keys: Vec<(String, i32)> = accepted.iter().map(|o| (o.topic.clone(), o.partition)).collect();
+    if !accepted.is_empty() && !cluster.groups().coordinator().has_room_for_offsets(&group_id, &keys) {
+        // Kafka has no such limit and so no code for it; this one makes clients retry later.
+        tracing::warn!(group = %group_id, "too many committed partitions in one group");
+        write_error = Some(ResponseError::CoordinatorNotAvailable);
+        accepted.clear();
+    }
     if !accepted.is_empty() {
         // Acknowledged only once durable, as produce acks are.
         if let Err(error) = cluster.groups().write(GroupRecord::OffsetCommit { group: group_id.clone(), offsets: accepted }).await {
             tracing::error!(group = %group_id, error = %error.message, "cannot write committed offsets");
             write_error = Some(ResponseError::CoordinatorNotAvailable);
+        }
+        // A topic deleted while the commit was written: its offsets must not outlive it (the
+        // replay drops them by topic id; memory drops them here).
+        let topics: std::collections::BTreeSet<&String> = keys.iter().map(|(topic, _)| topic).collect();
+        for topic in topics {
+            let current = cluster.topic(topic).map(|t| t.id);
+            cluster.groups().coordinator().retain_group_offsets(&group_id, |name, id| name != topic || current.as_ref() == Some(id));
         }
     }
     let topics = request

@@ -603,6 +603,15 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Whether `group_id` can hold `new_keys` more committed partitions (OFFSETS_PER_GROUP_MAX).
+    pub fn has_room_for_offsets(&self, group_id: &str, keys: &[(String, i32)]) -> bool {
+        let Some(group) = self.groups.get(group_id) else {
+            return keys.len() <= OFFSETS_PER_GROUP_MAX;
+        };
+        let new_keys = keys.iter().filter(|(topic, partition)| !group.offsets.contains_key(&(topic.clone(), *partition))).count();
+        group.offsets.len() + new_keys <= OFFSETS_PER_GROUP_MAX
+    }
+
     /// Whether a group may be deleted (DeleteGroups): it exists and has no members.
     pub fn validate_delete(&self, group_id: &str) -> Result<(), ResponseError> {
         validate_group_id(group_id)?;
@@ -622,6 +631,9 @@ impl Coordinator {
                     let Some(topic_id) = crate::cluster::metadata::topic_id_from_hex(topic_id) else { continue };
                     let key = (topic.clone(), *partition);
                     if group.offsets.len() >= OFFSETS_PER_GROUP_MAX && !group.offsets.contains_key(&key) {
+                        // OffsetCommit checks the room first; only a log written with a larger
+                        // limit gets here.
+                        tracing::warn!(group = %group.group_id, "committed offsets beyond the per-group limit dropped");
                         continue;
                     }
                     group.offsets.insert(
@@ -670,6 +682,13 @@ impl Coordinator {
             group.offsets.retain(|(topic, _), committed| keep(topic, &committed.topic_id));
         }
         self.groups.retain(|_, group| !group.is_idle());
+    }
+
+    /// `retain_offsets` for one group.
+    pub fn retain_group_offsets(&mut self, group_id: &str, mut keep: impl FnMut(&str, &[u8; 16]) -> bool) {
+        if let Some(group) = self.groups.get_mut(group_id) {
+            group.offsets.retain(|(topic, _), committed| keep(topic, &committed.topic_id));
+        }
     }
 
     /// The earliest deadline of any group, for the timer (None: nothing is timed).

@@ -30,10 +30,16 @@ enum Waiter {
     Sync(oneshot::Sender<SyncResponse>),
 }
 
+/// Parked requests, and whether the broker is shutting down (then nothing more is parked).
+struct Waiters {
+    by_ticket: HashMap<Ticket, Waiter>,
+    closed: bool,
+}
+
 pub struct Groups {
     coordinator: Mutex<Coordinator>,
     /// Parked JoinGroup and SyncGroup requests, by ticket.
-    waiters: Mutex<HashMap<Ticket, Waiter>>,
+    waiters: Mutex<Waiters>,
     next_ticket: AtomicU64,
     log: GroupLog,
 }
@@ -53,7 +59,7 @@ impl Groups {
         tracing::info!(records, groups = coordinator.groups().count(), "group log replayed");
         Ok(Groups {
             coordinator: Mutex::new(coordinator),
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(Waiters { by_ticket: HashMap::new(), closed: false }),
             next_ticket: AtomicU64::new(1),
             log: GroupLog::new(log),
         })
@@ -68,7 +74,9 @@ impl Groups {
         let member_id = request.member_id.clone();
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(ticket, Waiter::Join(sender));
+        if !self.park(ticket, Waiter::Join(sender)) {
+            return JoinResponse { error: Some(ResponseError::CoordinatorNotAvailable), ..lost_join(&member_id) };
+        }
         let mut outputs = Vec::new();
         self.coordinator().join(request, ticket, now_ms(), &mut outputs);
         self.deliver(outputs).await;
@@ -78,16 +86,44 @@ impl Groups {
     pub async fn sync(&self, request: SyncRequest) -> SyncResponse {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(ticket, Waiter::Sync(sender));
+        if !self.park(ticket, Waiter::Sync(sender)) {
+            return sync_error(ResponseError::CoordinatorNotAvailable);
+        }
         let mut outputs = Vec::new();
         self.coordinator().sync(request, ticket, now_ms(), &mut outputs);
         self.deliver(outputs).await;
-        receiver.await.unwrap_or_else(|_| SyncResponse {
-            error: Some(ResponseError::RebalanceInProgress),
-            protocol_type: None,
-            protocol_name: None,
-            assignment: Default::default(),
-        })
+        receiver.await.unwrap_or_else(|_| sync_error(ResponseError::RebalanceInProgress))
+    }
+
+    /// Registers a parked request; false once the broker is shutting down.
+    fn park(&self, ticket: Ticket, waiter: Waiter) -> bool {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if waiters.closed {
+            return false;
+        }
+        waiters.by_ticket.insert(ticket, waiter);
+        true
+    }
+
+    /// Shutdown: answers every parked JoinGroup and SyncGroup with COORDINATOR_NOT_AVAILABLE
+    /// (clients look for the coordinator again and retry), and parks nothing more, so that a
+    /// rebalance in progress does not hold the shutdown for its whole rebalance timeout.
+    pub fn close(&self) {
+        let parked: Vec<Waiter> = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            waiters.closed = true;
+            waiters.by_ticket.drain().map(|(_, waiter)| waiter).collect()
+        };
+        for waiter in parked {
+            match waiter {
+                Waiter::Join(sender) => {
+                    let _ = sender.send(JoinResponse { error: Some(ResponseError::CoordinatorNotAvailable), ..lost_join("") });
+                }
+                Waiter::Sync(sender) => {
+                    let _ = sender.send(sync_error(ResponseError::CoordinatorNotAvailable));
+                }
+            }
+        }
     }
 
     pub async fn leave(&self, group_id: &str, leaving: &[(String, Option<String>)]) -> Result<Vec<Option<ResponseError>>, ResponseError> {
@@ -141,12 +177,12 @@ impl Groups {
                 // A closed receiver is a client that went away: nothing to answer.
                 match output {
                     Output::Join(ticket, response) => {
-                        if let Some(Waiter::Join(sender)) = waiters.remove(&ticket) {
+                        if let Some(Waiter::Join(sender)) = waiters.by_ticket.remove(&ticket) {
                             let _ = sender.send(response);
                         }
                     }
                     Output::Sync(ticket, response) => {
-                        if let Some(Waiter::Sync(sender)) = waiters.remove(&ticket) {
+                        if let Some(Waiter::Sync(sender)) = waiters.by_ticket.remove(&ticket) {
                             let _ = sender.send(response);
                         }
                     }
@@ -160,6 +196,10 @@ impl Groups {
             }
         }
     }
+}
+
+fn sync_error(error: ResponseError) -> SyncResponse {
+    SyncResponse { error: Some(error), protocol_type: None, protocol_name: None, assignment: Default::default() }
 }
 
 fn lost_join(member_id: &str) -> JoinResponse {

@@ -93,6 +93,7 @@ pub async fn run(listener: TcpListener, cluster: Arc<Cluster>, config: ServerCon
         }
     }
     drop(listener);
+    cluster.groups().close();
     tracing::info!(connections = connections.len(), "stopped accepting; finishing in-flight requests");
     let drained = tokio::time::timeout(config.shutdown_grace, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
