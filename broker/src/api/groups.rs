@@ -405,7 +405,8 @@ pub fn describe_groups(cluster: &Arc<Cluster>, api_version: i16, request: Descri
                     described
                 };
             };
-            let stable = matches!(group.state(), GroupState::Stable | GroupState::CompletingRebalance);
+            // As Kafka's group summary: the protocol and member metadata only once Stable.
+            let stable = group.state() == GroupState::Stable;
             let protocol = group.protocol_name.clone().filter(|_| stable).unwrap_or_default();
             let members = group
                 .members()
@@ -416,7 +417,7 @@ pub fn describe_groups(cluster: &Arc<Cluster>, api_version: i16, request: Descri
                         .with_client_id(str_bytes(member.client_id.clone()))
                         .with_client_host(str_bytes(member.client_host.clone()))
                         .with_member_metadata(if stable { member.metadata(&protocol).cloned().unwrap_or_default() } else { Default::default() })
-                        .with_member_assignment(if group.state() == GroupState::Stable { member.assignment.clone() } else { Default::default() })
+                        .with_member_assignment(if stable { member.assignment.clone() } else { Default::default() })
                 })
                 .collect();
             described
