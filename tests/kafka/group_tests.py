@@ -487,12 +487,78 @@ def assignor_round(broker, strategy):
             b.close()
 
 
+def test_static_membership(broker):
+    """KIP-345 with librdkafka: a static member that restarts within the session timeout takes
+    its place back (same partitions) and the other member sees no rebalance."""
+    C = R.ck()
+    partitions = 4
+    topic = R.topic_name("group-static")
+    group = f"group-static-{uuid.uuid4().hex[:8]}"
+    admin = R.create_topic(broker, topic, partitions)
+    owned = {}
+    events = {}
+
+    def make(name):
+        owned[name] = set()
+        events[name] = []
+        c = C.Consumer({"bootstrap.servers": broker.addr, "group.id": group, "group.instance.id": f"static-{name}",
+                        "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                        "session.timeout.ms": 30000, "heartbeat.interval.ms": HEARTBEAT_MS,
+                        "fetch.wait.max.ms": 100, "log_level": 3})
+
+        def on_assign(consumer, parts):
+            owned[name].update(p.partition for p in parts)
+            events[name].append(("assign", sorted(p.partition for p in parts)))
+
+        def on_revoke(consumer, parts):
+            owned[name].difference_update(p.partition for p in parts)
+            events[name].append(("revoke", sorted(p.partition for p in parts)))
+        c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+        return c
+
+    def pump(consumers, until, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not until():
+            R.check(time.monotonic() < deadline, f"static: {what} not within {timeout} s (owned {owned}, events {events})")
+            for c in consumers:
+                c.poll(0.05)
+
+    a, b = make("a"), make("b")
+    a2 = None
+    try:
+        split = lambda: (owned["a"] and owned["b"] and not (owned["a"] & owned["b"])  # noqa: E731
+                         and owned["a"] | owned["b"] == set(range(partitions)))
+        pump([a, b], split, 60, "two static members sharing the partitions")
+        members, state = current_assignment(admin, group)
+        R.check(state == "STABLE" and len(members) == 2, f"static: {state} {members}")
+        before_a = set(owned["a"])
+        b_events = len(events["b"])
+        # A static member leaves no LeaveGroup behind on close: its session keeps its place.
+        a.close()
+        a = None
+        a2 = make("a")
+        pump([a2, b], lambda: owned["a"] == before_a, 30, "the restarted static member getting its partitions back")
+        # Keep both polling a little: a rebalance would show up as a revoke on b.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            a2.poll(0.05)
+            b.poll(0.05)
+        R.check(events["b"][b_events:] == [], f"static: the other member saw a rebalance: {events['b'][b_events:]}")
+        members, state = current_assignment(admin, group)
+        R.check(state == "STABLE" and len(members) == 2, f"static after restart: {state} {members}")
+    finally:
+        for c in (a, a2, b):
+            if c is not None:
+                c.close()
+
+
 def modules():
     return [
         ("group-rebalance", [("group/rebalance_sigkill_exactly_once", test_rebalance_sigkill)]),
         ("group-offsets", [("group/offsets_restart_lag", test_offsets_restart_and_lag)]),
         ("group-assignors", [(f"group/assignor_{s}", lambda b, s=s: assignor_round(b, s))
-                             for s in ("range", "roundrobin", "cooperative-sticky")]),
+                             for s in ("range", "roundrobin", "cooperative-sticky")]
+         + [("group/static_membership", test_static_membership)]),
     ]
 
 

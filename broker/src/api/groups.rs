@@ -121,7 +121,9 @@ pub async fn join_group(cluster: &Arc<Cluster>, api_version: i16, request: JoinG
         // Before v7 the protocol name is not nullable: an error answer carries "".
         .with_protocol_name(Some(str_bytes(answer.protocol_name.unwrap_or_default())).filter(|name| api_version < 7 || !name.is_empty()))
         .with_leader(str_bytes(answer.leader))
-        .with_skip_assignment(answer.skip_assignment)
+        // KIP-814 (v9): older clients get the members and an assignment to compute, which
+        // SyncGroup in a Stable group ignores in favour of the current one.
+        .with_skip_assignment(answer.skip_assignment && api_version >= 9)
         .with_member_id(str_bytes(answer.member_id))
         .with_members(members)
 }
