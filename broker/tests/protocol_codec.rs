@@ -433,6 +433,17 @@ fn sample_request(api_key: ApiKey, api_version: i16) -> RequestKind {
                 .with_name(name("events"))
                 .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)])])
             .into(),
+        ApiKey::ConsumerGroupHeartbeat => kafka_protocol::messages::ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group("group-a"))
+            .with_member_id(text("member-1"))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(300_000)
+            .with_subscribed_topic_names(Some(vec![name("events")]))
+            .with_subscribed_topic_regex(if api_version >= 1 { Some(text("")) } else { None })
+            .with_topic_partitions(Some(vec![kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions::default()
+                .with_topic_id(uuid_of(3))
+                .with_partitions(vec![0, 1])]))
+            .into(),
         other => panic!("no sample request for {other:?}"),
     }
 }

@@ -552,13 +552,79 @@ def test_static_membership(broker):
                 c.close()
 
 
+def test_consumer_protocol(broker):
+    """KIP-848 (`group.protocol=consumer`, librdkafka): two members reconcile to disjoint
+    halves of a 6-partition topic, consume everything, commit; the survivor of a leave gets all."""
+    C = R.ck()
+    partitions = 6
+    topic = R.topic_name("group-kip848")
+    group = f"group-kip848-{uuid.uuid4().hex[:8]}"
+    admin = R.create_topic(broker, topic, partitions)
+    owned = {"a": set(), "b": set()}
+    seen = []
+
+    def make(name):
+        c = C.Consumer({"bootstrap.servers": broker.addr, "group.id": group, "group.protocol": "consumer",
+                        "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                        "fetch.wait.max.ms": 100, "log_level": 3})
+
+        def on_assign(consumer, parts):
+            owned[name].update(p.partition for p in parts)
+            consumer.incremental_assign(parts)
+
+        def on_revoke(consumer, parts):
+            owned[name].difference_update(p.partition for p in parts)
+            consumer.incremental_unassign(parts)
+        c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+        return c
+
+    def pump(consumers, until, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not until():
+            R.check(time.monotonic() < deadline, f"kip848: {what} not within {timeout} s (owned {owned})")
+            for name, c in consumers.items():
+                m = c.poll(0.05)
+                if m is not None and m.error() is None:
+                    seen.append((name, m.partition(), m.offset()))
+                    c.commit(message=m, asynchronous=False)
+
+    a = make("a")
+    b = None
+    try:
+        pump({"a": a}, lambda: owned["a"] == set(range(partitions)), 60, "the first member owning all partitions")
+        b = make("b")
+        split = lambda: (owned["a"] and owned["b"] and not (owned["a"] & owned["b"])  # noqa: E731
+                         and owned["a"] | owned["b"] == set(range(partitions)))
+        pump({"a": a, "b": b}, split, 60, "the partitions split between two members")
+        msgs = [{"p": i % partitions, "k": None, "v": b"kip848-%d" % i, "h": [], "ts": None} for i in range(300)]
+        R.confluent_produce(broker, topic, msgs, "none")
+        pump({"a": a, "b": b}, lambda: len({(p, o) for _, p, o in seen}) >= len(msgs), 60, "all messages consumed")
+        R.check(len(seen) == len(msgs), f"kip848: {len(seen)} deliveries for {len(msgs)} messages")
+        listed = admin.list_consumer_groups(request_timeout=10).result(timeout=30)
+        types = {g.group_id: (g.type.name if hasattr(g, "type") else None, g.state.name) for g in listed.valid}
+        R.check(group in types, f"kip848: group not listed: {types}")
+        b.close()
+        b = None
+        pump({"a": a}, lambda: owned["a"] == set(range(partitions)), 60, "the survivor owning all partitions")
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(partitions)])
+    result = admin.list_consumer_group_offsets([request], request_timeout=10)[group].result(timeout=30)
+    offsets = {tp.partition: tp.offset for tp in result.topic_partitions}
+    R.check(offsets == {p: 50 for p in range(partitions)}, f"kip848: committed offsets {offsets}")
+
+
 def modules():
     return [
         ("group-rebalance", [("group/rebalance_sigkill_exactly_once", test_rebalance_sigkill)]),
         ("group-offsets", [("group/offsets_restart_lag", test_offsets_restart_and_lag)]),
         ("group-assignors", [(f"group/assignor_{s}", lambda b, s=s: assignor_round(b, s))
                              for s in ("range", "roundrobin", "cooperative-sticky")]
-         + [("group/static_membership", test_static_membership)]),
+         + [("group/static_membership", test_static_membership),
+            ("group/consumer_protocol_kip848", test_consumer_protocol)]),
     ]
 
 

@@ -24,12 +24,16 @@ use kafka_protocol::messages::{
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
     OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
+use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
+use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
 
 use super::{str_bytes, RequestContext};
 use crate::cluster::metadata::topic_id_to_hex;
 use crate::cluster::{now_ms, Cluster, ResponseError};
 use crate::group::coordinator::{self, GroupState, OFFSET_METADATA_BYTES_MAX};
+use crate::group::consumer;
 use crate::group::{GroupRecord, JoinRequest, OffsetRecord, SyncRequest};
 
 /// FindCoordinator key type of consumer groups (1 is transactions, 2 share groups).
@@ -41,6 +45,7 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 /// The group type of every group here (KIP-848's consumer groups would be "consumer").
 const GROUP_TYPE_CLASSIC: &str = "classic";
+const GROUP_TYPE_CONSUMER: &str = "consumer";
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |error| error.code())
@@ -367,21 +372,29 @@ pub fn offset_fetch(cluster: &Arc<Cluster>, api_version: i16, request: OffsetFet
 pub fn list_groups(cluster: &Arc<Cluster>, _api_version: i16, request: ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = request.types_filter.iter().map(|t| t.to_lowercase()).collect();
-    if !types.is_empty() && !types.iter().any(|t| t == GROUP_TYPE_CLASSIC) {
-        return ListGroupsResponse::default();
-    }
     let coordinator = cluster.groups().coordinator();
-    let groups = coordinator
+    let wanted = |type_name: &str, state: &str| {
+        (types.is_empty() || types.iter().any(|t| t == type_name)) && (states.is_empty() || states.contains(&state.to_lowercase()))
+    };
+    let listed = |group_id: &str, protocol_type: &str, state: &str, group_type: &str| {
+        ListedGroup::default()
+            .with_group_id(GroupId(str_bytes(group_id)))
+            .with_protocol_type(str_bytes(protocol_type))
+            .with_group_state(str_bytes(state))
+            .with_group_type(str_bytes(group_type))
+    };
+    let mut groups: Vec<ListedGroup> = coordinator
         .groups()
-        .filter(|group| states.is_empty() || states.contains(&group.state().name().to_lowercase()))
-        .map(|group| {
-            ListedGroup::default()
-                .with_group_id(GroupId(str_bytes(group.group_id.clone())))
-                .with_protocol_type(str_bytes(group.protocol_type.clone().unwrap_or_default()))
-                .with_group_state(str_bytes(group.state().name()))
-                .with_group_type(str_bytes(GROUP_TYPE_CLASSIC))
-        })
+        .filter(|group| coordinator.consumer_group(&group.group_id).is_none())
+        .filter(|group| wanted(GROUP_TYPE_CLASSIC, group.state().name()))
+        .map(|group| listed(&group.group_id, group.protocol_type.as_deref().unwrap_or_default(), group.state().name(), GROUP_TYPE_CLASSIC))
         .collect();
+    groups.extend(
+        coordinator
+            .consumer_groups()
+            .filter(|group| wanted(GROUP_TYPE_CONSUMER, group.state_name()))
+            .map(|group| listed(&group.group_id, "consumer", group.state_name(), GROUP_TYPE_CONSUMER)),
+    );
     ListGroupsResponse::default().with_groups(groups)
 }
 
@@ -395,6 +408,25 @@ pub fn describe_groups(cluster: &Arc<Cluster>, api_version: i16, request: Descri
             let described = DescribedGroup::default().with_group_id(group_id.clone()).with_authorized_operations(operations);
             if let Err(error) = coordinator::validate_group_id(&group_id.0) {
                 return described.with_error_code(error.code());
+            }
+            if let Some(consumer_group) = coordinator.consumer_group(&group_id.0) {
+                // KIP-848 groups are described by ConsumerGroupDescribe in Kafka; here, members
+                // and state (their assignments are not in the classic encoding).
+                let members = consumer_group
+                    .members
+                    .values()
+                    .map(|member| {
+                        DescribedGroupMember::default()
+                            .with_member_id(str_bytes(member.member_id.clone()))
+                            .with_group_instance_id(member.instance_id.clone().map(str_bytes))
+                            .with_client_id(str_bytes(member.client_id.clone()))
+                            .with_client_host(str_bytes(member.client_host.clone()))
+                    })
+                    .collect();
+                return described
+                    .with_group_state(str_bytes(consumer_group.state_name()))
+                    .with_protocol_type(str_bytes("consumer"))
+                    .with_members(members);
             }
             let Some(group) = coordinator.group(&group_id.0) else {
                 // Kafka answers an unknown group as Dead, and with GROUP_ID_NOT_FOUND from v6.
@@ -458,8 +490,9 @@ pub async fn offset_delete(cluster: &Arc<Cluster>, _api_version: i16, request: O
         coordinator::validate_group_id(&group_id)?;
         let coordinator = cluster.groups().coordinator();
         let group = coordinator.group(&group_id).ok_or(ResponseError::GroupIdNotFound)?;
-        let empty = group.state() == GroupState::Empty;
-        if !empty && group.protocol_type.as_deref() != Some("consumer") {
+        let consumer_group = coordinator.consumer_group(&group_id);
+        let empty = group.state() == GroupState::Empty && consumer_group.is_none();
+        if !empty && consumer_group.is_none() && group.protocol_type.as_deref() != Some("consumer") {
             return Err(ResponseError::NonEmptyGroup);
         }
         Ok(request
@@ -468,7 +501,10 @@ pub async fn offset_delete(cluster: &Arc<Cluster>, _api_version: i16, request: O
             .map(|topic| {
                 let name = text(&topic.name.0);
                 let known = cluster.topic(&name);
-                let subscribed = !empty && group.subscribed_to(&name);
+                let subscribed = match consumer_group {
+                    Some(consumer_group) => consumer_group.members.values().any(|m| m.subscribed.contains(&name)),
+                    None => !empty && group.subscribed_to(&name),
+                };
                 topic
                     .partitions
                     .iter()
@@ -516,4 +552,57 @@ pub async fn offset_delete(cluster: &Arc<Cluster>, _api_version: i16, request: O
         })
         .collect();
     OffsetDeleteResponse::default().with_topics(topics)
+}
+
+/// KIP-848: one heartbeat of a consumer-protocol member (see `group::consumer`).
+pub fn consumer_group_heartbeat(
+    cluster: &Arc<Cluster>,
+    _api_version: i16,
+    request: ConsumerGroupHeartbeatRequest,
+    context: &RequestContext,
+) -> ConsumerGroupHeartbeatResponse {
+    let topics: BTreeMap<String, ([u8; 16], i32)> =
+        cluster.topics().iter().map(|topic| (topic.name.clone(), (topic.id, topic.partition_count()))).collect();
+    let owned = request.topic_partitions.as_ref().map(|owned| {
+        owned
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (*t.topic_id.as_bytes(), *p)))
+            .collect()
+    });
+    let heartbeat = consumer::HeartbeatRequest {
+        group_id: text(&request.group_id.0),
+        member_id: text(&request.member_id),
+        member_epoch: request.member_epoch,
+        instance_id: request.instance_id.as_ref().map(text),
+        rebalance_timeout_ms: request.rebalance_timeout_ms,
+        subscribed_topic_names: request.subscribed_topic_names.as_ref().map(|names| names.iter().map(|n| text(&n.0)).collect()),
+        owned,
+        client_id: context.client_id.clone(),
+        client_host: context.client_host.clone(),
+    };
+    tracing::debug!(?request, "ConsumerGroupHeartbeat");
+    if request.subscribed_topic_regex.as_ref().is_some_and(|regex| !regex.is_empty()) {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_error_message(Some(str_bytes("subscribed_topic_regex is not supported")));
+    }
+    let answer = cluster.groups().coordinator().consumer_heartbeat(heartbeat, &topics, now_ms());
+    let assignment = answer.assignment.map(|partitions| {
+        let mut by_topic: BTreeMap<[u8; 16], Vec<i32>> = BTreeMap::new();
+        for (topic_id, partition) in partitions {
+            by_topic.entry(topic_id).or_default().push(partition);
+        }
+        Assignment::default().with_topic_partitions(
+            by_topic
+                .into_iter()
+                .map(|(id, partitions)| TopicPartitions::default().with_topic_id(Uuid::from_bytes(id)).with_partitions(partitions))
+                .collect(),
+        )
+    });
+    ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(code(answer.error))
+        .with_member_id(Some(str_bytes(answer.member_id)))
+        .with_member_epoch(answer.member_epoch)
+        .with_heartbeat_interval_ms(answer.heartbeat_interval_ms)
+        .with_assignment(assignment)
 }

@@ -58,6 +58,9 @@ pub async fn handle_from(cluster: &Arc<Cluster>, api_version: i16, body: Request
         RequestKind::ListGroups(request) => ResponseKind::ListGroups(groups::list_groups(cluster, api_version, request)),
         RequestKind::DescribeGroups(request) => ResponseKind::DescribeGroups(groups::describe_groups(cluster, api_version, request)),
         RequestKind::DeleteGroups(request) => ResponseKind::DeleteGroups(groups::delete_groups(cluster, api_version, request).await),
+        RequestKind::ConsumerGroupHeartbeat(request) => {
+            ResponseKind::ConsumerGroupHeartbeat(groups::consumer_group_heartbeat(cluster, api_version, request, context))
+        }
         RequestKind::OffsetDelete(request) => ResponseKind::OffsetDelete(groups::offset_delete(cluster, api_version, request).await),
         other => {
             // The server only dispatches APIs in the version table; reaching here is a bug in

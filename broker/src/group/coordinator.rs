@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
+use super::consumer::{self, ConsumerGroup};
 use super::store::{GroupRecord, OffsetRecord};
 
 /// Identifies a parked JoinGroup or SyncGroup request.
@@ -327,6 +328,8 @@ pub enum Output {
 pub struct Coordinator {
     config: GroupConfig,
     groups: BTreeMap<String, Group>,
+    /// KIP-848 groups with members; their offsets are kept in `groups` (an Empty group).
+    consumer_groups: BTreeMap<String, ConsumerGroup>,
     /// Member ids are `<client id or instance id>-<nonce><sequence>`: unique for this broker's
     /// life (the nonce differs per start) without randomness inside the state machine.
     member_id_nonce: u64,
@@ -337,7 +340,7 @@ impl Coordinator {
     pub fn new(config: GroupConfig, member_id_nonce: u64) -> Coordinator {
         assert!(config.session_timeout_min_ms <= config.session_timeout_max_ms);
         assert!(config.members_per_group_max > 0 && config.groups_max > 0);
-        Coordinator { config, groups: BTreeMap::new(), member_id_nonce, member_id_sequence: 0 }
+        Coordinator { config, groups: BTreeMap::new(), consumer_groups: BTreeMap::new(), member_id_nonce, member_id_sequence: 0 }
     }
 
     pub fn group(&self, group_id: &str) -> Option<&Group> {
@@ -346,6 +349,55 @@ impl Coordinator {
 
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
         self.groups.values()
+    }
+
+    pub fn consumer_group(&self, group_id: &str) -> Option<&ConsumerGroup> {
+        self.consumer_groups.get(group_id)
+    }
+
+    pub fn consumer_groups(&self) -> impl Iterator<Item = &ConsumerGroup> {
+        self.consumer_groups.values()
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848). `topics`: every topic by name, with id and partitions.
+    pub fn consumer_heartbeat(
+        &mut self,
+        request: consumer::HeartbeatRequest,
+        topics: &BTreeMap<String, ([u8; 16], i32)>,
+        now_ms: i64,
+    ) -> consumer::HeartbeatResponse {
+        let refuse = |error| consumer::HeartbeatResponse {
+            error: Some(error),
+            member_id: request.member_id.clone(),
+            member_epoch: request.member_epoch,
+            heartbeat_interval_ms: consumer::HEARTBEAT_INTERVAL_MS,
+            assignment: None,
+        };
+        if let Err(error) = validate_group_id(&request.group_id) {
+            return refuse(error);
+        }
+        if self.groups.get(&request.group_id).is_some_and(|group| !group.members.is_empty() || !group.pending_members.is_empty()) {
+            // A classic group with members: not a consumer group (Kafka's answer).
+            return refuse(ResponseError::GroupIdNotFound);
+        }
+        if !self.consumer_groups.contains_key(&request.group_id) {
+            if request.member_epoch != 0 {
+                return refuse(ResponseError::UnknownMemberId);
+            }
+            if self.groups.len() + self.consumer_groups.len() >= self.config.groups_max {
+                return refuse(ResponseError::CoordinatorNotAvailable);
+            }
+            self.consumer_groups.insert(request.group_id.clone(), ConsumerGroup::new(&request.group_id));
+        }
+        let new_member_id = self.new_member_id(&request.client_id);
+        let group_id = request.group_id.clone();
+        let members_max = self.config.members_per_group_max;
+        let group = self.consumer_groups.get_mut(&group_id).expect("inserted above");
+        let response = group.heartbeat(request, || new_member_id, topics, members_max, now_ms);
+        if group.members.is_empty() {
+            self.consumer_groups.remove(&group_id);
+        }
+        response
     }
 
     fn new_member_id(&mut self, prefix: &str) -> String {
@@ -372,6 +424,9 @@ impl Coordinator {
         let metadata_bytes: usize = request.protocols.iter().map(|(name, metadata)| name.len() + metadata.len()).sum();
         if request.protocols.len() > PROTOCOLS_PER_MEMBER_MAX || metadata_bytes > PROTOCOL_METADATA_BYTES_MAX {
             return Err(ResponseError::InvalidRequest);
+        }
+        if self.consumer_groups.contains_key(&request.group_id) {
+            return Err(ResponseError::InconsistentGroupProtocol);
         }
         if !self.groups.contains_key(&request.group_id) {
             if !request.member_id.is_empty() {
@@ -574,6 +629,9 @@ impl Coordinator {
     /// or an admin client) is allowed while the group has no members.
     pub fn validate_commit(&self, group_id: &str, generation_id: i32, member_id: &str, group_instance_id: Option<&str>) -> Result<(), ResponseError> {
         validate_group_id(group_id)?;
+        if let Some(consumer_group) = self.consumer_groups.get(group_id) {
+            return consumer_group.validate_commit(member_id, generation_id);
+        }
         let Some(group) = self.groups.get(group_id) else {
             if generation_id >= 0 {
                 return Err(ResponseError::IllegalGeneration);
@@ -615,6 +673,9 @@ impl Coordinator {
     /// Whether a group may be deleted (DeleteGroups): it exists and has no members.
     pub fn validate_delete(&self, group_id: &str) -> Result<(), ResponseError> {
         validate_group_id(group_id)?;
+        if self.consumer_groups.contains_key(group_id) {
+            return Err(ResponseError::NonEmptyGroup);
+        }
         let group = self.groups.get(group_id).ok_or(ResponseError::GroupIdNotFound)?;
         if group.state != GroupState::Empty || !group.members.is_empty() {
             return Err(ResponseError::NonEmptyGroup);
@@ -693,7 +754,9 @@ impl Coordinator {
 
     /// The earliest deadline of any group, for the timer (None: nothing is timed).
     pub fn next_deadline_ms(&self) -> Option<i64> {
-        self.groups.values().flat_map(group_deadlines).min()
+        let classic = self.groups.values().flat_map(group_deadlines).min();
+        let consumer = self.consumer_groups.values().filter_map(ConsumerGroup::next_deadline_ms).min();
+        classic.into_iter().chain(consumer).min()
     }
 
     /// Expires sessions, pending member ids, join and sync phases.
@@ -727,6 +790,12 @@ impl Coordinator {
             maybe_complete_join(group, now_ms, outputs);
         }
         self.groups.retain(|_, group| !group.is_idle());
+        for group in self.consumer_groups.values_mut() {
+            if group.expire(now_ms) {
+                tracing::info!(group = %group.group_id, "consumer group member session timed out");
+            }
+        }
+        self.consumer_groups.retain(|_, group| !group.members.is_empty());
     }
 }
 

@@ -6,6 +6,7 @@
 //! This broker is the coordinator of every group. The coordinator's lock is a plain mutex,
 //! held for memory work only; nothing awaits while holding it.
 
+pub mod consumer;
 pub mod coordinator;
 pub mod store;
 

@@ -99,6 +99,7 @@ supported_messages! {
     DescribeGroups,
     DeleteGroups,
     OffsetDelete,
+    ConsumerGroupHeartbeat,
 }
 
 /// A decoded request. `api_key` and `api_version` repeat the header's fields, already checked
@@ -462,6 +463,7 @@ mod tests {
             ApiKey::DescribeGroups => kafka_protocol::messages::DescribeGroupsRequest::default().into(),
             ApiKey::DeleteGroups => kafka_protocol::messages::DeleteGroupsRequest::default().into(),
             ApiKey::OffsetDelete => kafka_protocol::messages::OffsetDeleteRequest::default().into(),
+            ApiKey::ConsumerGroupHeartbeat => kafka_protocol::messages::ConsumerGroupHeartbeatRequest::default().into(),
             other => panic!("no default request for {other:?}"),
         }
     }
@@ -501,9 +503,9 @@ mod tests {
         );
         // Known to Kafka but not served here.
         assert_eq!(
-            decode_request(frame(ApiKey::ConsumerGroupHeartbeat as i16, 0)),
+            decode_request(frame(ApiKey::ConsumerGroupDescribe as i16, 0)),
             Err(DecodeError::UnknownApiKey {
-                api_key: ApiKey::ConsumerGroupHeartbeat as i16,
+                api_key: ApiKey::ConsumerGroupDescribe as i16,
                 correlation_id: 42
             })
         );
