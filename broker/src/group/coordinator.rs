@@ -389,7 +389,9 @@ impl Coordinator {
             }
             self.consumer_groups.insert(request.group_id.clone(), ConsumerGroup::new(&request.group_id));
         }
-        let new_member_id = self.new_member_id(&request.client_id);
+        // Only a v0 join needs a name from us (v1 clients bring their own).
+        let new_member_id =
+            if request.member_epoch == 0 && request.member_id.is_empty() { self.new_member_id(&request.client_id) } else { String::new() };
         let group_id = request.group_id.clone();
         let members_max = self.config.members_per_group_max;
         let group = self.consumer_groups.get_mut(&group_id).expect("inserted above");
