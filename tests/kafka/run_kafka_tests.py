@@ -27,6 +27,7 @@ Modules and tests:
                        which needs the group APIs: FindCoordinator, JoinGroup, SyncGroup, ...).
   admin                confluent-kafka AdminClient round trips.
   restart              produce, SIGTERM, restart on the same directory: data and configs survive.
+  group-*              consumer groups (issue 4): see tests/kafka/group_tests.py.
 """
 
 import argparse

@@ -506,7 +506,11 @@ impl Coordinator {
                     outputs.push(Output::Join(ticket, join_answer(group, &request.member_id, with_members, false)));
                 }
             }
-            GroupState::Empty => unreachable!("a group with members is not Empty"),
+            GroupState::Empty => {
+                // A group with members is never Empty (every path that adds one rebalances).
+                debug_assert!(false, "group {} is Empty with members", group.group_id);
+                return Err(ResponseError::UnknownMemberId);
+            }
         }
         Ok(())
     }
@@ -966,7 +970,13 @@ fn maybe_complete_join(group: &mut Group, now_ms: i64, outputs: &mut Vec<Output>
         group.leader_id = None;
     } else {
         group.protocol_name = group.select_protocol();
-        assert!(group.protocol_name.is_some(), "members were admitted only with a common protocol");
+        if group.protocol_name.is_none() {
+            // Members are admitted only with a protocol all others offer, so this is a bug; a
+            // wrong protocol is better than a panic under the coordinator lock.
+            debug_assert!(false, "group {} has no common protocol", group.group_id);
+            tracing::error!(group = %group.group_id, "no protocol common to all members");
+            group.protocol_name = group.members.values().next().and_then(|m| m.protocols.first()).map(|(name, _)| name.clone());
+        }
         if !group.leader_id.as_ref().is_some_and(|leader| group.members.contains_key(leader)) {
             group.leader_id = group.members.keys().next().cloned();
         }
