@@ -29,6 +29,7 @@ Modules and tests:
   restart              produce, SIGTERM, restart on the same directory: data and configs survive.
   idempotence          idempotent producers through a connection-cutting proxy, and resends
                        after a restart (tests/kafka/idempotence_tests.py).
+  group-*              consumer groups (issue 4): see tests/kafka/group_tests.py.
 """
 
 import argparse
@@ -1020,6 +1021,9 @@ def build_modules():
     mods.append(("restart", [("restart/data_and_configs", test_restart)]))
     import idempotence_tests
     mods.append(("idempotence", idempotence_tests.tests(sys.modules[__name__])))
+    import group_tests  # consumer groups (issue 4); it uses this module's helpers
+    group_tests.R = sys.modules[__name__]
+    mods.extend(group_tests.modules())
     return mods
 
 

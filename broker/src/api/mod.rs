@@ -5,6 +5,7 @@
 mod admin;
 mod configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -17,9 +18,22 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::cluster::Cluster;
 
+/// Who sent a request, as group members report it (DescribeGroups).
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    pub client_id: String,
+    /// Kafka's form: "/" and the peer's IP address.
+    pub client_host: String,
+}
+
 /// Answers one request. `None`: no response is sent (Produce with acks=0).
 /// ApiVersions is answered by the server from the version table, before dispatch.
 pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, body: RequestKind) -> Option<ResponseKind> {
+    handle_from(cluster, api_version, body, &RequestContext::default()).await
+}
+
+/// `handle`, for a request whose sender is known.
+pub async fn handle_from(cluster: &Arc<Cluster>, api_version: i16, body: RequestKind, context: &RequestContext) -> Option<ResponseKind> {
     let response = match body {
         RequestKind::Metadata(request) => ResponseKind::Metadata(metadata::handle(cluster, api_version, request).await),
         RequestKind::Produce(request) => return produce::handle(cluster, api_version, request).await.map(ResponseKind::Produce),
@@ -36,6 +50,20 @@ pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, body: RequestKind)
         RequestKind::IncrementalAlterConfigs(request) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(cluster, api_version, request).await)
         }
+        RequestKind::FindCoordinator(request) => ResponseKind::FindCoordinator(groups::find_coordinator(cluster, api_version, request)),
+        RequestKind::JoinGroup(request) => ResponseKind::JoinGroup(groups::join_group(cluster, api_version, request, context).await),
+        RequestKind::SyncGroup(request) => ResponseKind::SyncGroup(groups::sync_group(cluster, api_version, request).await),
+        RequestKind::Heartbeat(request) => ResponseKind::Heartbeat(groups::heartbeat(cluster, api_version, request)),
+        RequestKind::LeaveGroup(request) => ResponseKind::LeaveGroup(groups::leave_group(cluster, api_version, request).await),
+        RequestKind::OffsetCommit(request) => ResponseKind::OffsetCommit(groups::offset_commit(cluster, api_version, request).await),
+        RequestKind::OffsetFetch(request) => ResponseKind::OffsetFetch(groups::offset_fetch(cluster, api_version, request)),
+        RequestKind::ListGroups(request) => ResponseKind::ListGroups(groups::list_groups(cluster, api_version, request)),
+        RequestKind::DescribeGroups(request) => ResponseKind::DescribeGroups(groups::describe_groups(cluster, api_version, request)),
+        RequestKind::DeleteGroups(request) => ResponseKind::DeleteGroups(groups::delete_groups(cluster, api_version, request).await),
+        RequestKind::ConsumerGroupHeartbeat(request) => {
+            ResponseKind::ConsumerGroupHeartbeat(groups::consumer_group_heartbeat(cluster, api_version, request, context))
+        }
+        RequestKind::OffsetDelete(request) => ResponseKind::OffsetDelete(groups::offset_delete(cluster, api_version, request).await),
         other => {
             // The server only dispatches APIs in the version table; reaching here is a bug in
             // that table, answered by closing the connection rather than a wrong response.

@@ -12,6 +12,8 @@ use bytes::BytesMut;
 pub use kafka_protocol::error::ResponseError;
 use tokio::sync::Notify;
 
+use crate::group::store::{groups_partition_id, GROUPS_TOPIC};
+use crate::group::{GroupConfig, Groups};
 use crate::log::{LogError, LogStore, PartitionId, PartitionLog};
 use metadata::{metadata_partition_id, topic_id_from_hex, topic_id_to_hex, MetadataRecord, METADATA_TOPIC};
 pub use topic_config::{ConfigEntry, TopicConfig};
@@ -167,6 +169,8 @@ pub struct Cluster {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// The metadata log; its async lock also serialises metadata changes.
     metadata: tokio::sync::Mutex<PartitionLog>,
+    /// Consumer groups and their committed offsets (this broker coordinates every group).
+    groups: Groups,
     /// Producer ids handed out by InitProducerId. Lock order: this, then `metadata`.
     producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
 }
@@ -188,11 +192,23 @@ impl Cluster {
     /// Logs of topics that no longer exist (a deletion whose zone resets did not finish before
     /// a crash) are released.
     pub async fn open(store: LogStore, recovered: Vec<PartitionLog>, broker: BrokerConfig) -> Result<Arc<Cluster>, String> {
+        Cluster::open_with_groups(store, recovered, broker, GroupConfig::default()).await
+    }
+
+    pub async fn open_with_groups(
+        store: LogStore,
+        recovered: Vec<PartitionLog>,
+        broker: BrokerConfig,
+        group_config: GroupConfig,
+    ) -> Result<Arc<Cluster>, String> {
         let mut logs: BTreeMap<(String, i32), PartitionLog> = BTreeMap::new();
         let mut metadata_log = None;
+        let mut groups_log = None;
         for log in recovered {
             if *log.id() == metadata_partition_id() {
                 metadata_log = Some(log);
+            } else if *log.id() == groups_partition_id() {
+                groups_log = Some(log);
             } else {
                 logs.insert((log.id().topic.clone(), log.id().partition), log);
             }
@@ -223,11 +239,14 @@ impl Cluster {
             tracing::warn!(%topic, partition, "partition log of a topic that no longer exists; releasing its zones");
             log.delete();
         }
+        let groups_log = groups_log.unwrap_or_else(|| store.create_partition(groups_partition_id()));
+        let groups = Groups::open(groups_log, group_config, |name, id| topics.get(name).is_some_and(|topic: &Arc<Topic>| topic.id == *id)).await?;
         Ok(Arc::new(Cluster {
             store,
             broker,
             topics: RwLock::new(topics),
             metadata: tokio::sync::Mutex::new(metadata_log),
+            groups,
             // Ids of the last recorded block may have been handed out before a restart: start
             // after it, with an empty block, so the first allocation records a new one.
             producer_ids: tokio::sync::Mutex::new(ProducerIdBlock { next: producer_id_end, end: producer_id_end }),
@@ -236,6 +255,10 @@ impl Cluster {
 
     pub fn broker(&self) -> &BrokerConfig {
         &self.broker
+    }
+
+    pub fn groups(&self) -> &Groups {
+        &self.groups
     }
 
     pub fn store(&self) -> &LogStore {
@@ -315,6 +338,8 @@ impl Cluster {
         let record = MetadataRecord::DeleteTopic { name: name.to_string(), topic_id: topic_id_to_hex(&topic.id) };
         self.record(&mut metadata, &record).await?;
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        // Offsets are dropped in memory now; at replay, by the topic id they were committed for.
+        self.groups.topic_deleted(name);
         for partition in topic.partitions() {
             if let Some(log) = partition.take_log() {
                 log.delete();
@@ -423,7 +448,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return invalid(format!("Topic name {name:?} contains characters other than ASCII alphanumerics, '.', '_' and '-'"));
     }
-    if name == METADATA_TOPIC {
+    if name == METADATA_TOPIC || name == GROUPS_TOPIC {
         return invalid(format!("Topic name {name:?} is reserved for the broker's metadata"));
     }
     Ok(())

@@ -73,7 +73,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, c
                 tracing::info!(%peer, api_key, frame_bytes = frame.len(), max_bytes = config.control_request_bytes_max, "request too large for its API; closing connection");
                 break 'connection;
             }
-            match dispatch(frame, &cluster).await {
+            match dispatch(frame, &cluster, &peer).await {
                 Ok(slot) => {
                     // Waits when the connection already has its maximum of requests in flight.
                     if slots.send(slot).await.is_err() {
@@ -107,7 +107,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, c
 /// request but Produce is handled to completion before the next frame is looked at. Produce
 /// appends its batches here, in order, and only its wait for durability runs on a task of its
 /// own, so a client's pipelined produce requests are appended in order and flushed together.
-async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, Close> {
+async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr) -> Result<ResponseSlot, Close> {
     let (respond, slot) = oneshot::channel();
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
@@ -135,7 +135,13 @@ async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, 
             }
             return Ok(slot);
         }
-        body => api::handle(cluster, api_version, body).await,
+        body => {
+            let context = api::RequestContext {
+                client_id: header.client_id.as_deref().unwrap_or_default().to_string(),
+                client_host: format!("/{}", peer.ip()),
+            };
+            api::handle_from(cluster, api_version, body, &context).await
+        }
     };
     send(respond, api_key, api_version, correlation_id, response);
     Ok(slot)
