@@ -50,9 +50,38 @@ struct WantedTopic {
     partitions: Vec<Wanted>,
 }
 
+/// A Fetch answer with each partition's batches kept apart, as read (zero-copy slices of the
+/// cache or of device windows): `protocol::encode_fetch_response` writes them into the frame
+/// without copying. `records` has one list per partition of `response`, in order; a
+/// partition's `records` field is empty where its list is used.
+pub struct FetchAnswer {
+    pub response: FetchResponse,
+    pub records: Vec<Vec<Bytes>>,
+}
+
+impl FetchAnswer {
+    /// The plain response, each partition's batches concatenated into its records.
+    pub fn into_response(self) -> FetchResponse {
+        let FetchAnswer { mut response, records } = self;
+        for (partition, batches) in response.responses.iter_mut().flat_map(|topic| topic.partitions.iter_mut()).zip(records) {
+            if !batches.is_empty() {
+                let total_bytes = batches.iter().map(|batch| batch.len()).sum();
+                partition.records = Some(concat(batches, total_bytes));
+            }
+        }
+        response
+    }
+}
+
 pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: FetchRequest) -> FetchResponse {
+    handle_segmented(cluster, api_version, request).await.into_response()
+}
+
+/// `handle`, with the records left as the batches read (see `FetchAnswer`).
+pub async fn handle_segmented(cluster: &Arc<Cluster>, api_version: i16, request: FetchRequest) -> FetchAnswer {
     if api_version >= 7 && !(request.session_epoch == 0 || request.session_epoch == -1) {
-        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()).with_session_id(0);
+        let response = FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()).with_session_id(0);
+        return FetchAnswer { response, records: Vec::new() };
     }
     // v13+ (KIP-516) names topics by id.
     let by_id = api_version >= 13;
@@ -114,15 +143,23 @@ pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: FetchRequ
         }
     };
 
+    let mut records = Vec::new();
     let responses = topics
         .iter()
         .zip(responses)
         .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(data, batches)| {
+                    records.push(batches);
+                    data
+                })
+                .collect();
             let response = FetchableTopicResponse::default().with_partitions(partitions);
             if by_id { response.with_topic_id(topic.topic_id) } else { response.with_topic(topic.name.clone()) }
         })
         .collect();
-    FetchResponse::default().with_session_id(0).with_responses(responses)
+    FetchAnswer { response: FetchResponse::default().with_session_id(0).with_responses(responses), records }
 }
 
 struct Limits {
@@ -144,13 +181,13 @@ struct Limits {
 /// read would (the first batch overall is served whatever its size; after that only batches
 /// that fit): a read with a larger budget returns a prefix-extended list of the same batches,
 /// so trimming it gives exactly what the smaller budget would have read.
-async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<PartitionData>>, usize, bool) {
+async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<(PartitionData, Vec<Bytes>)>>, usize, bool) {
     let wanted: Vec<&Wanted> = topics.iter().flat_map(|topic| topic.partitions.iter()).collect();
     let partition_max = |wanted: &Wanted| usize::try_from(wanted.partition_max_bytes).unwrap_or(0);
     let mut remaining = limits.max_bytes;
     let mut total_bytes = 0usize;
     let mut any_error = false;
-    let mut answered: Vec<PartitionData> = Vec::with_capacity(wanted.len());
+    let mut answered: Vec<(PartitionData, Vec<Bytes>)> = Vec::with_capacity(wanted.len());
     let mut next = 0;
     while next < wanted.len() {
         let min_one = total_bytes == 0;
@@ -194,12 +231,12 @@ async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<Partition
                     batches.truncate(kept);
                     total_bytes += kept_bytes;
                     remaining = remaining.saturating_sub(kept_bytes);
-                    partition_data(limits, wanted.index, 0, read.high_watermark, read.log_start_offset, concat(batches, kept_bytes))
+                    (partition_data(limits, wanted.index, 0, read.high_watermark, read.log_start_offset, Bytes::new()), batches)
                 }
                 Err((error, offsets)) => {
                     any_error = true;
                     let (high_watermark, log_start_offset) = offsets.unwrap_or((-1, -1));
-                    partition_data(limits, wanted.index, error.code(), high_watermark, log_start_offset, Bytes::new())
+                    (partition_data(limits, wanted.index, error.code(), high_watermark, log_start_offset, Bytes::new()), Vec::new())
                 }
             };
             answered.push(response);

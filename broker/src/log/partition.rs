@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use super::allocator::ZoneAllocator;
 use super::batch::{self, BatchError, BatchHeader};
+use super::cache::CachedPartition;
 use super::format::{self, FrameKind, ScanStep, ZoneHeader, FRAME_HEADER_BYTES, ZONE_HEADER_BYTES};
 use super::index::ZoneIndex;
 use crate::buf::{round_up, AlignedBuf, BufferPool, ReadBufferPool, BLOCK_SIZE};
@@ -34,18 +35,24 @@ pub struct LogConfig {
     pub write_chunk_bytes: usize,
     /// One sparse index entry per this many bytes of frames (Kafka's index.interval.bytes).
     pub index_interval_bytes: u64,
-    /// Recently appended batches kept in memory per partition to serve tailing consumers.
+    /// Bytes of recently appended batches kept in memory to serve consumers near the tail, for
+    /// all partitions of the store together (see `log::cache`; 0 disables the cache).
     pub recent_cache_bytes_max: usize,
     /// Device reads for fetches and scans are at least this large.
     pub read_window_bytes: usize,
 }
+
+/// The read cache's default size: the recent past of a busy broker (a few seconds of appends
+/// at device bandwidth), a small part of a server's memory. O_DIRECT bypasses the page cache
+/// that serves such reads in Kafka, so without it every consumer read goes to the device.
+pub const RECENT_CACHE_BYTES_DEFAULT: usize = 1 << 30;
 
 impl Default for LogConfig {
     fn default() -> LogConfig {
         LogConfig {
             write_chunk_bytes: 1 << 20,
             index_interval_bytes: 4096,
-            recent_cache_bytes_max: 4 << 20,
+            recent_cache_bytes_max: RECENT_CACHE_BYTES_DEFAULT,
             read_window_bytes: 256 << 10,
         }
     }
@@ -206,8 +213,8 @@ pub struct PartitionLog {
     /// The outcome of the most recent flush: each flush reports success only after its
     /// predecessor did, so a later flush can never hide an earlier failed write.
     last_flush: Option<FlushOutcome>,
-    recent: VecDeque<(BatchHeader, Bytes)>,
-    recent_bytes: usize,
+    /// This partition's share of the store's read cache: its most recently appended batches.
+    cache: CachedPartition,
 }
 
 impl PartitionLog {
@@ -237,6 +244,7 @@ impl PartitionLog {
         assert!(zones
             .back()
             .is_none_or(|zone| zone.sequence < next_zone_sequence));
+        let cache = allocator.read_cache(config.recent_cache_bytes_max).partition();
         PartitionLog {
             id,
             allocator,
@@ -252,8 +260,7 @@ impl PartitionLog {
                 failure: Mutex::new(None),
             }),
             last_flush: None,
-            recent: VecDeque::new(),
-            recent_bytes: 0,
+            cache,
         }
     }
 
@@ -356,21 +363,12 @@ impl PartitionLog {
         );
         zone.end_offset = last_offset + 1;
         self.next_offset = last_offset + 1;
-        self.remember(header, batch.freeze());
+        self.cache.insert(base_offset, last_offset, batch.freeze());
         Ok(AppendInfo {
             base_offset,
             last_offset,
             max_timestamp_ms: header.max_timestamp_ms,
         })
-    }
-
-    fn remember(&mut self, header: BatchHeader, bytes: Bytes) {
-        self.recent_bytes += bytes.len();
-        self.recent.push_back((header, bytes));
-        while self.recent_bytes > self.config.recent_cache_bytes_max && self.recent.len() > 1 {
-            let (_, evicted) = self.recent.pop_front().expect("non-empty");
-            self.recent_bytes -= evicted.len();
-        }
     }
 
     /// Ensures the active zone can take a frame of `payload_bytes`, rolling to a new zone if not.
@@ -557,26 +555,7 @@ impl PartitionLog {
         if offset == high_watermark {
             return Ok(ReadPlan::Ready(Vec::new()));
         }
-        if self
-            .recent
-            .front()
-            .is_some_and(|(header, _)| header.base_offset <= offset)
-        {
-            let mut batches = Vec::new();
-            let mut total_bytes = 0;
-            for (header, bytes) in &self.recent {
-                if header.base_offset >= high_watermark {
-                    break;
-                }
-                if header.last_offset() < offset {
-                    continue;
-                }
-                if !batches.is_empty() && total_bytes + bytes.len() > max_bytes {
-                    break;
-                }
-                total_bytes += bytes.len();
-                batches.push(bytes.clone());
-            }
+        if let Some(batches) = self.cache.read(offset, high_watermark, max_bytes) {
             return Ok(ReadPlan::Ready(batches));
         }
         let zone = self
@@ -712,14 +691,7 @@ impl PartitionLog {
         self.allocator.release(zone.zone);
         let new_start = self.zones[0].base_offset;
         self.log_start_offset = self.log_start_offset.max(new_start);
-        while self
-            .recent
-            .front()
-            .is_some_and(|(header, _)| header.last_offset() < self.log_start_offset)
-        {
-            let (_, evicted) = self.recent.pop_front().expect("non-empty");
-            self.recent_bytes -= evicted.len();
-        }
+        self.cache.remove_below(self.log_start_offset);
     }
 
     /// Deletes records below `offset` (-1: the high watermark), as Kafka's DeleteRecords: the
@@ -743,14 +715,7 @@ impl PartitionLog {
             while self.can_release_oldest_zone() && self.zones[0].end_offset <= offset {
                 self.release_oldest_zone();
             }
-            while self
-                .recent
-                .front()
-                .is_some_and(|(header, _)| header.last_offset() < offset)
-            {
-                let (_, evicted) = self.recent.pop_front().expect("non-empty");
-                self.recent_bytes -= evicted.len();
-            }
+            self.cache.remove_below(offset);
         }
         Ok(self.start_flush())
     }
@@ -759,6 +724,7 @@ impl PartitionLog {
     pub fn delete(mut self) {
         // Unwritten data of a deleted partition is discarded, not written.
         self.tail = None;
+        self.cache.clear();
         for zone in self.zones.drain(..) {
             self.allocator.release(zone.zone);
         }
@@ -1135,6 +1101,134 @@ mod tests {
     use crate::log::{LogStore, PartitionId};
     use crate::zone::mem::MemZonedDevice;
     use crate::zone::ZoneGeometry;
+
+    /// Reads answered by the read cache are exactly what the device answers, at every offset
+    /// and budget, as batches are evicted, and after delete-records and retention move the log
+    /// start; deleting the partition frees its cached bytes.
+    #[test]
+    fn cache_reads_equal_device_reads_across_eviction_retention_and_delete_records() {
+        let geometry = ZoneGeometry {
+            zone_size_bytes: 64 << 10,
+            zone_capacity_bytes: 64 << 10,
+            zone_count: 16,
+            max_open_zones: 4,
+            max_active_zones: 16,
+        };
+        let open = |cache_bytes: usize| {
+            let config = LogConfig {
+                write_chunk_bytes: 16 << 10,
+                index_interval_bytes: 2048,
+                recent_cache_bytes_max: cache_bytes,
+                read_window_bytes: 8 << 10,
+            };
+            let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+            crate::pending::block_on(LogStore::open(device, config)).unwrap().store
+        };
+        let id = PartitionId { topic: "t".into(), topic_id: [1; 16], partition: 0 };
+        let (device_store, cached_store) = (open(0), open(40 << 10));
+        let mut device_log = device_store.create_partition(id.clone());
+        let mut cached_log = cached_store.create_partition(id);
+        let cache = cached_store.allocator().read_cache(0).clone();
+        assert_eq!(cache.bytes_max(), 40 << 10);
+        // What a fetch gathers: reads (each within one zone) continued until the budget is
+        // spent, the first batch whatever its size.
+        let read_all = |log: &PartitionLog, offset: i64, max_bytes: usize| -> Result<Vec<Bytes>, LogError> {
+            let mut batches: Vec<Bytes> = Vec::new();
+            let mut total = 0;
+            let mut next = offset;
+            loop {
+                let plan = match log.read(next, max_bytes.saturating_sub(total)) {
+                    Ok(plan) => plan,
+                    Err(error) if batches.is_empty() => return Err(error),
+                    Err(_) => break,
+                };
+                let mut progressed = false;
+                for batch in plan.wait()? {
+                    if total + batch.len() > max_bytes && !batches.is_empty() {
+                        break;
+                    }
+                    next = batch::parse_header(&batch).unwrap().last_offset() + 1;
+                    total += batch.len();
+                    batches.push(batch);
+                    progressed = true;
+                }
+                if !progressed || total >= max_bytes || next >= log.high_watermark() {
+                    return Ok(batches);
+                }
+            }
+            Ok(batches)
+        };
+        let compare = |device_log: &PartitionLog, cached_log: &PartitionLog, label: &str| {
+            assert_eq!(device_log.log_start_offset(), cached_log.log_start_offset());
+            assert_eq!(device_log.high_watermark(), cached_log.high_watermark());
+            let mut from_cache = 0;
+            for offset in 0..=cached_log.high_watermark() + 1 {
+                for max_bytes in [0, 3000, 20_000, 1 << 20] {
+                    let expected = read_all(device_log, offset, max_bytes);
+                    if matches!(cached_log.read(offset, max_bytes), Ok(ReadPlan::Ready(ref batches)) if !batches.is_empty()) {
+                        from_cache += 1;
+                    }
+                    let got = read_all(cached_log, offset, max_bytes);
+                    match (&expected, &got) {
+                        (Ok(expected), Ok(got)) => {
+                            let summary = |batches: &Vec<Bytes>| -> Vec<(i64, usize)> {
+                                batches.iter().map(|batch| (batch::parse_header(batch).unwrap().base_offset, batch.len())).collect()
+                            };
+                            assert_eq!(summary(expected), summary(got), "{label}: offset {offset} max {max_bytes}");
+                            assert!(expected == got, "{label}: offset {offset} max {max_bytes}: same batches, different bytes");
+                        }
+                        (Err(expected), Err(got)) => assert_eq!(expected.to_string(), got.to_string(), "{label}: offset {offset}"),
+                        _ => panic!("{label}: offset {offset} max {max_bytes}: {expected:?} vs {got:?}"),
+                    }
+                }
+            }
+            assert!(cache.bytes() <= 40 << 10);
+            from_cache
+        };
+        let mut appended = 0;
+        let mut append = |device_log: &mut PartitionLog, cached_log: &mut PartitionLog, count: usize| {
+            for _ in 0..count {
+                let records: Vec<Vec<u8>> = (0..1 + appended % 3).map(|r| vec![(appended + r) as u8; 500 + (appended * 331) % 3000]).collect();
+                let simple: Vec<SimpleRecord> = records.iter().map(|value| SimpleRecord::new(None, Some(value), &[], 1)).collect();
+                let batch = encode_batch(&simple, Compression::None).unwrap();
+                device_log.append(BytesMut::from(&batch[..]), 0).unwrap();
+                cached_log.append(BytesMut::from(&batch[..]), 0).unwrap();
+                appended += 1;
+                if appended % 4 != 0 {
+                    device_log.start_flush().wait().unwrap();
+                    cached_log.start_flush().wait().unwrap();
+                }
+            }
+        };
+        append(&mut device_log, &mut cached_log, 30);
+        // Not yet flushed batches are cached but not served.
+        assert!(compare(&device_log, &cached_log, "first appends") > 0);
+        device_log.start_flush().wait().unwrap();
+        cached_log.start_flush().wait().unwrap();
+        append(&mut device_log, &mut cached_log, 40);
+        device_log.start_flush().wait().unwrap();
+        cached_log.start_flush().wait().unwrap();
+        assert!(cached_log.zone_ids().len() > 3, "several zones, so that retention releases some");
+        assert!(compare(&device_log, &cached_log, "after eviction") > 0);
+        let high_watermark = cached_log.high_watermark();
+        for log in [&mut device_log, &mut cached_log] {
+            log.delete_records(high_watermark - 5, 0).unwrap().wait().unwrap();
+        }
+        compare(&device_log, &cached_log, "after delete-records");
+        assert!(cache.bytes() > 0);
+        append(&mut device_log, &mut cached_log, 10);
+        for log in [&mut device_log, &mut cached_log] {
+            log.start_flush().wait().unwrap();
+            log.apply_retention(0, None, Some(0));
+        }
+        compare(&device_log, &cached_log, "after retention");
+        // Nothing wholly below the log start stays cached.
+        let (first_cached, _) = cached_log.cache.range().expect("the tail is cached");
+        let first = cached_log.cache.read(first_cached, i64::MAX, 0).expect("cached");
+        assert!(batch::parse_header(&first[0]).unwrap().last_offset() >= cached_log.log_start_offset());
+        cached_log.delete();
+        assert_eq!(cache.bytes(), 0, "topic deletion frees the cached batches");
+    }
 
     /// Device reads serve exactly the greedy prefix of batches that fits the budget (the first
     /// whatever its size), whatever the window size, with small windows that cut frames.
