@@ -185,3 +185,32 @@ fn send(respond: oneshot::Sender<Option<Vec<Bytes>>>, api_key: ApiKey, api_versi
         Err(error) => tracing::error!(?api_key, api_version, %error, "cannot encode a response"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Segments arrive whole and in order through a pipe that takes a few bytes at a time
+    /// (partial vectored writes), empty segments included, and more segments than one
+    /// vectored write may carry.
+    #[test]
+    fn segments_are_written_whole_and_in_order() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mut segments: Vec<Bytes> = (0..WRITE_SLICES_MAX + 300)
+                .map(|i| Bytes::from((0..(i * 7) % 50).map(|j| (i + j) as u8).collect::<Vec<u8>>()))
+                .collect();
+            let expected: Vec<u8> = segments.concat();
+            let (mut writer, mut reader) = tokio::io::duplex(7);
+            let reading = tokio::spawn(async move {
+                let mut received = Vec::new();
+                reader.read_to_end(&mut received).await.unwrap();
+                received
+            });
+            write_segments(&mut writer, &mut segments).await.unwrap();
+            drop(writer);
+            assert_eq!(reading.await.unwrap(), expected);
+        });
+    }
+}
