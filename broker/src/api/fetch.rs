@@ -33,6 +33,9 @@ const READS_PER_PARTITION_MAX: usize = 64;
 /// Partitions of one request read at once (each with one read in flight).
 const CONCURRENT_READS_MAX: usize = 32;
 
+/// How long a readahead read waits for its consumer before its memory is given back.
+const READAHEAD_TTL: Duration = Duration::from_secs(5);
+
 /// Kafka's READ_COMMITTED isolation level.
 const READ_COMMITTED: i8 = 1;
 
@@ -294,7 +297,8 @@ type ReadError = (ApiError, Option<(i64, i64)>);
 
 /// Whole batches from `fetch_offset`, at most `max_bytes` of them, or (with `min_one`) the first
 /// batch whatever its size. Each read plan is made under the partition lock and executed after.
-async fn read_partition(partition: &Partition, fetch_offset: i64, max_bytes: usize, min_one: bool) -> Result<PartitionRead, ReadError> {
+async fn read_partition(partition: &Arc<Partition>, fetch_offset: i64, max_bytes: usize, min_one: bool) -> Result<PartitionRead, ReadError> {
+    let mut from_device = false;
     let mut batches: Vec<Bytes> = Vec::new();
     let mut total_bytes = 0usize;
     let mut offset = fetch_offset;
@@ -317,6 +321,7 @@ async fn read_partition(partition: &Partition, fetch_offset: i64, max_bytes: usi
             Err(error) if batches.is_empty() => return Err((ApiError::from(error), offsets)),
             Err(_) => break,
         };
+        from_device |= !plan.is_ready();
         let read = plan.execute().await.map_err(|error| (ApiError::from(error), offsets))?;
         let mut progressed = false;
         for batch in read {
@@ -336,5 +341,22 @@ async fn read_partition(partition: &Partition, fetch_offset: i64, max_bytes: usi
         }
     }
     let (high_watermark, log_start_offset) = offsets.expect("at least one read");
+    if from_device && !batches.is_empty() && offset < high_watermark {
+        start_readahead(partition, offset, max_bytes);
+    }
     Ok(PartitionRead { high_watermark, log_start_offset, batches })
+}
+
+/// A consumer reading from the device will likely ask for what follows next: read it now, while
+/// this response is written (see `PartitionLog::start_readahead`), and give its memory back if
+/// nobody asked for it within `READAHEAD_TTL`.
+fn start_readahead(partition: &Arc<Partition>, offset: i64, max_bytes: usize) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let Ok(Some(readahead)) = partition.with_log(|log| log.start_readahead(offset, max_bytes)) else { return };
+    let partition = partition.clone();
+    runtime.spawn(async move {
+        readahead.run().await;
+        tokio::time::sleep(READAHEAD_TTL).await;
+        let _ = partition.with_log(|log| log.drop_readahead(offset));
+    });
 }

@@ -34,6 +34,8 @@ pub struct ZoneAllocator {
     read_buffers: ReadBufferPool,
     /// Recently appended batches of every partition of the device (see `log::cache`).
     read_cache: OnceLock<Arc<ReadCache>>,
+    /// Bytes reserved by the readahead reads of every partition (see `PartitionLog::start_readahead`).
+    readahead_reserved: Arc<std::sync::atomic::AtomicUsize>,
     state: Mutex<AllocatorState>,
 }
 
@@ -83,6 +85,7 @@ impl ZoneAllocator {
             buffers: BufferPool::new(chunk_bytes + BLOCK_SIZE, CHUNK_BUFFERS_KEPT_MAX),
             read_buffers: ReadBufferPool::new(READ_BUFFERS_KEPT_MAX, READ_BUFFER_BYTES_KEPT_MAX),
             read_cache: OnceLock::new(),
+            readahead_reserved: Arc::default(),
             state: Mutex::new(AllocatorState {
                 free,
                 resetting: Vec::new(),
@@ -101,6 +104,11 @@ impl ZoneAllocator {
 
     pub fn read_buffers(&self) -> &ReadBufferPool {
         &self.read_buffers
+    }
+
+    /// The bytes reserved by readahead reads of every partition of the device.
+    pub fn readahead_reserved(&self) -> &Arc<std::sync::atomic::AtomicUsize> {
+        &self.readahead_reserved
     }
 
     /// The read cache shared by every partition of the device, of `bytes_max` bytes when this

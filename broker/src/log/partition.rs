@@ -215,6 +215,54 @@ pub struct PartitionLog {
     last_flush: Option<FlushOutcome>,
     /// This partition's share of the store's read cache: its most recently appended batches.
     cache: CachedPartition,
+    /// A device read started ahead of a sequential consumer, for the offset it will ask next.
+    readahead: Option<ReadaheadSlot>,
+}
+
+/// The most bytes that readahead reads of all partitions of a device hold at once: each is one
+/// fetch's worth of one partition (a window), kept until the consumer asks for it or it expires.
+pub const READAHEAD_BYTES_MAX: usize = 256 << 20;
+
+/// A readahead read: its outcome (`None` while running) for the consumer who asks for `offset`.
+struct ReadaheadSlot {
+    offset: i64,
+    outcome: watch::Receiver<Option<Result<Vec<Bytes>, String>>>,
+    _reservation: Reservation,
+}
+
+/// Bytes counted in a shared total while alive.
+struct Reservation {
+    total: Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl Reservation {
+    fn take(total: &Arc<std::sync::atomic::AtomicUsize>, bytes: usize, max: usize) -> Option<Reservation> {
+        total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |reserved| reserved.checked_add(bytes).filter(|&after| after <= max))
+            .ok()
+            .map(|_| Reservation { total: total.clone(), bytes })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A readahead read to run off the lock (see `PartitionLog::start_readahead`).
+pub struct Readahead {
+    plan: ReadPlan,
+    outcome: watch::Sender<Option<Result<Vec<Bytes>, String>>>,
+}
+
+impl Readahead {
+    /// Reads, and leaves the batches for the consumer's next read.
+    pub async fn run(self) {
+        let result = self.plan.execute().await.map_err(|error| error.to_string());
+        let _ = self.outcome.send(Some(result));
+    }
 }
 
 impl PartitionLog {
@@ -261,6 +309,7 @@ impl PartitionLog {
             }),
             last_flush: None,
             cache,
+            readahead: None,
         }
     }
 
@@ -558,6 +607,45 @@ impl PartitionLog {
         if let Some(batches) = self.cache.read(offset, high_watermark, max_bytes) {
             return Ok(ReadPlan::Ready(batches));
         }
+        let device = self.device_plan(offset, max_bytes);
+        if let Some(slot) = self.readahead.as_ref().filter(|slot| slot.offset == offset) {
+            return Ok(ReadPlan::Readahead { outcome: slot.outcome.clone(), fallback: Box::new(device), max_bytes });
+        }
+        Ok(device)
+    }
+
+    /// Starts reading, ahead of a sequential consumer, what it will ask for next: the batches
+    /// from `offset` (where its last read ended) up to `max_bytes`, if they are durable, not in
+    /// the read cache, and the device's readahead budget has room. The returned read must be
+    /// run (off the lock); a `read` at `offset` then waits for it instead of reading again. It
+    /// is replaced by the next readahead of this partition, or dropped with `drop_readahead`.
+    pub fn start_readahead(&mut self, offset: i64, max_bytes: usize) -> Option<Readahead> {
+        let high_watermark = self.high_watermark();
+        if self.failure().is_some() || offset < self.log_start_offset || offset >= high_watermark || max_bytes == 0 {
+            return None;
+        }
+        if self.readahead.as_ref().is_some_and(|slot| slot.offset == offset) || self.cache.read(offset, high_watermark, 0).is_some() {
+            return None;
+        }
+        // The slot being replaced gives its bytes back first.
+        self.readahead = None;
+        let reservation = Reservation::take(self.allocator.readahead_reserved(), max_bytes, READAHEAD_BYTES_MAX)?;
+        let plan = self.device_plan(offset, max_bytes);
+        let (sender, receiver) = watch::channel(None);
+        self.readahead = Some(ReadaheadSlot { offset, outcome: receiver, _reservation: reservation });
+        Some(Readahead { plan, outcome: sender })
+    }
+
+    /// Drops the readahead for `offset`, if it is still there (it expired unused).
+    pub fn drop_readahead(&mut self, offset: i64) {
+        if self.readahead.as_ref().is_some_and(|slot| slot.offset == offset) {
+            self.readahead = None;
+        }
+    }
+
+    /// A device scan of the zone holding `offset` (which must be in the log, below the high
+    /// watermark).
+    fn device_plan(&self, offset: i64, max_bytes: usize) -> ReadPlan {
         let zone = self
             .zone_for_offset(offset)
             .expect("offset within the log has a zone");
@@ -574,11 +662,11 @@ impl PartitionLog {
             start,
             window_bytes.min(self.zone_capacity_bytes() as usize),
         );
-        Ok(ReadPlan::Device {
+        ReadPlan::Device {
             scan,
             offset,
             max_bytes,
-        })
+        }
     }
 
     fn scan_zone(&self, zone: &LogZone, start: (u64, i64), window_bytes: usize) -> DeviceScan {
@@ -692,6 +780,9 @@ impl PartitionLog {
         let new_start = self.zones[0].base_offset;
         self.log_start_offset = self.log_start_offset.max(new_start);
         self.cache.remove_below(self.log_start_offset);
+        if self.readahead.as_ref().is_some_and(|slot| slot.offset < self.log_start_offset) {
+            self.readahead = None;
+        }
     }
 
     /// Deletes records below `offset` (-1: the high watermark), as Kafka's DeleteRecords: the
@@ -716,6 +807,9 @@ impl PartitionLog {
                 self.release_oldest_zone();
             }
             self.cache.remove_below(offset);
+            if self.readahead.as_ref().is_some_and(|slot| slot.offset < offset) {
+                self.readahead = None;
+            }
         }
         Ok(self.start_flush())
     }
@@ -725,6 +819,7 @@ impl PartitionLog {
         // Unwritten data of a deleted partition is discarded, not written.
         self.tail = None;
         self.cache.clear();
+        self.readahead = None;
         for zone in self.zones.drain(..) {
             self.allocator.release(zone.zone);
         }
@@ -859,7 +954,8 @@ impl Drop for Flush {
     }
 }
 
-/// A planned read: either already answered from memory, or a scan of one zone on the device.
+/// A planned read: either already answered from memory, or a scan of one zone on the device,
+/// or the outcome of a readahead that started at the same offset (the device scan if it failed).
 pub enum ReadPlan {
     Ready(Vec<Bytes>),
     Device {
@@ -867,13 +963,44 @@ pub enum ReadPlan {
         offset: i64,
         max_bytes: usize,
     },
+    Readahead {
+        outcome: watch::Receiver<Option<Result<Vec<Bytes>, String>>>,
+        fallback: Box<ReadPlan>,
+        max_bytes: usize,
+    },
 }
 
 impl ReadPlan {
+    /// Whether the read is answered from memory (the read cache) without waiting for the device.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, ReadPlan::Ready(_))
+    }
+
     /// The batches read, in offset order.
     pub async fn execute(self) -> Result<Vec<Bytes>, LogError> {
         match self {
             ReadPlan::Ready(batches) => Ok(batches),
+            ReadPlan::Readahead { mut outcome, fallback, max_bytes } => {
+                let read = match outcome.wait_for(|outcome| outcome.is_some()).await {
+                    Ok(outcome) => outcome.clone().and_then(Result::ok),
+                    Err(_) => None,
+                };
+                let Some(read) = read.filter(|read| !read.is_empty()) else {
+                    return Box::pin(fallback.execute()).await;
+                };
+                // The readahead read with its own budget: keep what this one allows (the first
+                // batch whatever its size), as the device read would have.
+                let mut batches = Vec::new();
+                let mut total_bytes = 0usize;
+                for batch in read {
+                    if !batches.is_empty() && total_bytes + batch.len() > max_bytes {
+                        break;
+                    }
+                    total_bytes += batch.len();
+                    batches.push(batch);
+                }
+                Ok(batches)
+            }
             ReadPlan::Device {
                 scan,
                 offset,
@@ -1228,6 +1355,57 @@ mod tests {
         assert!(batch::parse_header(&first[0]).unwrap().last_offset() >= cached_log.log_start_offset());
         cached_log.delete();
         assert_eq!(cache.bytes(), 0, "topic deletion frees the cached batches");
+    }
+
+    /// A read at the offset a readahead started from is answered by the readahead, with what a
+    /// device read of its own budget would give; readaheads are bounded by the device budget,
+    /// and retention or delete-records past them drop them.
+    #[test]
+    fn readahead_answers_as_the_device_would() {
+        let geometry = ZoneGeometry {
+            zone_size_bytes: 1 << 20,
+            zone_capacity_bytes: 1 << 20,
+            zone_count: 8,
+            max_open_zones: 2,
+            max_active_zones: 8,
+        };
+        let config = LogConfig { write_chunk_bytes: 16 << 10, index_interval_bytes: 2048, recent_cache_bytes_max: 0, read_window_bytes: 8 << 10 };
+        let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+        let store = crate::pending::block_on(LogStore::open(device, config)).unwrap().store;
+        let mut log = store.create_partition(PartitionId { topic: "t".into(), topic_id: [1; 16], partition: 0 });
+        for i in 0..40usize {
+            let value = vec![i as u8; 1000 + (i * 797) % 5000];
+            let batch = encode_batch(&[SimpleRecord::new(None, Some(&value), &[], 1)], Compression::None).unwrap();
+            log.append(BytesMut::from(&batch[..]), 0).unwrap();
+            log.start_flush().wait().unwrap();
+        }
+        let device_read = |log: &PartitionLog, offset: i64, max_bytes: usize| log.device_plan(offset, max_bytes).wait().unwrap();
+        for (offset, ahead_bytes, max_bytes) in [(3i64, 20_000usize, 20_000usize), (7, 20_000, 5_000), (7, 5_000, 60_000), (10, 1, 1)] {
+            let readahead = log.start_readahead(offset, ahead_bytes).expect("room for a readahead");
+            assert!(log.start_readahead(offset, ahead_bytes).is_none(), "one readahead per offset");
+            crate::pending::block_on(readahead.run());
+            let plan = log.read(offset, max_bytes).unwrap();
+            assert!(matches!(plan, ReadPlan::Readahead { .. }));
+            let got = plan.wait().unwrap();
+            let expected = device_read(&log, offset, max_bytes.min(ahead_bytes));
+            assert_eq!(got, expected, "offset {offset} ahead {ahead_bytes} max {max_bytes}");
+            // Another offset reads the device.
+            assert!(matches!(log.read(offset + 1, max_bytes).unwrap(), ReadPlan::Device { .. }));
+            log.drop_readahead(offset);
+        }
+        // The budget: a readahead larger than what remains is refused.
+        assert!(log.start_readahead(20, READAHEAD_BYTES_MAX + 1).is_none());
+        assert!(log.start_readahead(20, 1000).is_some());
+        assert_eq!(store.allocator().readahead_reserved().load(Ordering::Relaxed), 1000);
+        log.drop_readahead(20);
+        assert_eq!(store.allocator().readahead_reserved().load(Ordering::Relaxed), 0);
+        // Delete-records past a readahead drops it.
+        let _unrun = log.start_readahead(25, 1000).unwrap();
+        log.delete_records(30, 0).unwrap().wait().unwrap();
+        assert!(log.readahead.is_none());
+        assert_eq!(store.allocator().readahead_reserved().load(Ordering::Relaxed), 0);
+        // At the high watermark there is nothing to read ahead.
+        assert!(log.start_readahead(log.high_watermark(), 1000).is_none());
     }
 
     /// Device reads serve exactly the greedy prefix of batches that fits the budget (the first
