@@ -4,7 +4,7 @@
 
 mod admin;
 mod configs;
-mod fetch;
+pub mod fetch;
 mod groups;
 mod list_offsets;
 mod metadata;
@@ -84,6 +84,12 @@ pub fn start_produce(
 ) -> (impl std::future::Future<Output = Option<ResponseKind>> + Send + 'static, bool) {
     let produce::Started { completion, close_connection } = produce::start(cluster, api_version, request);
     (async move { completion.await.map(ResponseKind::Produce) }, close_connection)
+}
+
+/// Answers a Fetch with each partition's batches apart, for `protocol::encode_fetch_response`
+/// to write without copying them (`handle` answers the same with the records concatenated).
+pub async fn fetch_segmented(cluster: &Arc<Cluster>, api_version: i16, request: kafka_protocol::messages::FetchRequest) -> fetch::FetchAnswer {
+    fetch::handle_segmented(cluster, api_version, request).await
 }
 
 /// A `StrBytes` for a response field.

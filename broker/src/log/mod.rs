@@ -3,6 +3,7 @@
 
 mod allocator;
 pub mod batch;
+mod cache;
 mod format;
 mod index;
 mod partition;
@@ -11,8 +12,9 @@ pub mod records;
 mod store;
 
 pub use allocator::ZoneAllocator;
+pub use cache::{CachedPartition, ReadCache};
 pub use partition::{
-    AppendInfo, Flush, LogConfig, LogError, PartitionId, PartitionLog, ReadPlan, TimestampMatch,
+    AppendInfo, Flush, LogConfig, LogError, RECENT_CACHE_BYTES_DEFAULT, PartitionId, PartitionLog, ReadPlan, TimestampMatch,
     TimestampPlan,
 };
 pub use store::{LogStore, Recovered, RecoveryReport};
