@@ -48,6 +48,10 @@ pub struct StorageArgs {
     /// I/O backend: auto (io_uring, else pwritev), io_uring, or sync (pwritev).
     #[arg(long, default_value = "auto")]
     pub io: broker::uring::IoBackendChoice,
+    /// Memory for recently appended batches of all partitions, served to consumers without
+    /// device reads (MiB; 0 disables the cache).
+    #[arg(long, default_value_t = (broker::log::RECENT_CACHE_BYTES_DEFAULT >> 20) as u64)]
+    pub read_cache_mib: u64,
 }
 
 impl StorageArgs {
@@ -59,6 +63,7 @@ impl StorageArgs {
         config.geometry.max_open_zones = self.max_open_zones;
         config.geometry.max_active_zones = self.zone_count;
         config.io = self.io;
+        config.log.recent_cache_bytes_max = usize::try_from(self.read_cache_mib << 20).unwrap_or(usize::MAX);
         config
     }
 }

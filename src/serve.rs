@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Connections served at once.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
+    /// producer.id.expiration.ms: partitions forget an idempotent producer idle this long (its
+    /// next batch is then accepted at any sequence). Kafka's default: 1 day.
+    #[arg(long, default_value_t = broker::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT)]
+    pub producer_id_expiration_ms: i64,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -67,8 +71,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             default_partitions: args.default_partitions,
             listener_addr: args.kafka_addr.to_string(),
             request_bytes_max: args.request_max_bytes,
+            producer_id_expiration_ms: args.producer_id_expiration_ms,
             ..Default::default()
         };
+        anyhow::ensure!(args.producer_id_expiration_ms >= 1, "--producer-id-expiration-ms must be at least 1");
         anyhow::ensure!(args.default_partitions >= 1, "--default-partitions must be at least 1");
         let cluster = broker::cluster::Cluster::open(recovered.store, recovered.partitions, broker_config)
             .await

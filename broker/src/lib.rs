@@ -5,6 +5,7 @@
 pub mod api;
 pub mod buf;
 pub mod cluster;
+pub mod group;
 pub mod log;
 pub mod pending;
 pub mod server;

@@ -17,11 +17,12 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     alter_configs_request, create_partitions_request, create_topics_request,
     delete_records_request, delete_topics_request, describe_configs_request, fetch_request,
-    incremental_alter_configs_request, list_offsets_request, metadata_request, produce_request,
+    incremental_alter_configs_request, join_group_request, leave_group_request, list_offsets_request,
+    offset_commit_request, offset_delete_request, offset_fetch_request, sync_group_request, metadata_request, produce_request,
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, BrokerId, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader, RequestKind, ResponseKind, TopicName,
+    DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
+    ListOffsetsRequest, MetadataRequest, ProducerId, ProduceRequest, RequestHeader, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
@@ -109,6 +110,10 @@ fn decode_bounded(frame: Bytes) -> Result<broker::protocol::Request, DecodeError
 
 fn name(text: &'static str) -> TopicName {
     TopicName(StrBytes::from_static_str(text))
+}
+
+fn group(text: &'static str) -> kafka_protocol::messages::GroupId {
+    kafka_protocol::messages::GroupId(StrBytes::from_static_str(text))
 }
 
 fn text(text: &'static str) -> StrBytes {
@@ -314,6 +319,136 @@ fn sample_request(api_key: ApiKey, api_version: i16) -> RequestKind {
             .into(),
         ApiKey::DescribeCluster => DescribeClusterRequest::default()
             .with_include_cluster_authorized_operations(true)
+            .into(),
+        ApiKey::InitProducerId => InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(if api_version >= 3 { 42 } else { -1 }))
+            .with_producer_epoch(if api_version >= 3 { 3 } else { -1 })
+            .into(),
+        ApiKey::FindCoordinator => {
+            let request = kafka_protocol::messages::FindCoordinatorRequest::default();
+            if api_version >= 4 {
+                request.with_coordinator_keys(vec![text("group-a"), text("group-b")]).into()
+            } else {
+                request.with_key(text("group-a")).into()
+            }
+        }
+        ApiKey::JoinGroup => kafka_protocol::messages::JoinGroupRequest::default()
+            .with_group_id(group("group-a"))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(300_000)
+            .with_member_id(text("member-1"))
+            .with_group_instance_id(if api_version >= 5 { Some(text("instance-1")) } else { None })
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![
+                join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(text("range"))
+                    .with_metadata(Bytes::from_static(&[0, 1, 0, 0, 0, 1, 0, 6, b'e', b'v', b'e', b'n', b't', b's'])),
+                join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(text("cooperative-sticky"))
+                    .with_metadata(Bytes::from_static(&[0, 1])),
+            ])
+            .with_reason(if api_version >= 8 { Some(text("rebalance")) } else { None })
+            .into(),
+        ApiKey::SyncGroup => kafka_protocol::messages::SyncGroupRequest::default()
+            .with_group_id(group("group-a"))
+            .with_generation_id(3)
+            .with_member_id(text("member-1"))
+            .with_group_instance_id(if api_version >= 3 { Some(text("instance-1")) } else { None })
+            .with_protocol_type(if api_version >= 5 { Some(text("consumer")) } else { None })
+            .with_protocol_name(if api_version >= 5 { Some(text("range")) } else { None })
+            .with_assignments(vec![sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(text("member-1"))
+                .with_assignment(Bytes::from_static(&[0, 1, 0, 0, 0, 0]))])
+            .into(),
+        ApiKey::Heartbeat => kafka_protocol::messages::HeartbeatRequest::default()
+            .with_group_id(group("group-a"))
+            .with_generation_id(3)
+            .with_member_id(text("member-1"))
+            .with_group_instance_id(if api_version >= 3 { Some(text("instance-1")) } else { None })
+            .into(),
+        ApiKey::LeaveGroup => {
+            let request = kafka_protocol::messages::LeaveGroupRequest::default().with_group_id(group("group-a"));
+            if api_version >= 3 {
+                request
+                    .with_members(vec![leave_group_request::MemberIdentity::default()
+                        .with_member_id(text("member-1"))
+                        .with_group_instance_id(Some(text("instance-1")))
+                        .with_reason(if api_version >= 5 { Some(text("closing")) } else { None })])
+                    .into()
+            } else {
+                request.with_member_id(text("member-1")).into()
+            }
+        }
+        ApiKey::OffsetCommit => kafka_protocol::messages::OffsetCommitRequest::default()
+            .with_group_id(group("group-a"))
+            .with_generation_id_or_member_epoch(3)
+            .with_member_id(text("member-1"))
+            .with_group_instance_id(if api_version >= 7 { Some(text("instance-1")) } else { None })
+            .with_topics(vec![offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("events"))
+                .with_partitions(vec![offset_commit_request::OffsetCommitRequestPartition::default()
+                    .with_partition_index(1)
+                    .with_committed_offset(1234)
+                    .with_committed_leader_epoch(if api_version >= 6 { 0 } else { -1 })
+                    .with_committed_metadata(Some(text("processed")))])])
+            .into(),
+        ApiKey::OffsetFetch => {
+            let request = kafka_protocol::messages::OffsetFetchRequest::default();
+            if api_version >= 8 {
+                request
+                    .with_groups(vec![
+                        offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(group("group-a"))
+                            .with_member_id(if api_version >= 9 { Some(text("member-1")) } else { None })
+                            .with_member_epoch(if api_version >= 9 { 3 } else { -1 })
+                            .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(name("events"))
+                                .with_partition_indexes(vec![0, 1, 2])])),
+                        offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(group("group-b"))
+                            .with_topics(None),
+                    ])
+                    .with_require_stable(true)
+                    .into()
+            } else {
+                request
+                    .with_group_id(group("group-a"))
+                    .with_topics(Some(vec![offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(name("events"))
+                        .with_partition_indexes(vec![0, 1, 2])]))
+                    .with_require_stable(api_version >= 7)
+                    .into()
+            }
+        }
+        ApiKey::ListGroups => kafka_protocol::messages::ListGroupsRequest::default()
+            .with_states_filter(if api_version >= 4 { vec![text("Stable")] } else { vec![] })
+            .with_types_filter(if api_version >= 5 { vec![text("classic")] } else { vec![] })
+            .into(),
+        ApiKey::DescribeGroups => kafka_protocol::messages::DescribeGroupsRequest::default()
+            .with_groups(vec![group("group-a"), group("group-b")])
+            .with_include_authorized_operations(api_version >= 3)
+            .into(),
+        ApiKey::DeleteGroups => kafka_protocol::messages::DeleteGroupsRequest::default()
+            .with_groups_names(vec![group("group-a")])
+            .into(),
+        ApiKey::OffsetDelete => kafka_protocol::messages::OffsetDeleteRequest::default()
+            .with_group_id(group("group-a"))
+            .with_topics(vec![offset_delete_request::OffsetDeleteRequestTopic::default()
+                .with_name(name("events"))
+                .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)])])
+            .into(),
+        ApiKey::ConsumerGroupHeartbeat => kafka_protocol::messages::ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group("group-a"))
+            .with_member_id(text("member-1"))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(300_000)
+            .with_subscribed_topic_names(Some(vec![name("events")]))
+            .with_subscribed_topic_regex(if api_version >= 1 { Some(text("")) } else { None })
+            .with_topic_partitions(Some(vec![kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions::default()
+                .with_topic_id(uuid_of(3))
+                .with_partitions(vec![0, 1])]))
             .into(),
         other => panic!("no sample request for {other:?}"),
     }

@@ -1,3 +1,4 @@
 //! The materializer: consumes partition logs and maintains materialized views (issue 5).
 
 pub mod index;
+pub mod json;

@@ -27,6 +27,9 @@ Modules and tests:
                        which needs the group APIs: FindCoordinator, JoinGroup, SyncGroup, ...).
   admin                confluent-kafka AdminClient round trips.
   restart              produce, SIGTERM, restart on the same directory: data and configs survive.
+  idempotence          idempotent producers through a connection-cutting proxy, and resends
+                       after a restart (tests/kafka/idempotence_tests.py).
+  group-*              consumer groups (issue 4): see tests/kafka/group_tests.py.
 """
 
 import argparse
@@ -105,6 +108,8 @@ class Broker:
         self.own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix=f"yottastore-{name}-")
         self.port = port or free_port()
+        # What Metadata tells clients to connect to (a test's proxy); None: the broker itself.
+        self.advertised_addr = None
         self.proc = None
         self.starts = 0
         os.makedirs(ARTIFACTS, exist_ok=True)
@@ -120,7 +125,7 @@ class Broker:
             OPTS.broker_bin, "serve",
             "--data-dir", self.data_dir,
             "--kafka-addr", self.addr,
-            "--advertised-addr", self.addr,
+            "--advertised-addr", self.advertised_addr or self.addr,
             "--zone-size-mib", "16",
             "--zone-count", "64",
         ]
@@ -1014,6 +1019,11 @@ def build_modules():
         ("admin/describe_cluster", test_admin_describe_cluster),
     ]))
     mods.append(("restart", [("restart/data_and_configs", test_restart)]))
+    import idempotence_tests
+    mods.append(("idempotence", idempotence_tests.tests(sys.modules[__name__])))
+    import group_tests  # consumer groups (issue 4); it uses this module's helpers
+    group_tests.R = sys.modules[__name__]
+    mods.extend(group_tests.modules())
     return mods
 
 

@@ -33,6 +33,9 @@ const READS_PER_PARTITION_MAX: usize = 64;
 /// Partitions of one request read at once (each with one read in flight).
 const CONCURRENT_READS_MAX: usize = 32;
 
+/// How long a readahead read waits for its consumer before its memory is given back.
+const READAHEAD_TTL: Duration = Duration::from_secs(5);
+
 /// Kafka's READ_COMMITTED isolation level.
 const READ_COMMITTED: i8 = 1;
 
@@ -50,9 +53,38 @@ struct WantedTopic {
     partitions: Vec<Wanted>,
 }
 
+/// A Fetch answer with each partition's batches kept apart, as read (zero-copy slices of the
+/// cache or of device windows): `protocol::encode_fetch_response` writes them into the frame
+/// without copying. `records` has one list per partition of `response`, in order; a
+/// partition's `records` field is empty where its list is used.
+pub struct FetchAnswer {
+    pub response: FetchResponse,
+    pub records: Vec<Vec<Bytes>>,
+}
+
+impl FetchAnswer {
+    /// The plain response, each partition's batches concatenated into its records.
+    pub fn into_response(self) -> FetchResponse {
+        let FetchAnswer { mut response, records } = self;
+        for (partition, batches) in response.responses.iter_mut().flat_map(|topic| topic.partitions.iter_mut()).zip(records) {
+            if !batches.is_empty() {
+                let total_bytes = batches.iter().map(|batch| batch.len()).sum();
+                partition.records = Some(concat(batches, total_bytes));
+            }
+        }
+        response
+    }
+}
+
 pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: FetchRequest) -> FetchResponse {
+    handle_segmented(cluster, api_version, request).await.into_response()
+}
+
+/// `handle`, with the records left as the batches read (see `FetchAnswer`).
+pub async fn handle_segmented(cluster: &Arc<Cluster>, api_version: i16, request: FetchRequest) -> FetchAnswer {
     if api_version >= 7 && !(request.session_epoch == 0 || request.session_epoch == -1) {
-        return FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()).with_session_id(0);
+        let response = FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()).with_session_id(0);
+        return FetchAnswer { response, records: Vec::new() };
     }
     // v13+ (KIP-516) names topics by id.
     let by_id = api_version >= 13;
@@ -114,15 +146,23 @@ pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: FetchRequ
         }
     };
 
+    let mut records = Vec::new();
     let responses = topics
         .iter()
         .zip(responses)
         .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(data, batches)| {
+                    records.push(batches);
+                    data
+                })
+                .collect();
             let response = FetchableTopicResponse::default().with_partitions(partitions);
             if by_id { response.with_topic_id(topic.topic_id) } else { response.with_topic(topic.name.clone()) }
         })
         .collect();
-    FetchResponse::default().with_session_id(0).with_responses(responses)
+    FetchAnswer { response: FetchResponse::default().with_session_id(0).with_responses(responses), records }
 }
 
 struct Limits {
@@ -144,13 +184,13 @@ struct Limits {
 /// read would (the first batch overall is served whatever its size; after that only batches
 /// that fit): a read with a larger budget returns a prefix-extended list of the same batches,
 /// so trimming it gives exactly what the smaller budget would have read.
-async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<PartitionData>>, usize, bool) {
+async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<(PartitionData, Vec<Bytes>)>>, usize, bool) {
     let wanted: Vec<&Wanted> = topics.iter().flat_map(|topic| topic.partitions.iter()).collect();
     let partition_max = |wanted: &Wanted| usize::try_from(wanted.partition_max_bytes).unwrap_or(0);
     let mut remaining = limits.max_bytes;
     let mut total_bytes = 0usize;
     let mut any_error = false;
-    let mut answered: Vec<PartitionData> = Vec::with_capacity(wanted.len());
+    let mut answered: Vec<(PartitionData, Vec<Bytes>)> = Vec::with_capacity(wanted.len());
     let mut next = 0;
     while next < wanted.len() {
         let min_one = total_bytes == 0;
@@ -194,12 +234,12 @@ async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<Partition
                     batches.truncate(kept);
                     total_bytes += kept_bytes;
                     remaining = remaining.saturating_sub(kept_bytes);
-                    partition_data(limits, wanted.index, 0, read.high_watermark, read.log_start_offset, concat(batches, kept_bytes))
+                    (partition_data(limits, wanted.index, 0, read.high_watermark, read.log_start_offset, Bytes::new()), batches)
                 }
                 Err((error, offsets)) => {
                     any_error = true;
                     let (high_watermark, log_start_offset) = offsets.unwrap_or((-1, -1));
-                    partition_data(limits, wanted.index, error.code(), high_watermark, log_start_offset, Bytes::new())
+                    (partition_data(limits, wanted.index, error.code(), high_watermark, log_start_offset, Bytes::new()), Vec::new())
                 }
             };
             answered.push(response);
@@ -257,7 +297,8 @@ type ReadError = (ApiError, Option<(i64, i64)>);
 
 /// Whole batches from `fetch_offset`, at most `max_bytes` of them, or (with `min_one`) the first
 /// batch whatever its size. Each read plan is made under the partition lock and executed after.
-async fn read_partition(partition: &Partition, fetch_offset: i64, max_bytes: usize, min_one: bool) -> Result<PartitionRead, ReadError> {
+async fn read_partition(partition: &Arc<Partition>, fetch_offset: i64, max_bytes: usize, min_one: bool) -> Result<PartitionRead, ReadError> {
+    let mut from_device = false;
     let mut batches: Vec<Bytes> = Vec::new();
     let mut total_bytes = 0usize;
     let mut offset = fetch_offset;
@@ -280,6 +321,7 @@ async fn read_partition(partition: &Partition, fetch_offset: i64, max_bytes: usi
             Err(error) if batches.is_empty() => return Err((ApiError::from(error), offsets)),
             Err(_) => break,
         };
+        from_device |= !plan.is_ready();
         let read = plan.execute().await.map_err(|error| (ApiError::from(error), offsets))?;
         let mut progressed = false;
         for batch in read {
@@ -299,5 +341,22 @@ async fn read_partition(partition: &Partition, fetch_offset: i64, max_bytes: usi
         }
     }
     let (high_watermark, log_start_offset) = offsets.expect("at least one read");
+    if from_device && !batches.is_empty() && offset < high_watermark {
+        start_readahead(partition, offset, max_bytes);
+    }
     Ok(PartitionRead { high_watermark, log_start_offset, batches })
+}
+
+/// A consumer reading from the device will likely ask for what follows next: read it now, while
+/// this response is written (see `PartitionLog::start_readahead`), and give its memory back if
+/// nobody asked for it within `READAHEAD_TTL`.
+fn start_readahead(partition: &Arc<Partition>, offset: i64, max_bytes: usize) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let Ok(Some(readahead)) = partition.with_log(|log| log.start_readahead(offset, max_bytes)) else { return };
+    let partition = partition.clone();
+    runtime.spawn(async move {
+        readahead.run().await;
+        tokio::time::sleep(READAHEAD_TTL).await;
+        let _ = partition.with_log(|log| log.drop_readahead(offset));
+    });
 }

@@ -8,6 +8,20 @@
 //! That is stronger than Kafka for acks=1 (Kafka answers when the leader's page cache has it),
 //! and it is what this single-replica broker's high watermark means: readers only ever see
 //! durable data, so an acknowledged record is always readable.
+//!
+//! timeout_ms is not applied. In Kafka it bounds only the wait for the other in-sync replicas
+//! with acks=all; with a single replica there is nothing to wait for, and Kafka answers at once.
+//! Here the wait is for our own durable flush, which the storage thread completes or fails (a
+//! failed flush fails the partition and is answered with KAFKA_STORAGE_ERROR). Answering
+//! REQUEST_TIMED_OUT before the flush completes would tell a client that data about to become
+//! durable and readable was not written, and a non-idempotent client would then duplicate it on
+//! retry. The client's own request.timeout.ms still bounds how long it waits.
+//!
+//! acks=0: no response; but when any partition fails, the connection is closed after the
+//! responses already due, as Kafka does, so that the client notices (`Started::close_connection`).
+//!
+//! Idempotent producers: a resend of a batch already in the log is answered with the original's
+//! base offset (and append time) and appended nothing; see `log::producer_state`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,9 +31,18 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::str_bytes;
-use crate::cluster::{now_ms, ApiError, Cluster, Partition, ResponseError, Topic};
+use crate::cluster::{now_ms, ApiError, Cluster, Partition, ResponseError, Topic, TopicConfig};
 use crate::log::batch::{self, BatchError, Compression, TimestampType};
 use crate::log::{Flush, LogError};
+
+/// A Produce request whose batches are appended: `completion` waits for durability and yields
+/// the response (`None` for acks=0).
+pub struct Started<F> {
+    pub completion: F,
+    /// acks=0 and some partition failed: close the connection (Kafka's signal to the client,
+    /// which gets no response).
+    pub close_connection: bool,
+}
 
 /// A partition appended, its flush started.
 struct Appended {
@@ -32,7 +55,7 @@ struct Appended {
 type Outcome = Result<Appended, ApiError>;
 
 pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
-    start(cluster, api_version, request).await
+    start(cluster, api_version, request).completion.await
 }
 
 /// Appends every partition of the request now, before returning; the returned future waits
@@ -40,7 +63,11 @@ pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: ProduceRe
 /// connection, so pipelined Produce requests for one partition are appended in the order the
 /// client sent them (Kafka handles one request per connection at a time), while their flushes
 /// still overlap (group commit).
-pub fn start(cluster: &Arc<Cluster>, api_version: i16, request: ProduceRequest) -> impl Future<Output = Option<ProduceResponse>> + Send + 'static {
+pub fn start(
+    cluster: &Arc<Cluster>,
+    api_version: i16,
+    request: ProduceRequest,
+) -> Started<impl Future<Output = Option<ProduceResponse>> + Send + 'static> {
     let now = now_ms();
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
@@ -51,24 +78,28 @@ pub fn start(cluster: &Arc<Cluster>, api_version: i16, request: ProduceRequest) 
     // Every partition's flush is started as it is appended; they are awaited together below
     // (group commit).
     let mut flushes = Vec::new();
+    let mut close_connection = false;
     for topic_data in request.topic_data {
         let topic = if by_id { cluster.topic_by_id(topic_data.topic_id.as_bytes()) } else { cluster.topic(&topic_data.name.0) };
+        // Once per topic, not per partition.
+        let config = topic.as_ref().map(|topic| topic.shared_config());
         let mut outcomes = Vec::with_capacity(topic_data.partition_data.len());
         for partition_data in topic_data.partition_data {
             let outcome = if !acks_valid {
                 Err(ApiError::new(ResponseError::InvalidRequiredAcks, format!("Invalid required acks {acks}: only -1, 0 and 1 are allowed")))
             } else {
-                append_partition(topic.as_deref(), by_id, partition_data.index, partition_data.records, api_version, now)
+                append_partition(topic.as_deref().zip(config.as_deref()), by_id, partition_data.index, partition_data.records, api_version, now)
             };
             let outcome = outcome.map(|(appended, partition, flush)| {
                 flushes.push(complete_flush(partition, flush));
                 appended
             });
+            close_connection |= acks == 0 && outcome.is_err();
             outcomes.push((partition_data.index, outcome));
         }
         topics.push((topic_data.name, topic_data.topic_id, outcomes));
     }
-    async move { respond(api_version, acks, by_id, topics, flushes).await }
+    Started { completion: async move { respond(api_version, acks, by_id, topics, flushes).await }, close_connection }
 }
 
 type TopicOutcomes = Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<(i32, Outcome)>)>;
@@ -95,8 +126,8 @@ async fn respond(
             Ok(runtime) => drop(runtime.spawn(complete)),
             Err(_) => complete.await,
         }
-        // Kafka closes the connection when an acks=0 produce fails, so the client notices;
-        // without a response channel for that here, the errors are only logged.
+        // The connection is closed for these (`Started::close_connection`); the reasons are
+        // only logged.
         for (_, _, outcomes) in &topics {
             for (index, outcome) in outcomes {
                 if let Err(error) = outcome {
@@ -170,14 +201,14 @@ fn unknown_partition() -> ApiError {
 /// Validates one partition's records, appends them and starts their flush (to be awaited after
 /// the partition lock is released).
 fn append_partition(
-    topic: Option<&Topic>,
+    topic: Option<(&Topic, &TopicConfig)>,
     by_id: bool,
     index: i32,
     records: Option<Bytes>,
     api_version: i16,
     now: i64,
 ) -> Result<(Appended, Arc<Partition>, Flush), ApiError> {
-    let Some(topic) = topic else {
+    let Some((topic, config)) = topic else {
         return Err(if by_id {
             ApiError::new(ResponseError::UnknownTopicId, "This server does not host this topic ID.")
         } else {
@@ -185,7 +216,6 @@ fn append_partition(
         });
     };
     let partition = topic.partition(index).ok_or_else(unknown_partition)?;
-    let config = topic.config();
     let records = records.unwrap_or_default();
 
     // Kafka's ProduceRequest.validateRecords: v3+ carries exactly one v2 batch per partition.
@@ -221,14 +251,19 @@ fn append_partition(
             return Err(error);
         }
     }
+    // The one copy of the batch: the log rewrites its base offset (and, for LogAppendTime, its
+    // timestamps) and keeps it in the partition's recent-batch cache for tailing consumers.
+    // `bytes` cannot be taken over instead: it is a slice of the whole request frame, shared
+    // with the other partitions' batches and the topic names, which the cache would pin. Made
+    // before the lock, so the lock covers memory work only.
     let batch = BytesMut::from(bytes);
     let appended = partition.with_log(|log| -> Result<_, LogError> {
-        // For LogAppendTime topics the log validates the batch as sent, then stamps it.
-        let (info, append_time) = if log_append_time {
-            (log.append_log_append_time(batch, now, now)?, now)
-        } else {
-            (log.append(batch, now)?, -1)
-        };
+        // For LogAppendTime topics the log validates the batch as sent, then stamps it; its max
+        // timestamp is then the append time (the original's, for a producer's resend).
+        let info = if log_append_time { log.append_log_append_time(batch, now, now)? } else { log.append(batch, now)? };
+        let append_time = if log_append_time { info.max_timestamp_ms } else { -1 };
+        // A resend appended nothing, but its original may not be durable yet: this flush
+        // covers it, so the resend too is acknowledged only once durable.
         Ok((info.base_offset, append_time, log.log_start_offset(), log.start_flush()))
     })?;
     let (base_offset, log_append_time_ms, log_start_offset, flush) = appended?;

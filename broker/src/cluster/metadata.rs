@@ -1,4 +1,5 @@
-//! The cluster metadata log: topic creations, deletions, partition counts and configs, as
+//! The cluster metadata log: topic creations, deletions, partition counts and configs, and the
+//! producer ids allocated, as
 //! records of an internal partition log on the same device. Replaying it rebuilds the topic
 //! table, so topic metadata has the same durability and recovery as data, and no side file.
 //!
@@ -30,6 +31,9 @@ pub enum MetadataRecord {
     SetPartitionCount { name: String, topic_id: String, partitions: i32 },
     /// The complete set of overrides after an AlterConfigs or IncrementalAlterConfigs.
     SetConfigs { name: String, topic_id: String, configs: BTreeMap<String, String> },
+    /// Producer ids below `end` may have been handed out (InitProducerId): ids are allocated in
+    /// blocks, each recorded before its first id is given, so none is reused after a restart.
+    ProducerIdBlock { end: i64 },
 }
 
 impl MetadataRecord {

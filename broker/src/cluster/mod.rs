@@ -12,6 +12,8 @@ use bytes::BytesMut;
 pub use kafka_protocol::error::ResponseError;
 use tokio::sync::Notify;
 
+use crate::group::store::{groups_partition_id, GROUPS_TOPIC};
+use crate::group::{GroupConfig, Groups};
 use crate::log::{LogError, LogStore, PartitionId, PartitionLog};
 use metadata::{metadata_partition_id, topic_id_from_hex, topic_id_to_hex, MetadataRecord, METADATA_TOPIC};
 pub use topic_config::{ConfigEntry, TopicConfig};
@@ -36,6 +38,9 @@ pub struct BrokerConfig {
     pub listener_addr: String,
     /// The request size limit the server applies, reported as socket.request.max.bytes.
     pub request_bytes_max: usize,
+    /// producer.id.expiration.ms: an idempotent producer idle this long is forgotten by each
+    /// partition (Kafka's default: 1 day). Checked with retention.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -49,6 +54,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             listener_addr: "127.0.0.1:9092".to_string(),
             request_bytes_max: crate::protocol::REQUEST_BYTES_MAX_DEFAULT,
+            producer_id_expiration_ms: crate::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }
@@ -79,6 +85,8 @@ impl From<LogError> for ApiError {
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             LogError::Failed(_) | LogError::CorruptOnDevice { .. } => ResponseError::KafkaStorageError,
             LogError::Io(_) => ResponseError::KafkaStorageError,
+            LogError::Producer(producer_error) => ResponseError::try_from_code(producer_error.kafka_error_code())
+                .unwrap_or(ResponseError::UnknownServerError),
         };
         ApiError::new(kind, error.to_string())
     }
@@ -117,7 +125,8 @@ pub struct Topic {
     pub name: String,
     pub id: [u8; 16],
     partitions: RwLock<Vec<Arc<Partition>>>,
-    config: RwLock<TopicConfig>,
+    /// Shared so that a produce reads it without copying its overrides.
+    config: RwLock<Arc<TopicConfig>>,
 }
 
 impl std::fmt::Debug for Topic {
@@ -141,6 +150,11 @@ impl Topic {
     }
 
     pub fn config(&self) -> TopicConfig {
+        TopicConfig::clone(&self.shared_config())
+    }
+
+    /// The topic's configs without a copy (the produce path reads them per request).
+    pub fn shared_config(&self) -> Arc<TopicConfig> {
         self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -155,6 +169,22 @@ pub struct Cluster {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// The metadata log; its async lock also serialises metadata changes.
     metadata: tokio::sync::Mutex<PartitionLog>,
+    /// Consumer groups and their committed offsets (this broker coordinates every group).
+    groups: Groups,
+    /// Producer ids handed out by InitProducerId. Lock order: this, then `metadata`.
+    producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
+}
+
+/// Producer ids are recorded in the metadata log this many at a time (Kafka's block size): one
+/// durable write per thousand InitProducerId requests, at most a thousand ids skipped at a
+/// restart.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// The current block of producer ids: `next..end` may be handed out without a metadata write.
+#[derive(Debug)]
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
 }
 
 impl Cluster {
@@ -162,17 +192,29 @@ impl Cluster {
     /// Logs of topics that no longer exist (a deletion whose zone resets did not finish before
     /// a crash) are released.
     pub async fn open(store: LogStore, recovered: Vec<PartitionLog>, broker: BrokerConfig) -> Result<Arc<Cluster>, String> {
+        Cluster::open_with_groups(store, recovered, broker, GroupConfig::default()).await
+    }
+
+    pub async fn open_with_groups(
+        store: LogStore,
+        recovered: Vec<PartitionLog>,
+        broker: BrokerConfig,
+        group_config: GroupConfig,
+    ) -> Result<Arc<Cluster>, String> {
         let mut logs: BTreeMap<(String, i32), PartitionLog> = BTreeMap::new();
         let mut metadata_log = None;
+        let mut groups_log = None;
         for log in recovered {
             if *log.id() == metadata_partition_id() {
                 metadata_log = Some(log);
+            } else if *log.id() == groups_partition_id() {
+                groups_log = Some(log);
             } else {
                 logs.insert((log.id().topic.clone(), log.id().partition), log);
             }
         }
         let metadata_log = metadata_log.unwrap_or_else(|| store.create_partition(metadata_partition_id()));
-        let definitions = replay(&metadata_log).await?;
+        let Replayed { topics: definitions, producer_id_end } = replay(&metadata_log).await?;
         let mut topics = BTreeMap::new();
         for (name, TopicDefinition { id, partitions: partition_count, configs }) in definitions {
             let config = TopicConfig::from_entries(&configs).map_err(|error| format!("topic {name}: {error}"))?;
@@ -190,18 +232,33 @@ impl Cluster {
                     Partition::new(index, log)
                 })
                 .collect();
-            let topic = Topic { name: name.clone(), id, partitions: RwLock::new(partitions), config: RwLock::new(config) };
+            let topic = Topic { name: name.clone(), id, partitions: RwLock::new(partitions), config: RwLock::new(Arc::new(config)) };
             topics.insert(name, Arc::new(topic));
         }
         for ((topic, partition), log) in logs {
             tracing::warn!(%topic, partition, "partition log of a topic that no longer exists; releasing its zones");
             log.delete();
         }
-        Ok(Arc::new(Cluster { store, broker, topics: RwLock::new(topics), metadata: tokio::sync::Mutex::new(metadata_log) }))
+        let groups_log = groups_log.unwrap_or_else(|| store.create_partition(groups_partition_id()));
+        let groups = Groups::open(groups_log, group_config, |name, id| topics.get(name).is_some_and(|topic: &Arc<Topic>| topic.id == *id)).await?;
+        Ok(Arc::new(Cluster {
+            store,
+            broker,
+            topics: RwLock::new(topics),
+            metadata: tokio::sync::Mutex::new(metadata_log),
+            groups,
+            // Ids of the last recorded block may have been handed out before a restart: start
+            // after it, with an empty block, so the first allocation records a new one.
+            producer_ids: tokio::sync::Mutex::new(ProducerIdBlock { next: producer_id_end, end: producer_id_end }),
+        }))
     }
 
     pub fn broker(&self) -> &BrokerConfig {
         &self.broker
+    }
+
+    pub fn groups(&self) -> &Groups {
+        &self.groups
     }
 
     pub fn store(&self) -> &LogStore {
@@ -263,7 +320,7 @@ impl Cluster {
         let partitions = (0..partitions)
             .map(|index| Partition::new(index, self.store.create_partition(PartitionId { topic: name.to_string(), topic_id: id, partition: index })))
             .collect();
-        let topic = Arc::new(Topic { name: name.to_string(), id, partitions: RwLock::new(partitions), config: RwLock::new(config) });
+        let topic = Arc::new(Topic { name: name.to_string(), id, partitions: RwLock::new(partitions), config: RwLock::new(Arc::new(config)) });
         self.topics.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, "topic created");
         Ok(Some(topic))
@@ -281,6 +338,8 @@ impl Cluster {
         let record = MetadataRecord::DeleteTopic { name: name.to_string(), topic_id: topic_id_to_hex(&topic.id) };
         self.record(&mut metadata, &record).await?;
         self.topics.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        // Offsets are dropped in memory now; at replay, by the topic id they were committed for.
+        self.groups.topic_deleted(name);
         for partition in topic.partitions() {
             if let Some(log) = partition.take_log() {
                 log.delete();
@@ -331,18 +390,40 @@ impl Cluster {
         }
         let record = MetadataRecord::SetConfigs { name: name.to_string(), topic_id: topic_id_to_hex(&topic.id), configs: config.overrides().clone() };
         self.record(&mut metadata, &record).await?;
-        *topic.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        *topic.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
         Ok(())
     }
 
-    /// Applies every topic's retention.ms and retention.bytes (reclaiming whole zones).
+    /// A new producer id for InitProducerId, never handed out before, even across restarts.
+    pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        let mut block = self.producer_ids.lock().await;
+        if block.next >= block.end {
+            let end = block.end.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or_else(|| {
+                ApiError::new(ResponseError::UnknownServerError, "producer ids are exhausted")
+            })?;
+            let mut metadata = self.metadata.lock().await;
+            self.record(&mut metadata, &MetadataRecord::ProducerIdBlock { end }).await?;
+            block.end = end;
+        }
+        assert!(0 <= block.next && block.next < block.end);
+        let id = block.next;
+        block.next += 1;
+        Ok(id)
+    }
+
+    /// Applies every topic's retention.ms and retention.bytes (reclaiming whole zones), and
+    /// forgets idempotent producers idle for producer.id.expiration.ms.
     pub fn apply_retention(&self, now_ms: i64) -> usize {
         let mut released = 0;
+        let expiration_ms = self.broker.producer_id_expiration_ms;
         for topic in self.topics() {
             let config = topic.config();
             for partition in topic.partitions() {
                 released += partition
-                    .with_log(|log| log.apply_retention(now_ms, config.retention_ms(), config.retention_bytes()))
+                    .with_log(|log| {
+                        log.expire_producers(now_ms, expiration_ms);
+                        log.apply_retention(now_ms, config.retention_ms(), config.retention_bytes())
+                    })
                     .unwrap_or(0);
             }
         }
@@ -367,7 +448,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return invalid(format!("Topic name {name:?} contains characters other than ASCII alphanumerics, '.', '_' and '-'"));
     }
-    if name == METADATA_TOPIC {
+    if name == METADATA_TOPIC || name == GROUPS_TOPIC {
         return invalid(format!("Topic name {name:?} is reserved for the broker's metadata"));
     }
     Ok(())
@@ -380,9 +461,18 @@ struct TopicDefinition {
     configs: BTreeMap<String, String>,
 }
 
-/// Replays the metadata log: the topics that exist, by name.
-async fn replay(log: &PartitionLog) -> Result<BTreeMap<String, TopicDefinition>, String> {
+/// What the metadata log holds.
+struct Replayed {
+    /// The topics that exist, by name.
+    topics: BTreeMap<String, TopicDefinition>,
+    /// Producer ids below this may have been handed out.
+    producer_id_end: i64,
+}
+
+/// Replays the metadata log.
+async fn replay(log: &PartitionLog) -> Result<Replayed, String> {
     let mut topics: BTreeMap<String, TopicDefinition> = BTreeMap::new();
+    let mut producer_id_end = 0i64;
     let mut offset = log.log_start_offset();
     let high_watermark = log.high_watermark();
     while offset < high_watermark {
@@ -394,11 +484,14 @@ async fn replay(log: &PartitionLog) -> Result<BTreeMap<String, TopicDefinition>,
             let header = crate::log::batch::parse_header(bytes).map_err(|e| e.to_string())?;
             offset = header.last_offset() + 1;
             for record in MetadataRecord::from_batch(bytes).map_err(|e| format!("metadata log at {}: {e}", header.base_offset))? {
-                apply(&mut topics, record);
+                match record {
+                    MetadataRecord::ProducerIdBlock { end } => producer_id_end = producer_id_end.max(end),
+                    record => apply(&mut topics, record),
+                }
             }
         }
     }
-    Ok(topics)
+    Ok(Replayed { topics, producer_id_end })
 }
 
 fn apply(topics: &mut BTreeMap<String, TopicDefinition>, record: MetadataRecord) {
@@ -426,6 +519,7 @@ fn apply(topics: &mut BTreeMap<String, TopicDefinition>, record: MetadataRecord)
                 topics.get_mut(&name).expect("checked").configs = configs;
             }
         }
+        MetadataRecord::ProducerIdBlock { .. } => {}
     }
 }
 

@@ -16,8 +16,9 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use super::cache::ReadCache;
 use crate::buf::{AlignedBuf, BufferPool, ReadBufferPool, BLOCK_SIZE};
 use crate::pending::Pending;
 use crate::zone::{ZoneError, ZoneId, ZoneState, ZonedDevice};
@@ -31,6 +32,10 @@ pub struct ZoneAllocator {
     /// from a window is dropped (after its response is written), so reads do not fault in and
     /// zero fresh pages per window.
     read_buffers: ReadBufferPool,
+    /// Recently appended batches of every partition of the device (see `log::cache`).
+    read_cache: OnceLock<Arc<ReadCache>>,
+    /// Bytes reserved by the readahead reads of every partition (see `PartitionLog::start_readahead`).
+    readahead_reserved: Arc<std::sync::atomic::AtomicUsize>,
     state: Mutex<AllocatorState>,
 }
 
@@ -79,6 +84,8 @@ impl ZoneAllocator {
             // its own (acks=all), then leaves in one write instead of a chunk and a block.
             buffers: BufferPool::new(chunk_bytes + BLOCK_SIZE, CHUNK_BUFFERS_KEPT_MAX),
             read_buffers: ReadBufferPool::new(READ_BUFFERS_KEPT_MAX, READ_BUFFER_BYTES_KEPT_MAX),
+            read_cache: OnceLock::new(),
+            readahead_reserved: Arc::default(),
             state: Mutex::new(AllocatorState {
                 free,
                 resetting: Vec::new(),
@@ -97,6 +104,17 @@ impl ZoneAllocator {
 
     pub fn read_buffers(&self) -> &ReadBufferPool {
         &self.read_buffers
+    }
+
+    /// The bytes reserved by readahead reads of every partition of the device.
+    pub fn readahead_reserved(&self) -> &Arc<std::sync::atomic::AtomicUsize> {
+        &self.readahead_reserved
+    }
+
+    /// The read cache shared by every partition of the device, of `bytes_max` bytes when this
+    /// call creates it (the logs of a store share one `LogConfig`, so the first to ask sizes it).
+    pub fn read_cache(&self, bytes_max: usize) -> &Arc<ReadCache> {
+        self.read_cache.get_or_init(|| ReadCache::new(bytes_max))
     }
 
     fn lock(&self) -> MutexGuard<'_, AllocatorState> {

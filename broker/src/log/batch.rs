@@ -661,6 +661,19 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) -> Result<(), Ba
 // Not for the serving path: they copy and allocate, and decoding trusts decompressed sizes.
 // ---------------------------------------------------------------------------------------------
 
+/// Makes a batch an idempotent producer's: sets producerId, producerEpoch and baseSequence, and
+/// recomputes the CRC over the whole batch (tests and benchmarks; the broker never rewrites
+/// these fields). `batch` must be exactly one whole batch.
+pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Result<(), BatchError> {
+    parse_exact(batch)?;
+    batch[field::PRODUCER_ID..field::PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[field::BASE_SEQUENCE..field::BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[field::ATTRIBUTES..]);
+    batch[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 /// One record as a test sees it. Duplicate header keys are legal in Kafka but not
 /// representable through kafka-protocol (it keys headers by name), so they are rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,8 +20,10 @@ use tokio::sync::watch;
 
 use super::allocator::ZoneAllocator;
 use super::batch::{self, BatchError, BatchHeader};
+use super::cache::CachedPartition;
 use super::format::{self, FrameKind, ScanStep, ZoneHeader, FRAME_HEADER_BYTES, ZONE_HEADER_BYTES};
 use super::index::ZoneIndex;
+use super::producer_state::{Check, ProducerError, ProducerStateTable};
 use super::records;
 use crate::buf::{round_up, AlignedBuf, BufferPool, ReadBufferPool, BLOCK_SIZE};
 use crate::pending::Pending;
@@ -35,18 +37,24 @@ pub struct LogConfig {
     pub write_chunk_bytes: usize,
     /// One sparse index entry per this many bytes of frames (Kafka's index.interval.bytes).
     pub index_interval_bytes: u64,
-    /// Recently appended batches kept in memory per partition to serve tailing consumers.
+    /// Bytes of recently appended batches kept in memory to serve consumers near the tail, for
+    /// all partitions of the store together (see `log::cache`; 0 disables the cache).
     pub recent_cache_bytes_max: usize,
     /// Device reads for fetches and scans are at least this large.
     pub read_window_bytes: usize,
 }
+
+/// The read cache's default size: the recent past of a busy broker (a few seconds of appends
+/// at device bandwidth), a small part of a server's memory. O_DIRECT bypasses the page cache
+/// that serves such reads in Kafka, so without it every consumer read goes to the device.
+pub const RECENT_CACHE_BYTES_DEFAULT: usize = 1 << 30;
 
 impl Default for LogConfig {
     fn default() -> LogConfig {
         LogConfig {
             write_chunk_bytes: 1 << 20,
             index_interval_bytes: 4096,
-            recent_cache_bytes_max: 4 << 20,
+            recent_cache_bytes_max: RECENT_CACHE_BYTES_DEFAULT,
             read_window_bytes: 256 << 10,
         }
     }
@@ -85,6 +93,8 @@ pub enum LogError {
     CorruptOnDevice { zone: ZoneId, position_bytes: u64 },
     #[error("storage: {0}")]
     Io(#[from] io::Error),
+    #[error("{0}")]
+    Producer(#[from] ProducerError),
 }
 
 /// What an append did.
@@ -93,6 +103,9 @@ pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp_ms: i64,
+    /// The batch was a producer's resend of a batch already in the log: nothing was appended,
+    /// and the offsets and timestamp are the original's.
+    pub duplicate: bool,
 }
 
 /// A zone of the chain and what the log knows of it.
@@ -207,8 +220,58 @@ pub struct PartitionLog {
     /// The outcome of the most recent flush: each flush reports success only after its
     /// predecessor did, so a later flush can never hide an earlier failed write.
     last_flush: Option<FlushOutcome>,
-    recent: VecDeque<(BatchHeader, Bytes)>,
-    recent_bytes: usize,
+    /// This partition's share of the store's read cache: its most recently appended batches.
+    cache: CachedPartition,
+    /// A device read started ahead of a sequential consumer, for the offset it will ask next.
+    readahead: Option<ReadaheadSlot>,
+    /// Idempotent producers' last batches: checked and updated with each append.
+    producers: ProducerStateTable,
+}
+
+/// The most bytes that readahead reads of all partitions of a device hold at once: each is one
+/// fetch's worth of one partition (a window), kept until the consumer asks for it or it expires.
+pub const READAHEAD_BYTES_MAX: usize = 256 << 20;
+
+/// A readahead read: its outcome (`None` while running) for the consumer who asks for `offset`.
+struct ReadaheadSlot {
+    offset: i64,
+    outcome: watch::Receiver<Option<Result<Vec<Bytes>, String>>>,
+    _reservation: Reservation,
+}
+
+/// Bytes counted in a shared total while alive.
+struct Reservation {
+    total: Arc<std::sync::atomic::AtomicUsize>,
+    bytes: usize,
+}
+
+impl Reservation {
+    fn take(total: &Arc<std::sync::atomic::AtomicUsize>, bytes: usize, max: usize) -> Option<Reservation> {
+        total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |reserved| reserved.checked_add(bytes).filter(|&after| after <= max))
+            .ok()
+            .map(|_| Reservation { total: total.clone(), bytes })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A readahead read to run off the lock (see `PartitionLog::start_readahead`).
+pub struct Readahead {
+    plan: ReadPlan,
+    outcome: watch::Sender<Option<Result<Vec<Bytes>, String>>>,
+}
+
+impl Readahead {
+    /// Reads, and leaves the batches for the consumer's next read.
+    pub async fn run(self) {
+        let result = self.plan.execute().await.map_err(|error| error.to_string());
+        let _ = self.outcome.send(Some(result));
+    }
 }
 
 impl PartitionLog {
@@ -219,7 +282,7 @@ impl PartitionLog {
         config: LogConfig,
     ) -> PartitionLog {
         assert!(id.topic.len() <= format::TOPIC_NAME_BYTES_MAX && id.partition >= 0);
-        PartitionLog::from_parts(id, allocator, config, VecDeque::new(), (0, 0), 0)
+        PartitionLog::from_parts(id, allocator, config, VecDeque::new(), (0, 0), 0, ProducerStateTable::default())
     }
 
     /// A log from zones recovered by a scan (see `store`).
@@ -230,6 +293,7 @@ impl PartitionLog {
         zones: VecDeque<LogZone>,
         (log_start_offset, next_offset): (i64, i64),
         next_zone_sequence: u64,
+        producers: ProducerStateTable,
     ) -> PartitionLog {
         assert!(
             config.write_chunk_bytes >= BLOCK_SIZE && config.write_chunk_bytes % BLOCK_SIZE == 0
@@ -238,6 +302,7 @@ impl PartitionLog {
         assert!(zones
             .back()
             .is_none_or(|zone| zone.sequence < next_zone_sequence));
+        let cache = allocator.read_cache(config.recent_cache_bytes_max).partition();
         PartitionLog {
             id,
             allocator,
@@ -253,8 +318,9 @@ impl PartitionLog {
                 failure: Mutex::new(None),
             }),
             last_flush: None,
-            recent: VecDeque::new(),
-            recent_bytes: 0,
+            cache,
+            readahead: None,
+            producers,
         }
     }
 
@@ -311,6 +377,11 @@ impl PartitionLog {
     /// Validates a record batch, assigns its offsets (rewrites baseOffset; every other byte is
     /// kept as received) and appends it. The batch becomes durable and readable when a flush
     /// started after this call completes.
+    ///
+    /// A batch from an idempotent producer is checked against the producer's state first: a
+    /// resend of one of its last batches appends nothing and returns the original's offsets
+    /// (`AppendInfo::duplicate`; a flush started after this call covers the original too), and
+    /// a sequence gap or a stale epoch is refused (`LogError::Producer`).
     pub fn append(&mut self, batch: BytesMut, now_ms: i64) -> Result<AppendInfo, LogError> {
         self.append_with(batch, now_ms, None)
     }
@@ -326,6 +397,16 @@ impl PartitionLog {
         self.check_not_failed()?;
         self.reap();
         let mut header = batch::validate(&batch)?;
+        // Checked and recorded under the same `&mut self` as the append: no other append to
+        // this partition can come between (the broker holds the partition lock throughout).
+        if let Check::Duplicate(original) = self.producers.check(&header)? {
+            return Ok(AppendInfo {
+                base_offset: original.base_offset,
+                last_offset: original.last_offset,
+                max_timestamp_ms: original.max_timestamp_ms,
+                duplicate: true,
+            });
+        }
         if let Some(append_time_ms) = append_time_ms {
             batch::set_log_append_time(&mut batch, append_time_ms)?;
             header = batch::parse_header(&batch)?;
@@ -358,21 +439,14 @@ impl PartitionLog {
         );
         zone.end_offset = last_offset + 1;
         self.next_offset = last_offset + 1;
-        self.remember(header, batch.freeze());
+        self.producers.on_append(&header, now_ms);
+        self.cache.insert(base_offset, last_offset, batch.freeze());
         Ok(AppendInfo {
             base_offset,
             last_offset,
             max_timestamp_ms: header.max_timestamp_ms,
+            duplicate: false,
         })
-    }
-
-    fn remember(&mut self, header: BatchHeader, bytes: Bytes) {
-        self.recent_bytes += bytes.len();
-        self.recent.push_back((header, bytes));
-        while self.recent_bytes > self.config.recent_cache_bytes_max && self.recent.len() > 1 {
-            let (_, evicted) = self.recent.pop_front().expect("non-empty");
-            self.recent_bytes -= evicted.len();
-        }
     }
 
     /// Ensures the active zone can take a frame of `payload_bytes`, rolling to a new zone if not.
@@ -559,28 +633,48 @@ impl PartitionLog {
         if offset == high_watermark {
             return Ok(ReadPlan::Ready(Vec::new()));
         }
-        if self
-            .recent
-            .front()
-            .is_some_and(|(header, _)| header.base_offset <= offset)
-        {
-            let mut batches = Vec::new();
-            let mut total_bytes = 0;
-            for (header, bytes) in &self.recent {
-                if header.base_offset >= high_watermark {
-                    break;
-                }
-                if header.last_offset() < offset {
-                    continue;
-                }
-                if !batches.is_empty() && total_bytes + bytes.len() > max_bytes {
-                    break;
-                }
-                total_bytes += bytes.len();
-                batches.push(bytes.clone());
-            }
+        if let Some(batches) = self.cache.read(offset, high_watermark, max_bytes) {
             return Ok(ReadPlan::Ready(batches));
         }
+        let device = self.device_plan(offset, max_bytes);
+        if let Some(slot) = self.readahead.as_ref().filter(|slot| slot.offset == offset) {
+            return Ok(ReadPlan::Readahead { outcome: slot.outcome.clone(), fallback: Box::new(device), max_bytes });
+        }
+        Ok(device)
+    }
+
+    /// Starts reading, ahead of a sequential consumer, what it will ask for next: the batches
+    /// from `offset` (where its last read ended) up to `max_bytes`, if they are durable, not in
+    /// the read cache, and the device's readahead budget has room. The returned read must be
+    /// run (off the lock); a `read` at `offset` then waits for it instead of reading again. It
+    /// is replaced by the next readahead of this partition, or dropped with `drop_readahead`.
+    pub fn start_readahead(&mut self, offset: i64, max_bytes: usize) -> Option<Readahead> {
+        let high_watermark = self.high_watermark();
+        if self.failure().is_some() || offset < self.log_start_offset || offset >= high_watermark || max_bytes == 0 {
+            return None;
+        }
+        if self.readahead.as_ref().is_some_and(|slot| slot.offset == offset) || self.cache.read(offset, high_watermark, 0).is_some() {
+            return None;
+        }
+        // The slot being replaced gives its bytes back first.
+        self.readahead = None;
+        let reservation = Reservation::take(self.allocator.readahead_reserved(), max_bytes, READAHEAD_BYTES_MAX)?;
+        let plan = self.device_plan(offset, max_bytes);
+        let (sender, receiver) = watch::channel(None);
+        self.readahead = Some(ReadaheadSlot { offset, outcome: receiver, _reservation: reservation });
+        Some(Readahead { plan, outcome: sender })
+    }
+
+    /// Drops the readahead for `offset`, if it is still there (it expired unused).
+    pub fn drop_readahead(&mut self, offset: i64) {
+        if self.readahead.as_ref().is_some_and(|slot| slot.offset == offset) {
+            self.readahead = None;
+        }
+    }
+
+    /// A device scan of the zone holding `offset` (which must be in the log, below the high
+    /// watermark).
+    fn device_plan(&self, offset: i64, max_bytes: usize) -> ReadPlan {
         let zone = self
             .zone_for_offset(offset)
             .expect("offset within the log has a zone");
@@ -597,11 +691,11 @@ impl PartitionLog {
             start,
             window_bytes.min(self.zone_capacity_bytes() as usize),
         );
-        Ok(ReadPlan::Device {
+        ReadPlan::Device {
             scan,
             offset,
             max_bytes,
-        })
+        }
     }
 
     fn scan_zone(&self, zone: &LogZone, start: (u64, i64), window_bytes: usize) -> DeviceScan {
@@ -735,13 +829,9 @@ impl PartitionLog {
         self.allocator.release(zone.zone);
         let new_start = self.zones[0].base_offset;
         self.log_start_offset = self.log_start_offset.max(new_start);
-        while self
-            .recent
-            .front()
-            .is_some_and(|(header, _)| header.last_offset() < self.log_start_offset)
-        {
-            let (_, evicted) = self.recent.pop_front().expect("non-empty");
-            self.recent_bytes -= evicted.len();
+        self.cache.remove_below(self.log_start_offset);
+        if self.readahead.as_ref().is_some_and(|slot| slot.offset < self.log_start_offset) {
+            self.readahead = None;
         }
     }
 
@@ -766,22 +856,31 @@ impl PartitionLog {
             while self.can_release_oldest_zone() && self.zones[0].end_offset <= offset {
                 self.release_oldest_zone();
             }
-            while self
-                .recent
-                .front()
-                .is_some_and(|(header, _)| header.last_offset() < offset)
-            {
-                let (_, evicted) = self.recent.pop_front().expect("non-empty");
-                self.recent_bytes -= evicted.len();
+            self.cache.remove_below(offset);
+            if self.readahead.as_ref().is_some_and(|slot| slot.offset < offset) {
+                self.readahead = None;
             }
         }
         Ok(self.start_flush())
+    }
+
+    /// Forgets idempotent producers with no append for `expiration_ms` (Kafka's
+    /// producer.id.expiration.ms). Returns how many.
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
+    }
+
+    /// The producer state (for tests and diagnostics).
+    pub fn producer_state(&self) -> &ProducerStateTable {
+        &self.producers
     }
 
     /// Releases every zone of the log (topic deletion).
     pub fn delete(mut self) {
         // Unwritten data of a deleted partition is discarded, not written.
         self.tail = None;
+        self.cache.clear();
+        self.readahead = None;
         for zone in self.zones.drain(..) {
             self.allocator.release(zone.zone);
         }
@@ -916,7 +1015,8 @@ impl Drop for Flush {
     }
 }
 
-/// A planned read: either already answered from memory, or a scan of one zone on the device.
+/// A planned read: either already answered from memory, or a scan of one zone on the device,
+/// or the outcome of a readahead that started at the same offset (the device scan if it failed).
 pub enum ReadPlan {
     Ready(Vec<Bytes>),
     Device {
@@ -924,13 +1024,44 @@ pub enum ReadPlan {
         offset: i64,
         max_bytes: usize,
     },
+    Readahead {
+        outcome: watch::Receiver<Option<Result<Vec<Bytes>, String>>>,
+        fallback: Box<ReadPlan>,
+        max_bytes: usize,
+    },
 }
 
 impl ReadPlan {
+    /// Whether the read is answered from memory (the read cache) without waiting for the device.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, ReadPlan::Ready(_))
+    }
+
     /// The batches read, in offset order.
     pub async fn execute(self) -> Result<Vec<Bytes>, LogError> {
         match self {
             ReadPlan::Ready(batches) => Ok(batches),
+            ReadPlan::Readahead { mut outcome, fallback, max_bytes } => {
+                let read = match outcome.wait_for(|outcome| outcome.is_some()).await {
+                    Ok(outcome) => outcome.clone().and_then(Result::ok),
+                    Err(_) => None,
+                };
+                let Some(read) = read.filter(|read| !read.is_empty()) else {
+                    return Box::pin(fallback.execute()).await;
+                };
+                // The readahead read with its own budget: keep what this one allows (the first
+                // batch whatever its size), as the device read would have.
+                let mut batches = Vec::new();
+                let mut total_bytes = 0usize;
+                for batch in read {
+                    if !batches.is_empty() && total_bytes + batch.len() > max_bytes {
+                        break;
+                    }
+                    total_bytes += batch.len();
+                    batches.push(batch);
+                }
+                Ok(batches)
+            }
             ReadPlan::Device {
                 scan,
                 offset,
@@ -1158,6 +1289,185 @@ mod tests {
     use crate::log::{LogStore, PartitionId};
     use crate::zone::mem::MemZonedDevice;
     use crate::zone::ZoneGeometry;
+
+    /// Reads answered by the read cache are exactly what the device answers, at every offset
+    /// and budget, as batches are evicted, and after delete-records and retention move the log
+    /// start; deleting the partition frees its cached bytes.
+    #[test]
+    fn cache_reads_equal_device_reads_across_eviction_retention_and_delete_records() {
+        let geometry = ZoneGeometry {
+            zone_size_bytes: 64 << 10,
+            zone_capacity_bytes: 64 << 10,
+            zone_count: 16,
+            max_open_zones: 4,
+            max_active_zones: 16,
+        };
+        let open = |cache_bytes: usize| {
+            let config = LogConfig {
+                write_chunk_bytes: 16 << 10,
+                index_interval_bytes: 2048,
+                recent_cache_bytes_max: cache_bytes,
+                read_window_bytes: 8 << 10,
+            };
+            let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+            crate::pending::block_on(LogStore::open(device, config)).unwrap().store
+        };
+        let id = PartitionId { topic: "t".into(), topic_id: [1; 16], partition: 0 };
+        let (device_store, cached_store) = (open(0), open(40 << 10));
+        let mut device_log = device_store.create_partition(id.clone());
+        let mut cached_log = cached_store.create_partition(id);
+        let cache = cached_store.allocator().read_cache(0).clone();
+        assert_eq!(cache.bytes_max(), 40 << 10);
+        // What a fetch gathers: reads (each within one zone) continued until the budget is
+        // spent, the first batch whatever its size.
+        let read_all = |log: &PartitionLog, offset: i64, max_bytes: usize| -> Result<Vec<Bytes>, LogError> {
+            let mut batches: Vec<Bytes> = Vec::new();
+            let mut total = 0;
+            let mut next = offset;
+            loop {
+                let plan = match log.read(next, max_bytes.saturating_sub(total)) {
+                    Ok(plan) => plan,
+                    Err(error) if batches.is_empty() => return Err(error),
+                    Err(_) => break,
+                };
+                let mut progressed = false;
+                for batch in plan.wait()? {
+                    if total + batch.len() > max_bytes && !batches.is_empty() {
+                        break;
+                    }
+                    next = batch::parse_header(&batch).unwrap().last_offset() + 1;
+                    total += batch.len();
+                    batches.push(batch);
+                    progressed = true;
+                }
+                if !progressed || total >= max_bytes || next >= log.high_watermark() {
+                    return Ok(batches);
+                }
+            }
+            Ok(batches)
+        };
+        let compare = |device_log: &PartitionLog, cached_log: &PartitionLog, label: &str| {
+            assert_eq!(device_log.log_start_offset(), cached_log.log_start_offset());
+            assert_eq!(device_log.high_watermark(), cached_log.high_watermark());
+            let mut from_cache = 0;
+            for offset in 0..=cached_log.high_watermark() + 1 {
+                for max_bytes in [0, 3000, 20_000, 1 << 20] {
+                    let expected = read_all(device_log, offset, max_bytes);
+                    if matches!(cached_log.read(offset, max_bytes), Ok(ReadPlan::Ready(ref batches)) if !batches.is_empty()) {
+                        from_cache += 1;
+                    }
+                    let got = read_all(cached_log, offset, max_bytes);
+                    match (&expected, &got) {
+                        (Ok(expected), Ok(got)) => {
+                            let summary = |batches: &Vec<Bytes>| -> Vec<(i64, usize)> {
+                                batches.iter().map(|batch| (batch::parse_header(batch).unwrap().base_offset, batch.len())).collect()
+                            };
+                            assert_eq!(summary(expected), summary(got), "{label}: offset {offset} max {max_bytes}");
+                            assert!(expected == got, "{label}: offset {offset} max {max_bytes}: same batches, different bytes");
+                        }
+                        (Err(expected), Err(got)) => assert_eq!(expected.to_string(), got.to_string(), "{label}: offset {offset}"),
+                        _ => panic!("{label}: offset {offset} max {max_bytes}: {expected:?} vs {got:?}"),
+                    }
+                }
+            }
+            assert!(cache.bytes() <= 40 << 10);
+            from_cache
+        };
+        let mut appended = 0;
+        let mut append = |device_log: &mut PartitionLog, cached_log: &mut PartitionLog, count: usize| {
+            for _ in 0..count {
+                let records: Vec<Vec<u8>> = (0..1 + appended % 3).map(|r| vec![(appended + r) as u8; 500 + (appended * 331) % 3000]).collect();
+                let simple: Vec<SimpleRecord> = records.iter().map(|value| SimpleRecord::new(None, Some(value), &[], 1)).collect();
+                let batch = encode_batch(&simple, Compression::None).unwrap();
+                device_log.append(BytesMut::from(&batch[..]), 0).unwrap();
+                cached_log.append(BytesMut::from(&batch[..]), 0).unwrap();
+                appended += 1;
+                if appended % 4 != 0 {
+                    device_log.start_flush().wait().unwrap();
+                    cached_log.start_flush().wait().unwrap();
+                }
+            }
+        };
+        append(&mut device_log, &mut cached_log, 30);
+        // Not yet flushed batches are cached but not served.
+        assert!(compare(&device_log, &cached_log, "first appends") > 0);
+        device_log.start_flush().wait().unwrap();
+        cached_log.start_flush().wait().unwrap();
+        append(&mut device_log, &mut cached_log, 40);
+        device_log.start_flush().wait().unwrap();
+        cached_log.start_flush().wait().unwrap();
+        assert!(cached_log.zone_ids().len() > 3, "several zones, so that retention releases some");
+        assert!(compare(&device_log, &cached_log, "after eviction") > 0);
+        let high_watermark = cached_log.high_watermark();
+        for log in [&mut device_log, &mut cached_log] {
+            log.delete_records(high_watermark - 5, 0).unwrap().wait().unwrap();
+        }
+        compare(&device_log, &cached_log, "after delete-records");
+        assert!(cache.bytes() > 0);
+        append(&mut device_log, &mut cached_log, 10);
+        for log in [&mut device_log, &mut cached_log] {
+            log.start_flush().wait().unwrap();
+            log.apply_retention(0, None, Some(0));
+        }
+        compare(&device_log, &cached_log, "after retention");
+        // Nothing wholly below the log start stays cached.
+        let (first_cached, _) = cached_log.cache.range().expect("the tail is cached");
+        let first = cached_log.cache.read(first_cached, i64::MAX, 0).expect("cached");
+        assert!(batch::parse_header(&first[0]).unwrap().last_offset() >= cached_log.log_start_offset());
+        cached_log.delete();
+        assert_eq!(cache.bytes(), 0, "topic deletion frees the cached batches");
+    }
+
+    /// A read at the offset a readahead started from is answered by the readahead, with what a
+    /// device read of its own budget would give; readaheads are bounded by the device budget,
+    /// and retention or delete-records past them drop them.
+    #[test]
+    fn readahead_answers_as_the_device_would() {
+        let geometry = ZoneGeometry {
+            zone_size_bytes: 1 << 20,
+            zone_capacity_bytes: 1 << 20,
+            zone_count: 8,
+            max_open_zones: 2,
+            max_active_zones: 8,
+        };
+        let config = LogConfig { write_chunk_bytes: 16 << 10, index_interval_bytes: 2048, recent_cache_bytes_max: 0, read_window_bytes: 8 << 10 };
+        let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+        let store = crate::pending::block_on(LogStore::open(device, config)).unwrap().store;
+        let mut log = store.create_partition(PartitionId { topic: "t".into(), topic_id: [1; 16], partition: 0 });
+        for i in 0..40usize {
+            let value = vec![i as u8; 1000 + (i * 797) % 5000];
+            let batch = encode_batch(&[SimpleRecord::new(None, Some(&value), &[], 1)], Compression::None).unwrap();
+            log.append(BytesMut::from(&batch[..]), 0).unwrap();
+            log.start_flush().wait().unwrap();
+        }
+        let device_read = |log: &PartitionLog, offset: i64, max_bytes: usize| log.device_plan(offset, max_bytes).wait().unwrap();
+        for (offset, ahead_bytes, max_bytes) in [(3i64, 20_000usize, 20_000usize), (7, 20_000, 5_000), (7, 5_000, 60_000), (10, 1, 1)] {
+            let readahead = log.start_readahead(offset, ahead_bytes).expect("room for a readahead");
+            assert!(log.start_readahead(offset, ahead_bytes).is_none(), "one readahead per offset");
+            crate::pending::block_on(readahead.run());
+            let plan = log.read(offset, max_bytes).unwrap();
+            assert!(matches!(plan, ReadPlan::Readahead { .. }));
+            let got = plan.wait().unwrap();
+            let expected = device_read(&log, offset, max_bytes.min(ahead_bytes));
+            assert_eq!(got, expected, "offset {offset} ahead {ahead_bytes} max {max_bytes}");
+            // Another offset reads the device.
+            assert!(matches!(log.read(offset + 1, max_bytes).unwrap(), ReadPlan::Device { .. }));
+            log.drop_readahead(offset);
+        }
+        // The budget: a readahead larger than what remains is refused.
+        assert!(log.start_readahead(20, READAHEAD_BYTES_MAX + 1).is_none());
+        assert!(log.start_readahead(20, 1000).is_some());
+        assert_eq!(store.allocator().readahead_reserved().load(Ordering::Relaxed), 1000);
+        log.drop_readahead(20);
+        assert_eq!(store.allocator().readahead_reserved().load(Ordering::Relaxed), 0);
+        // Delete-records past a readahead drops it.
+        let _unrun = log.start_readahead(25, 1000).unwrap();
+        log.delete_records(30, 0).unwrap().wait().unwrap();
+        assert!(log.readahead.is_none());
+        assert_eq!(store.allocator().readahead_reserved().load(Ordering::Relaxed), 0);
+        // At the high watermark there is nothing to read ahead.
+        assert!(log.start_readahead(log.high_watermark(), 1000).is_none());
+    }
 
     /// Device reads serve exactly the greedy prefix of batches that fits the budget (the first
     /// whatever its size), whatever the window size, with small windows that cut frames.

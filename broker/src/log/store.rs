@@ -7,6 +7,10 @@
 //! were never acknowledged, since an acknowledgement waits for every earlier write). Zones whose
 //! header does not verify are reset. The device's write pointers are the only metadata: there is
 //! no side file that could disagree with the data.
+//!
+//! The same scan rebuilds each partition's idempotent-producer state from the batch headers
+//! (producer id, epoch, sequences): each zone's scan collects its producers' last batches, and
+//! the chain absorbs them zone by zone, in order. Headers only, no second pass.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use super::format::{self, FrameKind, ScanStep, ZoneHeader, ZONE_HEADER_BYTES};
 use super::index::ZoneIndex;
 use super::records;
 use super::partition::{LogConfig, LogError, LogZone, PartitionId, PartitionLog};
+use super::producer_state::ProducerStateTable;
 use crate::buf::{AlignedBuf, BLOCK_SIZE};
 use crate::pending::join_all;
 use crate::zone::{ZoneId, ZoneInfo, ZoneState, ZonedDevice};
@@ -145,6 +150,7 @@ async fn recover_chain(
     report: &mut RecoveryReport,
 ) -> Result<PartitionLog, LogError> {
     let mut zones: VecDeque<LogZone> = VecDeque::new();
+    let mut producers = ProducerStateTable::default();
     let mut log_start_offset = 0i64;
     // New zones get a sequence above every zone seen, even dropped ones whose reset may not
     // complete before another crash.
@@ -171,6 +177,7 @@ async fn recover_chain(
         report.bytes_scanned += info.write_pointer_bytes;
         report.batches_recovered += scanned.batches;
         log_start_offset = log_start_offset.max(scanned.log_start_offset);
+        producers.absorb(scanned.producers);
         let mut zone = scanned.zone;
         if !scanned.clean {
             tracing::warn!(
@@ -205,6 +212,7 @@ async fn recover_chain(
         zones,
         (log_start_offset, next_offset),
         next_zone_sequence,
+        producers,
     ))
 }
 
@@ -212,6 +220,8 @@ struct ScannedZone {
     zone: LogZone,
     batches: u64,
     log_start_offset: i64,
+    /// The idempotent producers' last batches in this zone.
+    producers: ProducerStateTable,
     /// The scan reached the write pointer with every frame verified.
     clean: bool,
 }
@@ -229,6 +239,7 @@ async fn scan_zone(
     let mut next_offset = header.base_offset;
     let mut batches = 0;
     let mut log_start_offset = 0;
+    let mut producers = ProducerStateTable::default();
     // The zone is read in windows into one buffer; a frame that does not fit the window makes
     // the next read start at that frame, large enough to hold it.
     let mut window = AlignedBuf::with_capacity(RECOVERY_WINDOW_BYTES.min(write_pointer as usize));
@@ -254,6 +265,10 @@ async fn scan_zone(
                     break false;
                 }
                 index.on_batch(batch.base_offset, batch.last_offset(), position, batch.max_timestamp_ms, records::timestamp_lower_bound_ms(payload, &batch));
+                // When the batch was appended is not stored: it was no earlier than the zone's
+                // creation, and (but for client clocks) no earlier than its timestamps. The
+                // estimate only matters for expiry.
+                producers.load(&batch, batch.max_timestamp_ms.max(header.created_ms));
                 next_offset = batch.last_offset() + 1;
                 batches += 1;
                 position = end_bytes;
@@ -292,6 +307,7 @@ async fn scan_zone(
         zone,
         batches,
         log_start_offset,
+        producers,
         clean,
     })
 }

@@ -88,6 +88,19 @@ supported_messages! {
     CreatePartitions,
     IncrementalAlterConfigs,
     DescribeCluster,
+    InitProducerId,
+    FindCoordinator,
+    JoinGroup,
+    SyncGroup,
+    Heartbeat,
+    LeaveGroup,
+    OffsetCommit,
+    OffsetFetch,
+    ListGroups,
+    DescribeGroups,
+    DeleteGroups,
+    OffsetDelete,
+    ConsumerGroupHeartbeat,
 }
 
 /// A decoded request. `api_key` and `api_version` repeat the header's fields, already checked
@@ -440,6 +453,19 @@ mod tests {
             ApiKey::CreatePartitions => CreatePartitionsRequest::default().into(),
             ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::default().into(),
             ApiKey::DescribeCluster => DescribeClusterRequest::default().into(),
+            ApiKey::InitProducerId => kafka_protocol::messages::InitProducerIdRequest::default().into(),
+            ApiKey::FindCoordinator => kafka_protocol::messages::FindCoordinatorRequest::default().into(),
+            ApiKey::JoinGroup => kafka_protocol::messages::JoinGroupRequest::default().into(),
+            ApiKey::SyncGroup => kafka_protocol::messages::SyncGroupRequest::default().into(),
+            ApiKey::Heartbeat => kafka_protocol::messages::HeartbeatRequest::default().into(),
+            ApiKey::LeaveGroup => kafka_protocol::messages::LeaveGroupRequest::default().into(),
+            ApiKey::OffsetCommit => kafka_protocol::messages::OffsetCommitRequest::default().into(),
+            ApiKey::OffsetFetch => kafka_protocol::messages::OffsetFetchRequest::default().into(),
+            ApiKey::ListGroups => kafka_protocol::messages::ListGroupsRequest::default().into(),
+            ApiKey::DescribeGroups => kafka_protocol::messages::DescribeGroupsRequest::default().into(),
+            ApiKey::DeleteGroups => kafka_protocol::messages::DeleteGroupsRequest::default().into(),
+            ApiKey::OffsetDelete => kafka_protocol::messages::OffsetDeleteRequest::default().into(),
+            ApiKey::ConsumerGroupHeartbeat => kafka_protocol::messages::ConsumerGroupHeartbeatRequest::default().into(),
             other => panic!("no default request for {other:?}"),
         }
     }
@@ -479,9 +505,9 @@ mod tests {
         );
         // Known to Kafka but not served here.
         assert_eq!(
-            decode_request(frame(ApiKey::JoinGroup as i16, 5)),
+            decode_request(frame(ApiKey::ConsumerGroupDescribe as i16, 0)),
             Err(DecodeError::UnknownApiKey {
-                api_key: ApiKey::JoinGroup as i16,
+                api_key: ApiKey::ConsumerGroupDescribe as i16,
                 correlation_id: 42
             })
         );

@@ -4,6 +4,7 @@
 //! input is testable without a network.
 
 pub mod codec;
+pub mod fetch_frame;
 pub mod frame;
 pub mod versions;
 
@@ -11,4 +12,5 @@ pub use codec::{
     api_versions_response, decode_request, encode_response, request_api_key, response_api_key,
     unsupported_api_versions_response, DecodeError, EncodeError, Request,
 };
+pub use fetch_frame::encode_fetch_response;
 pub use frame::{encode_frame, FrameDecoder, FrameError, REQUEST_BYTES_MAX_DEFAULT};

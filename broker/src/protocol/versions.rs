@@ -35,6 +35,29 @@ use kafka_protocol::messages::ApiKey;
 ///   (KIP-1073) adds fenced brokers, which a single broker never has, but no client needs it.
 /// - DescribeConfigs 1-4, AlterConfigs 0-2, IncrementalAlterConfigs 0-1: all versions
 ///   kafka-protocol knows.
+/// - InitProducerId 0-4: idempotent producers (no transactional id; see `api::producer_id`).
+///   v3 adds the current producer id and epoch (KIP-360), v4 lets the answer say PRODUCER_FENCED
+///   (KIP-588); neither changes a non-transactional answer. v5 is transaction version 2
+///   (KIP-890) and v6 two-phase commit (KIP-939): transaction features we do not have, so, as
+///   with Produce v12, we stop before them.
+/// - Consumer groups (the classic protocol), lower bounds from Kafka 4.0 (KIP-896):
+///   - FindCoordinator 0-6: v3+ flexible, v4 batched keys (KIP-699, librdkafka 2.x and Java
+///     3.x+ use it), v5 and v6 only add error codes and key type 2 (share groups), which we
+///     answer INVALID_REQUEST, as every key type but 0 (groups).
+///   - JoinGroup 2-9: v4 MEMBER_ID_REQUIRED (KIP-394), v5 group.instance.id (KIP-345), v6
+///     flexible, v7 protocol type in the answer, v8 reason, v9 skip_assignment (KIP-814).
+///   - SyncGroup 0-5, Heartbeat 0-4, LeaveGroup 0-5 (v3 batched members, v5 reason): all
+///     versions, all in Kafka 4.0.
+///   - OffsetCommit 2-9: v8 flexible, v9 (KIP-848) only renames the generation to "generation
+///     or member epoch", which classic groups read as before. v10 addresses topics by id,
+///     beyond kafka-protocol 0.18.
+///   - OffsetFetch 1-9: v7 require_stable (no pending transactional offsets here: always
+///     stable), v8 several groups (KIP-709), v9 member id and epoch, for KIP-848 groups only.
+///   - ConsumerGroupHeartbeat 0-1 (KIP-848, `group.protocol=consumer`): v1 (KIP-1082) lets
+///     the client name the member; server-side uniform assignment, no regex subscriptions.
+///     ConsumerGroupDescribe is not served: admin clients describe through DescribeGroups.
+///   - ListGroups 0-5 (v4 state filter, v5 type filter), DescribeGroups 0-6 (v6 answers
+///     GROUP_ID_NOT_FOUND for an unknown group), DeleteGroups 0-2, OffsetDelete 0: all.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 16),
@@ -49,6 +72,19 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 2, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
 ];
 
 /// The inclusive version range this broker serves for `api_key`, or `None` if it does not
@@ -93,11 +129,13 @@ mod tests {
     #[test]
     fn lookups() {
         assert_eq!(supported(ApiKey::ApiVersions), Some((0, 4)));
-        assert_eq!(supported(ApiKey::JoinGroup), None);
+        assert_eq!(supported(ApiKey::JoinGroup), Some((2, 9)));
+        assert_eq!(supported(ApiKey::ConsumerGroupDescribe), None);
         assert!(is_supported(ApiKey::Produce, 3));
         assert!(is_supported(ApiKey::Produce, 11));
         assert!(!is_supported(ApiKey::Produce, 2));
         assert!(!is_supported(ApiKey::Produce, 12));
-        assert!(!is_supported(ApiKey::JoinGroup, 0));
+        assert!(!is_supported(ApiKey::JoinGroup, 1));
+        assert!(!is_supported(ApiKey::ConsumerGroupDescribe, 0));
     }
 }

@@ -21,9 +21,51 @@ use crate::protocol::frame::FrameDecoder;
 /// Bytes read from the socket at a time (the buffer grows to a frame's size when needed).
 const READ_CHUNK_BYTES: usize = 64 << 10;
 
-/// A response in the making: its bytes, or `None` when the request gets no response
-/// (acks=0), or a closed channel when it could not be produced (the connection then closes).
-type ResponseSlot = oneshot::Receiver<Option<Bytes>>;
+/// A response in the making: its bytes (segments written in order: a Fetch response
+/// references the batches it carries instead of copying them), or `None` when the request gets
+/// no response (acks=0), or a closed channel when it could not be produced (the connection then
+/// closes).
+type ResponseSlot = oneshot::Receiver<Option<Vec<Bytes>>>;
+
+/// The most slices one vectored write is given (Linux's IOV_MAX).
+const WRITE_SLICES_MAX: usize = 1024;
+
+/// Writes every segment, in order, with vectored writes.
+async fn write_segments(writer: &mut (impl AsyncWriteExt + Unpin), segments: &mut [Bytes]) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < segments.len() {
+        if segments[first].is_empty() {
+            first += 1;
+            continue;
+        }
+        let slices: Vec<std::io::IoSlice<'_>> =
+            segments[first..].iter().filter(|segment| !segment.is_empty()).take(WRITE_SLICES_MAX).map(|segment| std::io::IoSlice::new(segment)).collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let segment = &mut segments[first];
+            let taken = written.min(segment.len());
+            bytes::Buf::advance(segment, taken);
+            written -= taken;
+            if segment.is_empty() {
+                first += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a request closes its connection (after the responses already due are written).
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    /// Kafka's only way to tell an acks=0 producer that a produce failed.
+    #[error("an acks=0 produce failed (correlation id {correlation_id})")]
+    AcksZeroProduceFailed { correlation_id: i32 },
+}
 
 pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, config: ServerConfig, mut shutdown: watch::Receiver<bool>) {
     // Small responses (acks, metadata) must not wait for Nagle.
@@ -33,8 +75,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, c
     let writing = tokio::spawn(async move {
         while let Some(slot) = pending.recv().await {
             match slot.await {
-                Ok(Some(bytes)) => {
-                    if writer.write_all(&bytes).await.is_err() {
+                Ok(Some(mut segments)) => {
+                    if write_segments(&mut writer, &mut segments).await.is_err() {
                         return;
                     }
                 }
@@ -63,7 +105,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, c
                 tracing::info!(%peer, api_key, frame_bytes = frame.len(), max_bytes = config.control_request_bytes_max, "request too large for its API; closing connection");
                 break 'connection;
             }
-            match dispatch(frame, &cluster).await {
+            match dispatch(frame, &cluster, &peer).await {
                 Ok(slot) => {
                     // Waits when the connection already has its maximum of requests in flight.
                     if slots.send(slot).await.is_err() {
@@ -97,32 +139,51 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, c
 /// request but Produce is handled to completion before the next frame is looked at. Produce
 /// appends its batches here, in order, and only its wait for durability runs on a task of its
 /// own, so a client's pipelined produce requests are appended in order and flushed together.
-async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, DecodeError> {
+async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr) -> Result<ResponseSlot, Close> {
     let (respond, slot) = oneshot::channel();
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
         Err(DecodeError::UnsupportedApiVersionsVersion { correlation_id, .. }) => {
             // An encoding failure drops `respond`, which closes the connection.
             if let Ok(bytes) = codec::unsupported_api_versions_response(correlation_id) {
-                let _ = respond.send(Some(bytes));
+                let _ = respond.send(Some(vec![bytes]));
             }
             return Ok(slot);
         }
-        Err(error) => return Err(error),
+        Err(error) => return Err(error.into()),
     };
     let Request { api_key, api_version, header, body } = request;
     let correlation_id = header.correlation_id;
     let response = match body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(codec::api_versions_response(api_version, 0))),
         RequestKind::Produce(produce) => {
-            let completion = api::start_produce(cluster, api_version, produce);
+            let (completion, close_connection) = api::start_produce(cluster, api_version, produce);
             tokio::spawn(async move {
                 let response = completion.await;
                 send(respond, api_key, api_version, correlation_id, response);
             });
+            if close_connection {
+                return Err(Close::AcksZeroProduceFailed { correlation_id });
+            }
             return Ok(slot);
         }
-        body => api::handle(cluster, api_version, body).await,
+        RequestKind::Fetch(fetch) => {
+            let answer = api::fetch_segmented(cluster, api_version, fetch).await;
+            match crate::protocol::encode_fetch_response(api_version, correlation_id, answer.response, &answer.records) {
+                Ok(segments) => {
+                    let _ = respond.send(Some(segments));
+                }
+                Err(error) => tracing::error!(api_version, %error, "cannot encode a Fetch response"),
+            }
+            return Ok(slot);
+        }
+        body => {
+            let context = api::RequestContext {
+                client_id: header.client_id.as_deref().unwrap_or_default().to_string(),
+                client_host: format!("/{}", peer.ip()),
+            };
+            api::handle_from(cluster, api_version, body, &context).await
+        }
     };
     send(respond, api_key, api_version, correlation_id, response);
     Ok(slot)
@@ -131,15 +192,44 @@ async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>) -> Result<ResponseSlot, 
 /// Fills a response slot: the encoded response, or nothing (`None`: no response is due), or,
 /// when the response cannot be encoded (a bug), a dropped slot, which closes the connection
 /// rather than send something wrong.
-fn send(respond: oneshot::Sender<Option<Bytes>>, api_key: ApiKey, api_version: i16, correlation_id: i32, response: Option<ResponseKind>) {
+fn send(respond: oneshot::Sender<Option<Vec<Bytes>>>, api_key: ApiKey, api_version: i16, correlation_id: i32, response: Option<ResponseKind>) {
     let Some(response) = response else {
         let _ = respond.send(None);
         return;
     };
     match codec::encode_response(api_key, api_version, correlation_id, &response) {
         Ok(bytes) => {
-            let _ = respond.send(Some(bytes));
+            let _ = respond.send(Some(vec![bytes]));
         }
         Err(error) => tracing::error!(?api_key, api_version, %error, "cannot encode a response"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Segments arrive whole and in order through a pipe that takes a few bytes at a time
+    /// (partial vectored writes), empty segments included, and more segments than one
+    /// vectored write may carry.
+    #[test]
+    fn segments_are_written_whole_and_in_order() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mut segments: Vec<Bytes> = (0..WRITE_SLICES_MAX + 300)
+                .map(|i| Bytes::from((0..(i * 7) % 50).map(|j| (i + j) as u8).collect::<Vec<u8>>()))
+                .collect();
+            let expected: Vec<u8> = segments.concat();
+            let (mut writer, mut reader) = tokio::io::duplex(7);
+            let reading = tokio::spawn(async move {
+                let mut received = Vec::new();
+                reader.read_to_end(&mut received).await.unwrap();
+                received
+            });
+            write_segments(&mut writer, &mut segments).await.unwrap();
+            drop(writer);
+            assert_eq!(reading.await.unwrap(), expected);
+        });
     }
 }

@@ -51,6 +51,7 @@ impl Default for ServerConfig {
 /// Serves Kafka clients on `listener` until `shutdown` turns true.
 pub async fn run(listener: TcpListener, cluster: Arc<Cluster>, config: ServerConfig, mut shutdown: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(config.connections_max));
+    let group_timer = tokio::spawn(group_timer(cluster.clone(), shutdown.clone()));
     let mut connections = JoinSet::new();
     let mut retention = tokio::time::interval(config.retention_check_interval);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -92,17 +93,38 @@ pub async fn run(listener: TcpListener, cluster: Arc<Cluster>, config: ServerCon
         }
     }
     drop(listener);
+    cluster.groups().close();
     tracing::info!(connections = connections.len(), "stopped accepting; finishing in-flight requests");
     let drained = tokio::time::timeout(config.shutdown_grace, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!("connections still busy after the shutdown grace period; closing them");
         connections.abort_all();
     }
+    group_timer.abort();
     flush_all(&cluster).await;
+}
+
+/// Drives the group coordinator's clock: session, join and sync timeouts.
+async fn group_timer(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(crate::group::TICK_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => cluster.groups().tick().await,
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Makes everything appended durable (acks=0 appends may not have been flushed yet).
 async fn flush_all(cluster: &Arc<Cluster>) {
+    if let Err(error) = cluster.groups().flush().await {
+        tracing::error!(error = %error.message, "flush of the group log at shutdown failed");
+    }
     for topic in cluster.topics() {
         for partition in topic.partitions() {
             if let Ok(flush) = partition.with_log(|log| log.start_flush()) {

@@ -7,9 +7,13 @@
 //! and then go out together, which is what makes group commit happen under load.
 //!
 //! Syncs: a sync with sequence number `s` becomes eligible once no write with a smaller sequence
-//! number is in flight. One fsync SQE at a time serves every eligible sync (a full fsync if any
-//! of them asked for one). A sync that becomes eligible while an fsync is in flight waits for
-//! the next one: the running fsync may have started before its writes completed.
+//! number is in flight. One fsync SQE serves every sync eligible when it is issued (a full fsync
+//! if any of them asked for one); a sync that becomes eligible while fsyncs are in flight gets
+//! an fsync of its own at once (the running ones may have started before its writes completed),
+//! up to `FSYNCS_IN_FLIGHT_MAX` at a time, so a flush waits for one fsync, not for the end of
+//! an earlier one first. Fsyncs are reported in the order issued: a later one that completes
+//! first waits, and after a failure every later one fails too (the failure may belong to data
+//! it covers, and Linux reports a writeback error once).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
@@ -23,6 +27,10 @@ use super::{
     blocking, copy_error, Counters, Reply, Request, TRANSFER_CHUNK_BYTES_MAX, TRANSFER_RETRIES_MAX,
 };
 use crate::buf::AlignedBuf;
+
+/// Fsyncs in flight at once: one can start while another runs, so a sync that becomes eligible
+/// during an fsync does not wait for it to end; more would mostly add device flushes.
+const FSYNCS_IN_FLIGHT_MAX: usize = 2;
 
 /// The user_data of the setup probe (never a slot index).
 const PROBE_USER_DATA: u64 = u64::MAX;
@@ -78,6 +86,8 @@ enum Op {
         reply: Reply<AlignedBuf>,
     },
     Fsync {
+        /// Issue number, for reporting in issue order.
+        number: u64,
         replies: Vec<Reply<()>>,
     },
 }
@@ -108,7 +118,12 @@ struct RingLoop<'a> {
     write_seqs: BTreeSet<u64>,
     /// Syncs taken from `waiting`, in sequence order, not yet served by an fsync.
     pending_syncs: VecDeque<PendingSync>,
-    fsync_in_flight: bool,
+    fsyncs_in_flight: usize,
+    /// Issue number of the next fsync, and of the next to report.
+    fsyncs_issued: u64,
+    fsyncs_reported: u64,
+    /// Fsyncs completed before an earlier one: their outcome waits to be reported in order.
+    fsyncs_completed: std::collections::BTreeMap<u64, (io::Result<()>, Vec<Reply<()>>)>,
     /// Slots whose transfer was short (or interrupted) and needs another SQE.
     continuations: Vec<usize>,
     /// CQEs copied out of the ring (reused).
@@ -145,7 +160,10 @@ impl<'a> RingLoop<'a> {
             free_slots: (0..in_flight_max).rev().collect(),
             write_seqs: BTreeSet::new(),
             pending_syncs: VecDeque::new(),
-            fsync_in_flight: false,
+            fsyncs_in_flight: 0,
+            fsyncs_issued: 0,
+            fsyncs_reported: 0,
+            fsyncs_completed: std::collections::BTreeMap::new(),
             continuations: Vec::with_capacity(in_flight_max),
             completions: Vec::with_capacity(in_flight_max * 2),
             sync_failure: None,
@@ -310,10 +328,10 @@ impl<'a> RingLoop<'a> {
         }
     }
 
-    /// Serves every eligible sync with one fsync SQE, if none is in flight. Returns whether it
-    /// did anything.
+    /// Serves every eligible sync with one fsync SQE, if fewer than `FSYNCS_IN_FLIGHT_MAX` are
+    /// in flight. Returns whether it did anything.
     fn start_syncs(&mut self) -> bool {
-        if self.fsync_in_flight || self.pending_syncs.is_empty() || self.free_slots.is_empty() {
+        if self.fsyncs_in_flight >= FSYNCS_IN_FLIGHT_MAX || self.pending_syncs.is_empty() || self.free_slots.is_empty() {
             return false;
         }
         let oldest_write = self.write_seqs.first().copied().unwrap_or(u64::MAX);
@@ -327,6 +345,7 @@ impl<'a> RingLoop<'a> {
         }
         let syncs: Vec<PendingSync> = self.pending_syncs.drain(..eligible).collect();
         if let Some(error) = &self.sync_failure {
+            // A failure was reported: every fsync from then on fails, in whatever order.
             for sync in syncs {
                 sync.reply.complete(Err(copy_error(error)));
             }
@@ -334,9 +353,11 @@ impl<'a> RingLoop<'a> {
         }
         let all = syncs.iter().any(|sync| sync.all);
         let replies = syncs.into_iter().map(|sync| sync.reply).collect();
-        self.fsync_in_flight = true;
+        self.fsyncs_in_flight += 1;
+        let number = self.fsyncs_issued;
+        self.fsyncs_issued += 1;
         self.counters.count_fsync();
-        let slot = self.occupy_slot(Op::Fsync { replies });
+        let slot = self.occupy_slot(Op::Fsync { number, replies });
         let flags = if all {
             types::FsyncFlags::empty()
         } else {
@@ -519,21 +540,33 @@ impl<'a> RingLoop<'a> {
                 });
             }
             Op::Fsync { .. } => {
-                let Op::Fsync { replies } = self.release(slot) else {
+                let Op::Fsync { number, replies } = self.release(slot) else {
                     unreachable!()
                 };
-                self.fsync_in_flight = false;
+                self.fsyncs_in_flight -= 1;
                 let outcome = if result < 0 {
                     Err(io::Error::from_raw_os_error(-result))
                 } else {
                     Ok(())
                 };
-                if let Err(error) = &outcome {
-                    self.sync_failure = Some(copy_error(error));
-                }
-                for reply in replies {
-                    reply.complete(outcome.as_ref().map(|_| ()).map_err(copy_error));
-                }
+                self.fsyncs_completed.insert(number, (outcome, replies));
+                self.report_fsyncs();
+            }
+        }
+    }
+
+    /// Reports completed fsyncs in issue order; once one failed, every later one fails.
+    fn report_fsyncs(&mut self) {
+        while let Some((outcome, replies)) = self.fsyncs_completed.remove(&self.fsyncs_reported) {
+            self.fsyncs_reported += 1;
+            if let (Err(error), None) = (&outcome, &self.sync_failure) {
+                self.sync_failure = Some(copy_error(error));
+            }
+            for reply in replies {
+                reply.complete(match &self.sync_failure {
+                    Some(error) => Err(copy_error(error)),
+                    None => Ok(()),
+                });
             }
         }
     }
@@ -553,16 +586,21 @@ impl<'a> RingLoop<'a> {
                     std::mem::forget(buf);
                     reply.complete(Err(copy_error(&error)));
                 }
-                Op::Fsync { replies } => {
+                Op::Fsync { replies, .. } => {
                     for reply in replies {
                         reply.complete(Err(copy_error(&error)));
                     }
                 }
             }
         }
+        for (_, (_, replies)) in std::mem::take(&mut self.fsyncs_completed) {
+            for reply in replies {
+                reply.complete(Err(copy_error(&error)));
+            }
+        }
         self.write_seqs.clear();
         self.continuations.clear();
-        self.fsync_in_flight = false;
+        self.fsyncs_in_flight = 0;
         for sync in self.pending_syncs.drain(..) {
             sync.reply.complete(Err(copy_error(&error)));
         }

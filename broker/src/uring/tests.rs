@@ -158,6 +158,38 @@ fn queued_syncs_share_fsyncs() {
     }
 }
 
+/// Syncs complete in the order sent, although several fsyncs may be in flight and complete out
+/// of order: once a sync completed, every earlier one has.
+#[test]
+fn syncs_complete_in_order_with_overlapping_fsyncs() {
+    for choice in kinds() {
+        let (_dir, driver) = start(choice, QUEUE_DEPTH_DEFAULT);
+        for round in 0..20usize {
+            let mut writes = Vec::new();
+            let mut syncs = Vec::new();
+            for i in 0..20usize {
+                // Larger writes for some, so that writes (and the syncs after them) complete at
+                // different times.
+                let blocks = 1 + (i * 7 + round) % 16;
+                let mut buf = crate::buf::AlignedBuf::with_capacity(blocks * BLOCK_SIZE);
+                buf.extend_zeros(blocks * BLOCK_SIZE);
+                writes.push(driver.write_at(((round * 20 + i) * 16 * BLOCK_SIZE) as u64, buf));
+                syncs.push(driver.sync_data());
+            }
+            let last = syncs.len() - 1;
+            let mut syncs = syncs;
+            let final_sync = syncs.pop().expect("non-empty");
+            final_sync.wait().unwrap();
+            for (index, sync) in syncs.iter_mut().enumerate() {
+                assert!(sync.try_take().is_some_and(|result| result.is_ok()), "{choice:?}: sync {index} of {last} not complete after the last");
+            }
+            for write in writes {
+                write.wait().unwrap();
+            }
+        }
+    }
+}
+
 #[test]
 fn write_then_sync_then_read_sees_the_data() {
     for choice in kinds() {

@@ -1,0 +1,386 @@
+//! KIP-848 consumer groups (`group.protocol=consumer`), sans I/O: the coordinator computes the
+//! assignment (a sticky uniform assignor) and every member reconciles towards it through
+//! ConsumerGroupHeartbeat, one heartbeat at a time:
+//!
+//! - a change of membership, subscriptions or partition counts bumps the group epoch, and the
+//!   target assignment is recomputed for that epoch;
+//! - a member that must give up partitions first gets its assignment without them and keeps
+//!   its epoch; they stay "pending revocation" (owned by nobody else) until a heartbeat reports
+//!   the member no longer owns them;
+//! - then the member moves to the target epoch and gets the target's partitions that no other
+//!   member still owns or is revoking; the rest come with later heartbeats, once released.
+//!
+//! Committed offsets of consumer groups live with the classic groups' (`coordinator::Group`,
+//! an Empty group holding offsets), so durability, OffsetFetch and deletion are shared.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::error::ResponseError;
+
+/// A partition by topic id, as KIP-848 assignments name them.
+pub type TopicPartition = ([u8; 16], i32);
+
+/// Kafka's group.consumer.session.timeout.ms and group.consumer.heartbeat.interval.ms are 45 s
+/// and 5 s; a shorter interval makes reconciliation (one step per heartbeat) quicker.
+pub const SESSION_TIMEOUT_MS: i64 = 45_000;
+pub const HEARTBEAT_INTERVAL_MS: i32 = 2_000;
+/// Subscribed topics per member.
+pub const SUBSCRIBED_TOPICS_MAX: usize = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct HeartbeatRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    /// `None`: unchanged since the last heartbeat.
+    pub subscribed_topic_names: Option<Vec<String>>,
+    /// `None`: unchanged since the last heartbeat.
+    pub owned: Option<BTreeSet<TopicPartition>>,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeartbeatResponse {
+    pub error: Option<ResponseError>,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// `None`: unchanged since the last one sent to this member.
+    pub assignment: Option<BTreeSet<TopicPartition>>,
+}
+
+impl HeartbeatResponse {
+    fn error(error: ResponseError, member_id: &str, member_epoch: i32) -> HeartbeatResponse {
+        HeartbeatResponse { error: Some(error), member_id: member_id.to_string(), member_epoch, heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS, assignment: None }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsumerMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub epoch: i32,
+    pub subscribed: Vec<String>,
+    pub assigned: BTreeSet<TopicPartition>,
+    pub pending_revocation: BTreeSet<TopicPartition>,
+    session_deadline_ms: i64,
+    rebalance_timeout_ms: i32,
+    /// While partitions are pending revocation: when the member is fenced if they still are.
+    revocation_deadline_ms: Option<i64>,
+    last_sent: Option<BTreeSet<TopicPartition>>,
+}
+
+#[derive(Debug, Default)]
+pub struct ConsumerGroup {
+    pub group_id: String,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: BTreeMap<String, ConsumerMember>,
+    target: BTreeMap<String, BTreeSet<TopicPartition>>,
+    /// The subscribed topics' (id, partition count) the target was computed from.
+    metadata: BTreeMap<String, ([u8; 16], i32)>,
+}
+
+impl ConsumerGroup {
+    pub fn new(group_id: &str) -> ConsumerGroup {
+        ConsumerGroup { group_id: group_id.to_string(), ..ConsumerGroup::default() }
+    }
+
+    /// "Stable" once every member is at the assignment epoch with nothing to revoke.
+    pub fn state_name(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.members.values().all(|m| m.epoch == self.assignment_epoch && m.pending_revocation.is_empty()) {
+            "Stable"
+        } else {
+            "Reconciling"
+        }
+    }
+
+    /// Validates an OffsetCommit's member and epoch (KIP-848: the epoch must be current).
+    pub fn validate_commit(&self, member_id: &str, member_epoch: i32) -> Result<(), ResponseError> {
+        if member_epoch < 0 && member_id.is_empty() {
+            // An admin client or a consumer without group management: only while empty.
+            return if self.members.is_empty() { Ok(()) } else { Err(ResponseError::UnknownMemberId) };
+        }
+        let member = self.members.get(member_id).ok_or(ResponseError::UnknownMemberId)?;
+        if member_epoch != member.epoch {
+            return Err(ResponseError::StaleMemberEpoch);
+        }
+        Ok(())
+    }
+
+    /// One heartbeat. `topics`: every topic, by name, with its id and partition count.
+    pub fn heartbeat(
+        &mut self,
+        request: HeartbeatRequest,
+        new_member_id: impl FnOnce() -> String,
+        topics: &BTreeMap<String, ([u8; 16], i32)>,
+        members_max: usize,
+        now_ms: i64,
+    ) -> HeartbeatResponse {
+        if request.subscribed_topic_names.as_ref().is_some_and(|names| names.len() > SUBSCRIBED_TOPICS_MAX) {
+            return HeartbeatResponse::error(ResponseError::InvalidRequest, &request.member_id, request.member_epoch);
+        }
+        let member_id = match request.member_epoch {
+            0 => {
+                // Joining (v0: the coordinator names the member; v1, KIP-1082: the client does).
+                let Some(subscribed) = request.subscribed_topic_names.clone() else {
+                    return HeartbeatResponse::error(ResponseError::InvalidRequest, &request.member_id, 0);
+                };
+                let member_id = if request.member_id.is_empty() { new_member_id() } else { request.member_id.clone() };
+                if !self.members.contains_key(&member_id) && self.members.len() >= members_max {
+                    return HeartbeatResponse::error(ResponseError::GroupMaxSizeReached, &member_id, 0);
+                }
+                if let Some(instance) = &request.instance_id {
+                    if let Some(other) = self.members.values().find(|m| m.instance_id.as_ref() == Some(instance) && m.member_id != member_id) {
+                        let other = other.member_id.clone();
+                        // A static member rejoining after a restart replaces its old incarnation.
+                        self.members.remove(&other);
+                    }
+                }
+                self.members.insert(
+                    member_id.clone(),
+                    ConsumerMember {
+                        member_id: member_id.clone(),
+                        instance_id: request.instance_id.clone(),
+                        client_id: request.client_id.clone(),
+                        client_host: request.client_host.clone(),
+                        epoch: 0,
+                        subscribed,
+                        assigned: BTreeSet::new(),
+                        pending_revocation: BTreeSet::new(),
+                        session_deadline_ms: 0,
+                        rebalance_timeout_ms: request.rebalance_timeout_ms.max(0),
+                        revocation_deadline_ms: None,
+                        last_sent: None,
+                    },
+                );
+                self.group_epoch += 1;
+                member_id
+            }
+            -1 | -2 => {
+                // Leaving (-2: a static member leaving for a while; its place is not kept here).
+                if self.members.remove(&request.member_id).is_none() {
+                    return HeartbeatResponse::error(ResponseError::UnknownMemberId, &request.member_id, request.member_epoch);
+                }
+                self.group_epoch += 1;
+                return HeartbeatResponse {
+                    error: None,
+                    member_id: request.member_id,
+                    member_epoch: request.member_epoch,
+                    heartbeat_interval_ms: 0,
+                    assignment: None,
+                };
+            }
+            epoch => {
+                let Some(member) = self.members.get_mut(&request.member_id) else {
+                    return HeartbeatResponse::error(ResponseError::UnknownMemberId, &request.member_id, epoch);
+                };
+                if epoch != member.epoch {
+                    return HeartbeatResponse::error(ResponseError::FencedMemberEpoch, &request.member_id, epoch);
+                }
+                if let Some(subscribed) = &request.subscribed_topic_names {
+                    if *subscribed != member.subscribed {
+                        member.subscribed = subscribed.clone();
+                        self.group_epoch += 1;
+                    }
+                }
+                request.member_id.clone()
+            }
+        };
+        let full_request = request.subscribed_topic_names.is_some();
+        {
+            let member = self.members.get_mut(&member_id).expect("present");
+            member.session_deadline_ms = now_ms + SESSION_TIMEOUT_MS;
+            if let Some(owned) = &request.owned {
+                if member.pending_revocation.iter().all(|tp| !owned.contains(tp)) {
+                    member.pending_revocation.clear();
+                    member.revocation_deadline_ms = None;
+                }
+            }
+        }
+        self.refresh_target(topics);
+        self.reconcile(&member_id, now_ms);
+        let member = self.members.get_mut(&member_id).expect("present");
+        let changed = member.last_sent.as_ref() != Some(&member.assigned);
+        let assignment = (changed || full_request || request.owned.is_none()).then(|| member.assigned.clone());
+        if assignment.is_some() {
+            member.last_sent = Some(member.assigned.clone());
+        }
+        HeartbeatResponse { error: None, member_id, member_epoch: member.epoch, heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS, assignment }
+    }
+
+    /// Removes members whose session ended, or that kept partitions to revoke past their
+    /// rebalance timeout (they would hold others' assignments forever); true if any was.
+    pub fn expire(&mut self, now_ms: i64) -> bool {
+        let before = self.members.len();
+        self.members.retain(|_, member| {
+            member.session_deadline_ms > now_ms && member.revocation_deadline_ms.is_none_or(|deadline| deadline > now_ms)
+        });
+        let expired = self.members.len() != before;
+        if expired {
+            self.group_epoch += 1;
+        }
+        expired
+    }
+
+    pub fn next_deadline_ms(&self) -> Option<i64> {
+        self.members.values().flat_map(|m| [Some(m.session_deadline_ms), m.revocation_deadline_ms]).flatten().min()
+    }
+
+    /// Recomputes the target assignment when the group epoch moved or partition counts changed.
+    fn refresh_target(&mut self, topics: &BTreeMap<String, ([u8; 16], i32)>) {
+        let subscribed: BTreeSet<&String> = self.members.values().flat_map(|m| m.subscribed.iter()).collect();
+        let metadata: BTreeMap<String, ([u8; 16], i32)> =
+            subscribed.iter().filter_map(|name| topics.get(*name).map(|entry| ((*name).clone(), *entry))).collect();
+        if metadata != self.metadata {
+            self.metadata = metadata;
+            self.group_epoch += 1;
+        }
+        if self.assignment_epoch == self.group_epoch {
+            return;
+        }
+        self.target = uniform_assignment(&self.members, &self.metadata);
+        self.assignment_epoch = self.group_epoch;
+    }
+
+    /// Moves one member towards the target (see the module comment).
+    fn reconcile(&mut self, member_id: &str, now_ms: i64) {
+        let target = self.target.get(member_id).cloned().unwrap_or_default();
+        let taken_by_others: BTreeSet<TopicPartition> = self
+            .members
+            .values()
+            .filter(|m| m.member_id != member_id)
+            .flat_map(|m| m.assigned.iter().chain(m.pending_revocation.iter()).copied())
+            .collect();
+        let assignment_epoch = self.assignment_epoch;
+        let member = self.members.get_mut(member_id).expect("present");
+        let revoke: BTreeSet<TopicPartition> = member.assigned.difference(&target).copied().collect();
+        if !revoke.is_empty() {
+            member.assigned.retain(|tp| !revoke.contains(tp));
+            member.pending_revocation.extend(revoke);
+            member.revocation_deadline_ms.get_or_insert(now_ms + i64::from(member.rebalance_timeout_ms));
+        }
+        if !member.pending_revocation.is_empty() {
+            return;
+        }
+        member.epoch = assignment_epoch;
+        for tp in target {
+            if !taken_by_others.contains(&tp) {
+                member.assigned.insert(tp);
+            }
+        }
+    }
+}
+
+/// Every subscribed partition to one subscribed member, as evenly as subscriptions allow,
+/// keeping partitions where they are while the owner is under its share (sticky).
+fn uniform_assignment(
+    members: &BTreeMap<String, ConsumerMember>,
+    metadata: &BTreeMap<String, ([u8; 16], i32)>,
+) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+    let mut target: BTreeMap<String, BTreeSet<TopicPartition>> = members.keys().map(|id| (id.clone(), BTreeSet::new())).collect();
+    let partitions: Vec<(&String, TopicPartition)> =
+        metadata.iter().flat_map(|(name, (id, count))| (0..*count).map(move |p| (name, (*id, p)))).collect();
+    let eligible = |name: &str| -> Vec<&String> { members.values().filter(|m| m.subscribed.iter().any(|s| s == name)).map(|m| &m.member_id).collect() };
+    // Each member's share of all partitions (subscriptions that differ make it approximate).
+    let share = partitions.len().div_ceil(members.len().max(1)).max(1);
+    let mut unplaced = Vec::new();
+    for (name, tp) in &partitions {
+        let owner = members.values().find(|m| m.subscribed.contains(name) && (m.assigned.contains(tp) || m.pending_revocation.contains(tp)));
+        match owner {
+            Some(owner) if target[&owner.member_id].len() < share => {
+                target.get_mut(&owner.member_id).expect("every member").insert(*tp);
+            }
+            _ => unplaced.push((*name, *tp)),
+        }
+    }
+    for (name, tp) in unplaced {
+        if let Some(least) = eligible(name).into_iter().min_by_key(|id| (target[*id].len(), (*id).clone())) {
+            target.get_mut(least).expect("every member").insert(tp);
+        }
+    }
+    target
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics() -> BTreeMap<String, ([u8; 16], i32)> {
+        BTreeMap::from([("t".to_string(), ([1; 16], 6))])
+    }
+
+    fn request(member_id: &str, epoch: i32, owned: Option<&BTreeSet<TopicPartition>>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rebalance_timeout_ms: 30_000,
+            subscribed_topic_names: (epoch == 0).then(|| vec!["t".to_string()]),
+            owned: owned.cloned(),
+            client_id: "c".into(),
+            client_host: "/h".into(),
+        }
+    }
+
+    #[test]
+    fn two_members_reconcile_without_sharing_a_partition() {
+        let mut group = ConsumerGroup::new("g");
+        let topics = topics();
+        let a = group.heartbeat(request("a", 0, Some(&BTreeSet::new())), || unreachable!(), &topics, 10, 0);
+        assert_eq!((a.error, a.member_epoch), (None, 2), "join bumps the epoch, and so does the first metadata");
+        let a_owned = a.assignment.clone().unwrap();
+        assert_eq!(a_owned.len(), 6);
+        let b = group.heartbeat(request("b", 0, Some(&BTreeSet::new())), || unreachable!(), &topics, 10, 0);
+        assert_eq!(b.assignment.as_ref().map(BTreeSet::len), Some(0), "b waits until a releases");
+        let b_epoch = b.member_epoch;
+        // a learns it must give up three partitions; its epoch stays until it has.
+        let a2 = group.heartbeat(request("a", 2, Some(&a_owned)), || unreachable!(), &topics, 10, 1);
+        let kept = a2.assignment.clone().unwrap();
+        assert_eq!((kept.len(), a2.member_epoch), (3, 2));
+        assert_eq!(group.state_name(), "Reconciling");
+        // a reports the revocation done: it moves to the new epoch.
+        let a3 = group.heartbeat(request("a", 2, Some(&kept)), || unreachable!(), &topics, 10, 2);
+        assert_eq!(a3.member_epoch, group.assignment_epoch);
+        let b2 = group.heartbeat(request("b", b_epoch, Some(&BTreeSet::new())), || unreachable!(), &topics, 10, 3);
+        let b_owned = b2.assignment.unwrap();
+        assert_eq!(b_owned.len(), 3);
+        assert!(b_owned.is_disjoint(&kept));
+        assert_eq!(group.state_name(), "Stable");
+        assert_eq!(group.validate_commit("b", b2.member_epoch), Ok(()));
+        assert_eq!(group.validate_commit("b", b2.member_epoch - 1), Err(ResponseError::StaleMemberEpoch));
+        assert_eq!(group.heartbeat(request("b", 99, None), || unreachable!(), &topics, 10, 4).error, Some(ResponseError::FencedMemberEpoch));
+        // b leaves; a gets everything back.
+        group.heartbeat(request("b", -1, None), || unreachable!(), &topics, 10, 5);
+        let a4 = group.heartbeat(request("a", a3.member_epoch, Some(&kept)), || unreachable!(), &topics, 10, 6);
+        assert_eq!(a4.assignment.map(|a| a.len()), Some(6));
+        // Sessions end.
+        assert!(group.expire(SESSION_TIMEOUT_MS + 10));
+        assert!(group.members.is_empty());
+    }
+
+    #[test]
+    fn a_member_that_does_not_revoke_is_fenced_at_its_rebalance_timeout() {
+        let mut group = ConsumerGroup::new("g");
+        let topics = topics();
+        let a = group.heartbeat(request("a", 0, Some(&BTreeSet::new())), || unreachable!(), &topics, 10, 0);
+        let a_owned = a.assignment.unwrap();
+        group.heartbeat(request("b", 0, Some(&BTreeSet::new())), || unreachable!(), &topics, 10, 0);
+        // a is told to revoke, but keeps reporting all six partitions.
+        for now in [1_000, 10_000, 29_000] {
+            let answer = group.heartbeat(request("a", a.member_epoch, Some(&a_owned)), || unreachable!(), &topics, 10, now);
+            assert_eq!(answer.error, None);
+            assert!(!group.expire(now));
+        }
+        assert!(group.expire(31_000), "fenced 30 s (its rebalance timeout) after the revocation began");
+        assert!(!group.members.contains_key("a"));
+    }
+}

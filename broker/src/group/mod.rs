@@ -1,0 +1,229 @@
+//! Consumer groups (the classic protocol): the coordinator state machine (`coordinator`, pure),
+//! the durable group log (`store`), and here the async plumbing between them and the protocol
+//! handlers: parked JoinGroup/SyncGroup requests, the timer, and writes that must be durable
+//! before they are applied or acknowledged.
+//!
+//! This broker is the coordinator of every group. The coordinator's lock is a plain mutex,
+//! held for memory work only; nothing awaits while holding it.
+
+pub mod consumer;
+pub mod coordinator;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use crate::cluster::{now_ms, ApiError};
+use crate::log::PartitionLog;
+pub use coordinator::{Coordinator, GroupConfig, GroupState, JoinRequest, JoinResponse, Output, SyncRequest, SyncResponse, Ticket};
+use kafka_protocol::error::ResponseError;
+pub use store::{GroupLog, GroupRecord, OffsetRecord, GROUPS_TOPIC};
+
+/// How often the timer looks for expired sessions and rebalance phases. Kafka's timeouts are
+/// seconds; a tenth of one is precise enough and costs nothing when no group exists.
+pub const TICK_INTERVAL_MS: u64 = 100;
+
+enum Waiter {
+    Join(oneshot::Sender<JoinResponse>),
+    Sync(oneshot::Sender<SyncResponse>),
+}
+
+/// Parked requests, and whether the broker is shutting down (then nothing more is parked).
+struct Waiters {
+    by_ticket: HashMap<Ticket, Waiter>,
+    closed: bool,
+}
+
+pub struct Groups {
+    coordinator: Mutex<Coordinator>,
+    /// Parked JoinGroup and SyncGroup requests, by ticket.
+    waiters: Mutex<Waiters>,
+    next_ticket: AtomicU64,
+    log: GroupLog,
+}
+
+impl Groups {
+    /// Replays the group log. `topic_is_current(name, id)` says whether a topic of that name
+    /// and id exists: offsets of deleted topics are dropped.
+    pub async fn open(log: PartitionLog, config: GroupConfig, topic_is_current: impl Fn(&str, &[u8; 16]) -> bool) -> Result<Groups, String> {
+        let mut coordinator = Coordinator::new(config, member_id_nonce());
+        let mut records = 0u64;
+        store::replay(&log, |record| {
+            records += 1;
+            coordinator.apply(&record);
+        })
+        .await?;
+        coordinator.retain_offsets(|topic, id| topic_is_current(topic, id));
+        tracing::info!(records, groups = coordinator.groups().count(), "group log replayed");
+        Ok(Groups {
+            coordinator: Mutex::new(coordinator),
+            waiters: Mutex::new(Waiters { by_ticket: HashMap::new(), closed: false }),
+            next_ticket: AtomicU64::new(1),
+            log: GroupLog::new(log),
+        })
+    }
+
+    /// The coordinator, for reads and synchronous requests. Do not hold across an await.
+    pub fn coordinator(&self) -> MutexGuard<'_, Coordinator> {
+        self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub async fn join(&self, request: JoinRequest) -> JoinResponse {
+        let member_id = request.member_id.clone();
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        if !self.park(ticket, Waiter::Join(sender)) {
+            return JoinResponse { error: Some(ResponseError::CoordinatorNotAvailable), ..lost_join(&member_id) };
+        }
+        let mut outputs = Vec::new();
+        self.coordinator().join(request, ticket, now_ms(), &mut outputs);
+        self.deliver(outputs).await;
+        receiver.await.unwrap_or_else(|_| lost_join(&member_id))
+    }
+
+    pub async fn sync(&self, request: SyncRequest) -> SyncResponse {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        if !self.park(ticket, Waiter::Sync(sender)) {
+            return sync_error(ResponseError::CoordinatorNotAvailable);
+        }
+        let mut outputs = Vec::new();
+        self.coordinator().sync(request, ticket, now_ms(), &mut outputs);
+        self.deliver(outputs).await;
+        receiver.await.unwrap_or_else(|_| sync_error(ResponseError::RebalanceInProgress))
+    }
+
+    /// Registers a parked request; false once the broker is shutting down.
+    fn park(&self, ticket: Ticket, waiter: Waiter) -> bool {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if waiters.closed {
+            return false;
+        }
+        waiters.by_ticket.insert(ticket, waiter);
+        true
+    }
+
+    /// Shutdown: answers every parked JoinGroup and SyncGroup with COORDINATOR_NOT_AVAILABLE
+    /// (clients look for the coordinator again and retry), and parks nothing more, so that a
+    /// rebalance in progress does not hold the shutdown for its whole rebalance timeout.
+    pub fn close(&self) {
+        let parked: Vec<Waiter> = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            waiters.closed = true;
+            waiters.by_ticket.drain().map(|(_, waiter)| waiter).collect()
+        };
+        for waiter in parked {
+            match waiter {
+                Waiter::Join(sender) => {
+                    let _ = sender.send(JoinResponse { error: Some(ResponseError::CoordinatorNotAvailable), ..lost_join("") });
+                }
+                Waiter::Sync(sender) => {
+                    let _ = sender.send(sync_error(ResponseError::CoordinatorNotAvailable));
+                }
+            }
+        }
+    }
+
+    pub async fn leave(&self, group_id: &str, leaving: &[(String, Option<String>)]) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let mut outputs = Vec::new();
+        let result = self.coordinator().leave(group_id, leaving, now_ms(), &mut outputs);
+        self.deliver(outputs).await;
+        result
+    }
+
+    /// Expires what is due (the server's timer calls this every TICK_INTERVAL_MS).
+    pub async fn tick(&self) {
+        let mut outputs = Vec::new();
+        self.coordinator().tick(now_ms(), &mut outputs);
+        self.deliver(outputs).await;
+    }
+
+    /// Appends a record, waits until it is durable, then applies it (and any earlier ones).
+    pub async fn write(&self, record: GroupRecord) -> Result<(), ApiError> {
+        self.log.write(record, now_ms(), |record| self.coordinator().apply(record)).await?;
+        let compacted = self
+            .log
+            .compact_if_due(now_ms(), |record| self.coordinator().apply(record), || store::snapshot_records(self.coordinator().groups()))
+            .await;
+        if let Err(error) = compacted {
+            // The write itself is durable; the log stays as it is until the next try.
+            tracing::error!(error = %error.message, "group log compaction failed");
+        }
+        Ok(())
+    }
+
+    /// Bytes the group log holds (compaction keeps this bounded by the state's size).
+    pub async fn log_size_bytes(&self) -> u64 {
+        self.log.size_bytes().await
+    }
+
+    pub async fn flush(&self) -> Result<(), ApiError> {
+        self.log.flush().await
+    }
+
+    /// Drops the committed offsets of a deleted topic.
+    pub fn topic_deleted(&self, topic: &str) {
+        self.coordinator().retain_offsets(|name, _| name != topic);
+    }
+
+    /// Answers parked requests and persists new generations.
+    async fn deliver(&self, outputs: Vec<Output>) {
+        let mut persist = Vec::new();
+        {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            for output in outputs {
+                // A closed receiver is a client that went away: nothing to answer.
+                match output {
+                    Output::Join(ticket, response) => {
+                        if let Some(Waiter::Join(sender)) = waiters.by_ticket.remove(&ticket) {
+                            let _ = sender.send(response);
+                        }
+                    }
+                    Output::Sync(ticket, response) => {
+                        if let Some(Waiter::Sync(sender)) = waiters.by_ticket.remove(&ticket) {
+                            let _ = sender.send(response);
+                        }
+                    }
+                    Output::Persist(record) => persist.push(record),
+                }
+            }
+        }
+        for record in persist {
+            if let Err(error) = self.write(record).await {
+                tracing::error!(%error.message, "cannot persist a group generation");
+            }
+        }
+    }
+}
+
+fn sync_error(error: ResponseError) -> SyncResponse {
+    SyncResponse { error: Some(error), protocol_type: None, protocol_name: None, assignment: Default::default() }
+}
+
+fn lost_join(member_id: &str) -> JoinResponse {
+    JoinResponse {
+        error: Some(ResponseError::RebalanceInProgress),
+        generation_id: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        skip_assignment: false,
+        member_id: member_id.to_string(),
+        members: Vec::new(),
+    }
+}
+
+/// Differs per broker start, so member ids of an earlier run are never reissued.
+fn member_id_nonce() -> u64 {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut bytes));
+    if random.is_ok() {
+        u64::from_be_bytes(bytes)
+    } else {
+        now_ms() as u64
+    }
+}

@@ -1,0 +1,167 @@
+//! Consumer groups at the handler level, over a real cluster on an in-memory zoned device:
+//! committed offsets are durable across a reopen, the group log compacts, offsets of deleted
+//! topics are dropped, and a join/sync round trip through `broker::api::handle`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use broker::api::handle;
+use broker::cluster::{BrokerConfig, Cluster, ResponseError};
+use broker::log::{LogConfig, LogStore};
+use broker::zone::mem::MemZonedDevice;
+use broker::zone::{ZoneGeometry, ZonedDevice};
+use bytes::Bytes;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    GroupId, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+fn device() -> Arc<dyn ZonedDevice> {
+    let geometry = ZoneGeometry { zone_size_bytes: 1 << 20, zone_capacity_bytes: 1 << 20, zone_count: 64, max_open_zones: 4, max_active_zones: 64 };
+    Arc::new(MemZonedDevice::new(geometry).unwrap())
+}
+
+async fn open(device: &Arc<dyn ZonedDevice>) -> Arc<Cluster> {
+    let recovered = LogStore::open(device.clone(), LogConfig::default()).await.unwrap();
+    Cluster::open(recovered.store, recovered.partitions, BrokerConfig::default()).await.unwrap()
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+async fn commit(cluster: &Arc<Cluster>, version: i16, group: &str, topic: &str, offsets: &[(i32, i64)], metadata: &str) -> Vec<i16> {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(text(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(text(topic))).with_partitions(
+            offsets
+                .iter()
+                .map(|(p, o)| {
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(*p)
+                        .with_committed_offset(*o)
+                        .with_committed_metadata(Some(text(metadata)))
+                })
+                .collect(),
+        )]);
+    match handle(cluster, version, RequestKind::OffsetCommit(request)).await {
+        Some(ResponseKind::OffsetCommit(response)) => response.topics[0].partitions.iter().map(|p| p.error_code).collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// (partition, offset, metadata) committed for `group` on `topic`, through OffsetFetch v8.
+async fn fetch(cluster: &Arc<Cluster>, group: &str, topic: &str) -> BTreeMap<i32, (i64, String)> {
+    let request = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default().with_group_id(GroupId(text(group))).with_topics(None)]);
+    match handle(cluster, 8, RequestKind::OffsetFetch(request)).await {
+        Some(ResponseKind::OffsetFetch(response)) => response.groups[0]
+            .topics
+            .iter()
+            .filter(|t| &*t.name.0 == topic)
+            .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, (p.committed_offset, p.metadata.as_deref().unwrap_or_default().to_string()))))
+            .collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn offsets_survive_reopen_and_the_log_compacts() {
+    broker::pending::block_on(async {
+        let device = device();
+        let cluster = open(&device).await;
+        cluster.create_topic("t", 3, &BTreeMap::new(), false).await.unwrap();
+        assert_eq!(commit(&cluster, 8, "g", "t", &[(0, 1), (5, 1)], "m").await, vec![0, ResponseError::UnknownTopicOrPartition.code()]);
+        assert_eq!(commit(&cluster, 8, "g", "nope", &[(0, 1)], "m").await, vec![ResponseError::UnknownTopicOrPartition.code()]);
+        assert_eq!(commit(&cluster, 8, "g", "t", &[(0, 1)], &"x".repeat(4097)).await, vec![ResponseError::OffsetMetadataTooLarge.code()]);
+        assert_eq!(commit(&cluster, 8, "", "t", &[(0, 1)], "m").await, vec![ResponseError::InvalidGroupId.code()]);
+        // Each commit is at least one 4 KiB block: 2,000 of them are ~8 zones of 1 MiB, past
+        // the compaction threshold (4 zones) more than once.
+        let mut peak_bytes = 0;
+        for i in 0..2_000i64 {
+            assert_eq!(commit(&cluster, 2 + (i % 8) as i16, "g", "t", &[((i % 3) as i32, i)], &format!("m{i}")).await, vec![0]);
+            peak_bytes = peak_bytes.max(cluster.groups().log_size_bytes().await);
+        }
+        assert!(peak_bytes <= 5 << 20, "the group log grew to {peak_bytes} bytes: compaction did not run");
+        let expected: BTreeMap<i32, (i64, String)> = (1_997..2_000).map(|i| ((i % 3) as i32, (i, format!("m{i}")))).collect();
+        assert_eq!(fetch(&cluster, "g", "t").await, expected);
+        drop(cluster);
+
+        let cluster = open(&device).await;
+        assert_eq!(fetch(&cluster, "g", "t").await, expected, "after reopen");
+        // A deleted topic's offsets are gone, and stay gone when a topic of that name returns.
+        cluster.delete_topic("t", None).await.unwrap();
+        assert!(fetch(&cluster, "g", "t").await.is_empty());
+        cluster.create_topic("t", 3, &BTreeMap::new(), false).await.unwrap();
+        drop(cluster);
+        let cluster = open(&device).await;
+        assert!(fetch(&cluster, "g", "t").await.is_empty(), "offsets of the deleted topic came back");
+    });
+}
+
+fn join(member_id: &str) -> RequestKind {
+    RequestKind::JoinGroup(
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(text(member_id))
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(text("range")).with_metadata(Bytes::from_static(b"m"))]),
+    )
+}
+
+/// Shutdown answers parked joins at once (they would hold it for the rebalance timeout).
+#[test]
+fn close_answers_parked_joins() {
+    broker::pending::block_on(async {
+        let cluster = open(&device()).await;
+        let Some(ResponseKind::JoinGroup(first)) = handle(&cluster, 9, join("")).await else { panic!() };
+        let member_id = first.member_id.to_string();
+        let closing = async { cluster.groups().close() };
+        // join! polls the join first: it parks (the new group waits 3 s for more members).
+        let (joined, ()) = tokio::join!(handle(&cluster, 9, join(&member_id)), closing);
+        let Some(ResponseKind::JoinGroup(joined)) = joined else { panic!() };
+        assert_eq!(joined.error_code, ResponseError::CoordinatorNotAvailable.code());
+        let Some(ResponseKind::JoinGroup(late)) = handle(&cluster, 9, join(&member_id)).await else { panic!() };
+        assert_eq!(late.error_code, ResponseError::CoordinatorNotAvailable.code());
+    });
+}
+
+#[test]
+fn join_and_sync_through_the_handlers() {
+    broker::pending::block_on(async {
+        let device = device();
+        let cluster = open(&device).await;
+        let Some(ResponseKind::JoinGroup(first)) = handle(&cluster, 9, join("")).await else { panic!() };
+        assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+        let member_id = first.member_id.to_string();
+        // A new group waits group.initial.rebalance.delay.ms (3 s) for more members; the timer
+        // is the server's, so tick here until the join completes.
+        let joining = handle(&cluster, 9, join(&member_id));
+        let ticking = async {
+            loop {
+                cluster.groups().tick().await;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if cluster.groups().coordinator().group("g").is_some_and(|g| g.state() != broker::group::GroupState::PreparingRebalance) {
+                    return;
+                }
+            }
+        };
+        let (joined, ()) = tokio::join!(joining, ticking);
+        let Some(ResponseKind::JoinGroup(joined)) = joined else { panic!() };
+        assert_eq!((joined.error_code, joined.generation_id, joined.leader.to_string()), (0, 1, member_id.clone()));
+        assert_eq!(joined.members.len(), 1);
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_generation_id(1)
+            .with_member_id(text(&member_id))
+            .with_assignments(vec![SyncGroupRequestAssignment::default().with_member_id(text(&member_id)).with_assignment(Bytes::from_static(b"all"))]);
+        let Some(ResponseKind::SyncGroup(synced)) = handle(&cluster, 5, RequestKind::SyncGroup(sync)).await else { panic!() };
+        assert_eq!((synced.error_code, synced.assignment), (0, Bytes::from_static(b"all")));
+    });
+}

@@ -1,0 +1,270 @@
+//! Casts a batch built under an earlier schema version to a widened one, so that batches already
+//! materialised need not be rebuilt from the log when a view's schema widens.
+//!
+//! Conversions are exactly the ones `widen` allows: a column missing from the batch becomes all
+//! nulls, a Null column becomes nulls of the new type, Int64 becomes Float64, and anything
+//! becomes Utf8 as canonical JSON text (`5`, `2.5`, `true`). One loss is unavoidable: a batch no
+//! longer has a timestamp's original text, so a Timestamp column widened to Utf8 shows RFC 3339
+//! (`2026-11-29T17:39:51Z`) where rows converted before batching (`batch.rs`) show the original
+//! text. A view that needs the original text everywhere rebuilds from the log, which has it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
+use arrow_schema::{ArrowError, DataType, SchemaRef};
+
+use super::datetime::format_rfc3339;
+use super::row::{bool_text, float_text};
+use super::schema::ColumnType;
+
+#[derive(Debug)]
+pub enum CastError {
+    /// The target schema lacks a column the batch has: schemas only grow.
+    ColumnDropped {
+        name: String,
+    },
+    /// The target type is not the source type or wider.
+    NotAWidening {
+        name: String,
+        from: DataType,
+        to: DataType,
+    },
+    /// A type this module does not produce.
+    UnknownType {
+        name: String,
+        data_type: DataType,
+    },
+    Arrow(ArrowError),
+}
+
+impl fmt::Display for CastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CastError::ColumnDropped { name } => {
+                write!(f, "column {name:?} is not in the target schema")
+            }
+            CastError::NotAWidening { name, from, to } => {
+                write!(f, "column {name:?}: {from} does not widen to {to}")
+            }
+            CastError::UnknownType { name, data_type } => {
+                write!(
+                    f,
+                    "column {name:?} has type {data_type}, which JSON decoding does not produce"
+                )
+            }
+            CastError::Arrow(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for CastError {}
+
+/// Returns `batch` under `target`, which must hold every column of the batch at the same or a
+/// wider type.
+pub fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, CastError> {
+    let source = batch.schema();
+    for field in source.fields() {
+        if target.field_with_name(field.name()).is_err() {
+            return Err(CastError::ColumnDropped {
+                name: field.name().clone(),
+            });
+        }
+    }
+    let column_type = |name: &str, data_type: &DataType| {
+        ColumnType::from_arrow(data_type).ok_or_else(|| CastError::UnknownType {
+            name: name.to_string(),
+            data_type: data_type.clone(),
+        })
+    };
+    let mut columns = Vec::with_capacity(target.fields().len());
+    for target_field in target.fields() {
+        let name = target_field.name();
+        let to = column_type(name, target_field.data_type())?;
+        let column = match source.index_of(name) {
+            Err(_) => new_null_array(target_field.data_type(), batch.num_rows()),
+            Ok(index) => {
+                let from = column_type(name, source.field(index).data_type())?;
+                if !from.widens_to(to) {
+                    return Err(CastError::NotAWidening {
+                        name: name.clone(),
+                        from: from.arrow_type(),
+                        to: to.arrow_type(),
+                    });
+                }
+                widen_array(batch.column(index), from, to)
+            }
+        };
+        assert_eq!(column.len(), batch.num_rows());
+        columns.push(column);
+    }
+    RecordBatch::try_new_with_options(
+        target.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .map_err(CastError::Arrow)
+}
+
+fn widen_array(array: &ArrayRef, from: ColumnType, to: ColumnType) -> ArrayRef {
+    debug_assert!(from.widens_to(to));
+    if from == to {
+        return array.clone();
+    }
+    match (from, to) {
+        (ColumnType::Null, _) => new_null_array(&to.arrow_type(), array.len()),
+        (ColumnType::Int64, ColumnType::Float64) => {
+            let floats = array
+                .as_primitive::<Int64Type>()
+                .unary::<_, Float64Type>(|value| value as f64);
+            Arc::new(floats)
+        }
+        (_, ColumnType::Utf8) => Arc::new(texts(array, from)),
+        _ => unreachable!("{from:?} does not widen to {to:?} other than to Utf8"),
+    }
+}
+
+fn texts(array: &ArrayRef, from: ColumnType) -> StringArray {
+    match from {
+        ColumnType::Bool => array
+            .as_boolean()
+            .iter()
+            .map(|value| value.map(bool_text))
+            .collect(),
+        ColumnType::Int64 => array
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|value| value.map(|value| value.to_string()))
+            .collect(),
+        ColumnType::Float64 => array
+            .as_primitive::<Float64Type>()
+            .iter()
+            .map(|value| value.map(float_text))
+            .collect(),
+        ColumnType::Timestamp => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .map(|value| value.map(format_rfc3339))
+            .collect(),
+        ColumnType::Null | ColumnType::Utf8 => unreachable!("handled by the caller"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::batch::rows_to_batch;
+    use crate::json::decode::{decode_record, DecodeOptions};
+    use crate::json::schema::InferredSchema;
+    use arrow_schema::{Field, Schema};
+
+    fn decode(schema: &mut InferredSchema, record: &str) -> crate::json::row::Row {
+        decode_record(record.as_bytes(), &DecodeOptions::default(), schema).unwrap()
+    }
+
+    #[test]
+    fn an_earlier_batch_casts_to_the_widened_schema() {
+        let mut schema = InferredSchema::new();
+        let rows = vec![
+            decode(
+                &mut schema,
+                r#"{"n": 1, "b": true, "f": 1.5, "t": "2026-11-29T17:39:51Z", "z": null, "s": "x"}"#,
+            ),
+            decode(
+                &mut schema,
+                r#"{"n": 2, "b": false, "f": 2, "t": "29/11/2026", "z": null}"#,
+            ),
+        ];
+        let early = rows_to_batch(&schema, &rows).unwrap();
+        // Widen: n to Float64, b, f and t to Utf8, z to Int64, and a new column.
+        let later = vec![decode(
+            &mut schema,
+            r#"{"n": 0.5, "b": "maybe", "f": "many", "t": "later", "z": 4, "new": true}"#,
+        )];
+        let target = schema.arrow_schema();
+        let cast = cast_batch(&early, &target).unwrap();
+        assert_eq!(cast.schema(), target);
+        assert_eq!(cast.num_rows(), 2);
+
+        let column = |name: &str| cast.column(target.index_of(name).unwrap()).clone();
+        let n = column("n");
+        assert_eq!(
+            n.as_primitive::<Float64Type>().iter().collect::<Vec<_>>(),
+            [Some(1.0), Some(2.0)]
+        );
+        let b = column("b");
+        assert_eq!(
+            b.as_string::<i32>().iter().collect::<Vec<_>>(),
+            [Some("true"), Some("false")]
+        );
+        let f = column("f");
+        assert_eq!(
+            f.as_string::<i32>().iter().collect::<Vec<_>>(),
+            [Some("1.5"), Some("2")]
+        );
+        let t = column("t");
+        assert_eq!(
+            t.as_string::<i32>().iter().collect::<Vec<_>>(),
+            [Some("2026-11-29T17:39:51Z"), Some("2026-11-29T00:00:00Z")]
+        );
+        assert_eq!(column("z").null_count(), 2);
+        assert_eq!(column("z").data_type(), &DataType::Int64);
+        assert_eq!(
+            column("s").as_string::<i32>().iter().collect::<Vec<_>>(),
+            [Some("x"), None]
+        );
+        assert_eq!(column("new").null_count(), 2);
+
+        // The cast batch and a batch of the later rows concatenate: one schema.
+        let later_batch = rows_to_batch(&schema, &later).unwrap();
+        assert_eq!(later_batch.schema(), cast.schema());
+    }
+
+    #[test]
+    fn a_cast_of_numbers_shows_what_converting_the_rows_shows() {
+        let mut schema = InferredSchema::new();
+        let early_rows = vec![
+            decode(&mut schema, r#"{"v": 5}"#),
+            decode(&mut schema, r#"{"v": 2.25}"#),
+        ];
+        let early = rows_to_batch(&schema, &early_rows).unwrap();
+        assert_eq!(early.schema().field(0).data_type(), &DataType::Float64);
+        decode(&mut schema, r#"{"v": true}"#);
+        let from_batch = cast_batch(&early, &schema.arrow_schema()).unwrap();
+        let from_rows = rows_to_batch(&schema, &early_rows).unwrap();
+        assert_eq!(from_batch, from_rows);
+        assert_eq!(from_rows.column(0).as_string::<i32>().value(0), "5");
+    }
+
+    #[test]
+    fn narrowing_dropping_and_foreign_types_are_refused() {
+        let mut schema = InferredSchema::new();
+        decode(&mut schema, r#"{"a": "x", "b": 1}"#);
+        let batch = rows_to_batch(&schema, &[]).unwrap();
+        let narrower = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Int64, true),
+        ]));
+        assert!(matches!(
+            cast_batch(&batch, &narrower),
+            Err(CastError::NotAWidening { .. })
+        ));
+        let dropped = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
+        assert!(matches!(
+            cast_batch(&batch, &dropped),
+            Err(CastError::ColumnDropped { .. })
+        ));
+        let foreign = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int32, true),
+        ]));
+        assert!(matches!(
+            cast_batch(&batch, &foreign),
+            Err(CastError::UnknownType { .. })
+        ));
+        // Casting to the same schema is the identity.
+        assert_eq!(cast_batch(&batch, &schema.arrow_schema()).unwrap(), batch);
+    }
+}
