@@ -4,6 +4,7 @@ mod bench;
 mod config_file;
 mod debug;
 mod serve;
+mod sql_cli;
 
 use std::path::PathBuf;
 
@@ -22,6 +23,8 @@ enum Command {
     // A repeated flag takes its last value: the command line overrides the config file.
     #[command(args_override_self = true)]
     Serve(serve::ServeArgs),
+    /// Run SQL against a running server (interactive, `-c SQL` or `-f FILE`).
+    Sql(sql_cli::SqlArgs),
     /// Benchmarks that print figures beside the physical limits measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(config_file::expand(std::env::args_os().collect())?);
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Sql(args) => sql_cli::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Debug(command) => debug::run(command),
     }

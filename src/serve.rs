@@ -1,5 +1,5 @@
 //! `yottastore serve`: opens the data directory, recovers the logs and the topic metadata, and
-//! serves Kafka clients until SIGTERM or Ctrl-C, then stops accepting, finishes the requests in
+//! serves Kafka clients (and SQL over HTTP) until SIGTERM or Ctrl-C, then stops accepting, finishes the requests in
 //! flight, flushes, and exits 0.
 
 use std::net::SocketAddr;
@@ -44,6 +44,33 @@ pub struct ServeArgs {
     /// next batch is then accepted at any sequence). Kafka's default: 1 day.
     #[arg(long, default_value_t = broker::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT)]
     pub producer_id_expiration_ms: i64,
+    /// Address of the SQL endpoint (`POST /sql`, what `yottastore sql` talks to); `none` turns
+    /// it off.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http_addr: OptionalAddr,
+    /// A query's planning and execution together may take this long.
+    #[arg(long, default_value_t = 60_000)]
+    pub query_timeout_ms: u64,
+    /// DataFusion's memory pool per query, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub query_memory_mib: usize,
+    /// Rows a query answers over HTTP at most; the answer says when it was cut.
+    #[arg(long, default_value_t = 100_000)]
+    pub query_rows_max: usize,
+}
+
+/// A listener address, or `none` for a front end that is off.
+#[derive(Clone, Copy, Debug)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = std::net::AddrParseError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "none" | "off" => Ok(OptionalAddr(None)),
+            addr => addr.parse().map(|addr| OptionalAddr(Some(addr))),
+        }
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -90,6 +117,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         eprintln!("yottastore serving Kafka on {} (advertised as {advertised}), data in {}", args.kafka_addr, storage.data_dir.display());
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let http = match args.http_addr.0 {
+            None => None,
+            Some(http_addr) => {
+                let limits = query::QueryLimits {
+                    timeout: std::time::Duration::from_millis(args.query_timeout_ms),
+                    memory_bytes_max: args.query_memory_mib << 20,
+                    rows_max: args.query_rows_max,
+                    ..Default::default()
+                };
+                anyhow::ensure!(limits.rows_max >= 1 && args.query_memory_mib >= 1, "--query-rows-max and --query-memory-mib must be at least 1");
+                let engine = std::sync::Arc::new(query::QueryEngine::new(cluster.clone(), limits)?);
+                let listener = tokio::net::TcpListener::bind(http_addr)
+                    .await
+                    .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
+                eprintln!("yottastore serving SQL over HTTP on {http_addr}");
+                let mut http_stopped = stopped.clone();
+                let shutdown = async move {
+                    let _ = http_stopped.wait_for(|stopped| *stopped).await;
+                };
+                Some(tokio::spawn(query::http::serve(listener, query::http::router(engine), shutdown)))
+            }
+        };
         tokio::spawn(async move {
             let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(terminate) => terminate,
@@ -106,6 +155,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let _ = stop.send(true);
         });
         broker::server::run(listener, cluster, config, stopped).await;
+        if let Some(http) = http {
+            match http.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "the HTTP front end failed"),
+                Err(error) => tracing::error!(%error, "the HTTP front end panicked"),
+            }
+        }
         tracing::info!("stopped");
         anyhow::Ok(())
     })

@@ -181,6 +181,9 @@ impl BrokerChild {
             .arg(zone_count.to_string())
             .arg("--auto-create-topics")
             .arg("false")
+            // The benchmark measures Kafka traffic only.
+            .arg("--http-addr")
+            .arg("none")
             .args(extra_args)
             .env(
                 "RUST_LOG",

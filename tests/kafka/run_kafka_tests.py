@@ -30,6 +30,7 @@ Modules and tests:
   idempotence          idempotent producers through a connection-cutting proxy, and resends
                        after a restart (tests/kafka/idempotence_tests.py).
   group-*              consumer groups (issue 4): see tests/kafka/group_tests.py.
+  sql                  SQL over HTTP and `yottastore sql` (issue 6): see tests/kafka/sql_tests.py.
 """
 
 import argparse
@@ -120,6 +121,13 @@ class Broker:
     def addr(self):
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http_addr(self):
+        # The SQL endpoint: a port of its own per broker (picked once, kept across restarts).
+        if getattr(self, "_http_port", None) is None:
+            self._http_port = free_port()
+        return f"127.0.0.1:{self._http_port}"
+
     def command(self):
         return [
             OPTS.broker_bin, "serve",
@@ -128,6 +136,7 @@ class Broker:
             "--advertised-addr", self.advertised_addr or self.addr,
             "--zone-size-mib", "16",
             "--zone-count", "64",
+            "--http-addr", self.http_addr,
         ]
 
     def log_tail(self, lines=25):
@@ -1021,6 +1030,8 @@ def build_modules():
     mods.append(("restart", [("restart/data_and_configs", test_restart)]))
     import idempotence_tests
     mods.append(("idempotence", idempotence_tests.tests(sys.modules[__name__])))
+    import sql_tests
+    mods.append(("sql", sql_tests.tests(sys.modules[__name__])))
     import group_tests  # consumer groups (issue 4); it uses this module's helpers
     group_tests.R = sys.modules[__name__]
     mods.extend(group_tests.modules())
