@@ -277,7 +277,8 @@ pub struct JoinResponse {
 }
 
 impl JoinResponse {
-    fn error(error: ResponseError, member_id: &str) -> JoinResponse {
+    /// An answer with only an error (generation -1, no members).
+    pub(crate) fn error(error: ResponseError, member_id: &str) -> JoinResponse {
         JoinResponse {
             error: Some(error),
             generation_id: -1,

@@ -76,7 +76,7 @@ impl Groups {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         if !self.park(ticket, Waiter::Join(sender)) {
-            return JoinResponse { error: Some(ResponseError::CoordinatorNotAvailable), ..lost_join(&member_id) };
+            return JoinResponse::error(ResponseError::CoordinatorNotAvailable, &member_id);
         }
         let mut outputs = Vec::new();
         self.coordinator().join(request, ticket, now_ms(), &mut outputs);
@@ -118,7 +118,7 @@ impl Groups {
         for waiter in parked {
             match waiter {
                 Waiter::Join(sender) => {
-                    let _ = sender.send(JoinResponse { error: Some(ResponseError::CoordinatorNotAvailable), ..lost_join("") });
+                    let _ = sender.send(JoinResponse::error(ResponseError::CoordinatorNotAvailable, ""));
                 }
                 Waiter::Sync(sender) => {
                     let _ = sender.send(sync_error(ResponseError::CoordinatorNotAvailable));
@@ -204,16 +204,7 @@ fn sync_error(error: ResponseError) -> SyncResponse {
 }
 
 fn lost_join(member_id: &str) -> JoinResponse {
-    JoinResponse {
-        error: Some(ResponseError::RebalanceInProgress),
-        generation_id: -1,
-        protocol_type: None,
-        protocol_name: None,
-        leader: String::new(),
-        skip_assignment: false,
-        member_id: member_id.to_string(),
-        members: Vec::new(),
-    }
+    JoinResponse::error(ResponseError::RebalanceInProgress, member_id)
 }
 
 /// Differs per broker start, so member ids of an earlier run are never reissued.
