@@ -6,7 +6,7 @@
 # Phases (each timed):
 #   1. cargo test --workspace        Rust unit, property and crash tests
 #   2. scripts/setup-test-deps.sh    kcat, .venv (confluent-kafka, kafka-python), kafkajs; idempotent
-#   3. cargo build                   the broker binary the client tests start
+#   3. cargo build --all-targets     the broker binary the client tests start (already built by 1)
 #   4. tests/kafka/run_kafka_tests.py  real Kafka clients over TCP against `yottastore serve`
 # The final line sums cargo's counts and the client tests' counts (skipped = cargo's ignored +
 # the client tests' SKIPs). Exit status is non-zero if any phase failed.
@@ -52,7 +52,9 @@ phase_done "setup-test-deps" "$t" "$([ "$deps_status" -eq 0 ] && echo ok || echo
 
 # --- 3. broker binary ---------------------------------------------------------------------------
 t=$SECONDS
-cargo build --bin yottastore 2>&1 | tail -n 60
+# --all-targets: the same feature set as `cargo test` above (dev-dependencies unify features),
+# so the binary it already built is reused instead of DataFusion being compiled a second time.
+cargo build --workspace --all-targets 2>&1 | tail -n 60
 build_status=${PIPESTATUS[0]}
 phase_done "cargo build" "$t" "$([ "$build_status" -eq 0 ] && echo ok || echo "FAILED (status $build_status)")"
 

@@ -1,5 +1,5 @@
 //! The broker's own state as tables in the `system` schema: `topics`, `topic_configs`,
-//! `partitions` and `zones`.
+//! `partitions`, `zones` and `consumer_groups` (committed offsets and lag per partition).
 //!
 //! Each is computed when a query scans it (a snapshot per scan, so it is current and costs
 //! nothing while nobody asks) and served through DataFusion's `MemTable`, which already does
@@ -27,10 +27,11 @@ pub enum SystemTableKind {
     TopicConfigs,
     Partitions,
     Zones,
+    ConsumerGroups,
 }
 
 impl SystemTableKind {
-    pub const ALL: [SystemTableKind; 4] = [Self::Topics, Self::TopicConfigs, Self::Partitions, Self::Zones];
+    pub const ALL: [SystemTableKind; 5] = [Self::Topics, Self::TopicConfigs, Self::Partitions, Self::Zones, Self::ConsumerGroups];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -38,6 +39,7 @@ impl SystemTableKind {
             Self::TopicConfigs => "topic_configs",
             Self::Partitions => "partitions",
             Self::Zones => "zones",
+            Self::ConsumerGroups => "consumer_groups",
         }
     }
 
@@ -62,6 +64,18 @@ impl SystemTableKind {
                 int64("size_bytes", false),
                 int32("zones", false),
                 utf8("failure", true),
+            ],
+            Self::ConsumerGroups => vec![
+                utf8("group_id", false),
+                utf8("protocol", false),
+                utf8("state", false),
+                int32("members", false),
+                utf8("topic", true),
+                int32("partition", true),
+                int64("committed_offset", true),
+                utf8("metadata", true),
+                int64("high_watermark", true),
+                int64("lag", true),
             ],
             Self::Zones => vec![
                 int64("zone", false),
@@ -100,6 +114,7 @@ impl SystemTable {
             SystemTableKind::TopicConfigs => self.topic_configs(),
             SystemTableKind::Partitions => self.partitions(),
             SystemTableKind::Zones => self.zones(),
+            SystemTableKind::ConsumerGroups => self.consumer_groups(),
         };
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
@@ -185,6 +200,70 @@ impl SystemTable {
             Arc::new(Int64Array::from_iter_values(zones.iter().map(|zone| saturating_i64(zone.capacity_bytes)))),
             Arc::new(StringArray::from_iter(zones.iter().map(|zone| owner(zone.id).map(|(topic, _)| topic.as_str())))),
             Arc::new(Int32Array::from_iter(zones.iter().map(|zone| owner(zone.id).map(|(_, partition)| *partition)))),
+        ]
+    }
+}
+
+impl SystemTable {
+    /// One row per committed offset of each group (a group without offsets: one row with null
+    /// offset columns), with the partition's high watermark and the lag behind it.
+    fn consumer_groups(&self) -> Vec<ArrayRef> {
+        struct Row {
+            group_id: String,
+            protocol: &'static str,
+            state: &'static str,
+            members: usize,
+            offset: Option<(String, i32, i64, Option<String>)>,
+        }
+        // Copied out under the coordinator's lock, which is released before any partition lock
+        // is taken (never both at once).
+        let mut rows = Vec::new();
+        {
+            let coordinator = self.cluster.groups().coordinator();
+            let mut described = std::collections::BTreeSet::new();
+            for group in coordinator.consumer_groups() {
+                described.insert(group.group_id.clone());
+                let offsets: Vec<_> = coordinator.group(&group.group_id).map(|classic| classic.offsets().iter().collect()).unwrap_or_default();
+                let row = |offset| Row { group_id: group.group_id.clone(), protocol: "consumer", state: group.state_name(), members: group.members.len(), offset };
+                if offsets.is_empty() {
+                    rows.push(row(None));
+                }
+                for ((topic, partition), committed) in offsets {
+                    rows.push(row(Some((topic.clone(), *partition, committed.offset, committed.metadata.clone()))));
+                }
+            }
+            for group in coordinator.groups().filter(|group| !described.contains(&group.group_id)) {
+                let row = |offset| Row { group_id: group.group_id.clone(), protocol: "classic", state: group.state().name(), members: group.member_count(), offset };
+                if group.offsets().is_empty() {
+                    rows.push(row(None));
+                }
+                for ((topic, partition), committed) in group.offsets() {
+                    rows.push(row(Some((topic.clone(), *partition, committed.offset, committed.metadata.clone()))));
+                }
+            }
+        }
+        let high_watermark = |topic: &str, partition: i32| {
+            self.cluster.topic(topic)?.partition(partition)?.with_log(|log| log.high_watermark()).ok()
+        };
+        let watermarks: Vec<Option<i64>> =
+            rows.iter().map(|row| row.offset.as_ref().and_then(|(topic, partition, _, _)| high_watermark(topic, *partition))).collect();
+        fn offset(row: &Row) -> Option<&(String, i32, i64, Option<String>)> {
+            row.offset.as_ref()
+        }
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.group_id.as_str()))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.protocol))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.state))),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|row| i32::try_from(row.members).unwrap_or(i32::MAX)))),
+            Arc::new(StringArray::from_iter(rows.iter().map(|row| offset(row).map(|o| o.0.as_str())))),
+            Arc::new(Int32Array::from_iter(rows.iter().map(|row| offset(row).map(|o| o.1)))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|row| offset(row).map(|o| o.2)))),
+            Arc::new(StringArray::from_iter(rows.iter().map(|row| offset(row).and_then(|o| o.3.as_deref())))),
+            Arc::new(Int64Array::from_iter(watermarks.iter().copied())),
+            Arc::new(Int64Array::from_iter(rows.iter().zip(&watermarks).map(|(row, watermark)| {
+                // Kafka's lag: how far the committed position is behind the end, never negative.
+                Some((watermark.as_ref()? - offset(row)?.2).max(0))
+            }))),
         ]
     }
 }

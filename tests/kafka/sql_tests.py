@@ -4,7 +4,8 @@ Module `sql` (one broker):
   sql/http-and-cli     records produced with confluent-kafka are queried through HTTP
                        (POST /sql, JSON answers) and through `yottastore sql -c` (Arrow IPC
                        answers, printed as tables): the same counts per partition, the same
-                       JSON fields, the system tables agree with what was produced.
+                       JSON fields, the system tables agree with what was produced, and
+                       system.consumer_groups shows a group's committed offsets and lag.
   sql/errors           bad SQL gets HTTP 400 with a message that names the position, DDL is
                        refused, the CLI exits 1 with the message, and the server keeps serving.
 
@@ -84,6 +85,20 @@ def test_http_and_cli(rk, broker):
              f"regions {regions['rows']}")
     hw = query_json(rk, broker, f"SELECT partition, high_watermark FROM system.partitions WHERE topic = '{topic}' ORDER BY partition")
     rk.check({r["partition"]: r["high_watermark"] for r in hw["rows"]} == per_partition, f"system.partitions {hw['rows']}")
+
+    # Committed offsets and lag per partition, from system.consumer_groups.
+    from confluent_kafka import Consumer, TopicPartition
+    group = f"{topic}-readers"
+    consumer = Consumer({"bootstrap.servers": broker.addr, "group.id": group, "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, p, 100 + p) for p in range(3)], asynchronous=False)
+    finally:
+        consumer.close()
+    lag = query_json(rk, broker, f"SELECT partition, committed_offset, high_watermark, lag, protocol FROM system.consumer_groups "
+                                 f"WHERE group_id = '{group}' ORDER BY partition")
+    expected = [{"partition": p, "committed_offset": 100 + p, "high_watermark": per_partition[p],
+                 "lag": per_partition[p] - 100 - p, "protocol": "classic"} for p in range(3)]
+    rk.check(lag["rows"] == expected, f"system.consumer_groups {lag['rows']}, expected {expected}")
 
     # The row limit is the server's: a large answer over JSON stays complete under it.
     rows = query_json(rk, broker, f'SELECT "offset", key FROM "{topic}" WHERE partition = 0')
