@@ -576,6 +576,7 @@ pub fn consumer_group_heartbeat(
         instance_id: request.instance_id.as_ref().map(text),
         rebalance_timeout_ms: request.rebalance_timeout_ms,
         subscribed_topic_names: request.subscribed_topic_names.as_ref().map(|names| names.iter().map(|n| text(&n.0)).collect()),
+        server_assignor: request.server_assignor.as_ref().map(text),
         owned,
         client_id: context.client_id.clone(),
         client_host: context.client_host.clone(),
@@ -601,6 +602,7 @@ pub fn consumer_group_heartbeat(
     });
     ConsumerGroupHeartbeatResponse::default()
         .with_error_code(code(answer.error))
+        .with_error_message(answer.error_message.map(str_bytes))
         .with_member_id(Some(str_bytes(answer.member_id)))
         .with_member_epoch(answer.member_epoch)
         .with_heartbeat_interval_ms(answer.heartbeat_interval_ms)
