@@ -647,4 +647,20 @@ mod tests {
         );
         assert_eq!(refused.error, Some(ResponseError::UnsupportedAssignor), "an empty name is no assignor either");
     }
+
+    #[test]
+    fn the_group_is_assigning_between_an_expiry_and_the_next_heartbeat() {
+        let mut group = ConsumerGroup::new("g");
+        let topics = topics();
+        let empty = BTreeSet::new();
+        group.heartbeat(request("a", 0, Some(&empty)), || unreachable!(), &topics, 10, 0);
+        let b = group.heartbeat(request("b", 0, Some(&empty)), || unreachable!(), &topics, 10, 10_000);
+        assert_eq!(group.state_name(), "Reconciling", "a still owns b's share");
+        // a's session ends first; the target for the group without a is not computed yet.
+        assert!(group.expire(SESSION_TIMEOUT_MS + 1));
+        assert_eq!((group.members.len(), group.state_name()), (1, "Assigning"));
+        let b2 = group.heartbeat(request("b", b.member_epoch, Some(&empty)), || unreachable!(), &topics, 10, SESSION_TIMEOUT_MS + 2);
+        assert_eq!(b2.assignment.map(|a| a.len()), Some(6));
+        assert_eq!(group.state_name(), "Stable");
+    }
 }
