@@ -130,7 +130,8 @@ impl ConsumerGroup {
         } else if self.group_epoch != self.assignment_epoch {
             "Assigning"
         } else if self.members.values().all(|m| {
-            m.epoch == self.assignment_epoch && m.pending_revocation.is_empty() && self.target.get(&m.member_id).map_or(m.assigned.is_empty(), |t| *t == m.assigned)
+            let owns_target = self.target.get(&m.member_id).map_or(m.assigned.is_empty(), |t| *t == m.assigned);
+            m.epoch == self.assignment_epoch && m.pending_revocation.is_empty() && owns_target
         }) {
             "Stable"
         } else {
@@ -166,6 +167,7 @@ impl ConsumerGroup {
         if let Some(name) = request.server_assignor.as_deref().filter(|name| !ASSIGNORS.contains(name)) {
             // Kafka's answer and message for an assignor it does not have.
             let mut response = HeartbeatResponse::error(ResponseError::UnsupportedAssignor, &request.member_id, request.member_epoch);
+            // The name is the client's: echo a bounded prefix of it.
             let name: String = name.chars().take(256).collect();
             response.error_message = Some(format!("ServerAssignor {name} is not supported. Supported assignors: {}.", ASSIGNORS.join(", ")));
             return response;
