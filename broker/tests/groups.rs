@@ -11,12 +11,14 @@ use broker::log::{LogConfig, LogStore};
 use broker::zone::mem::MemZonedDevice;
 use broker::zone::{ZoneGeometry, ZonedDevice};
 use bytes::Bytes;
+use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as ConsumerDescribedGroup;
+use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as HeartbeatTopicPartitions;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    GroupId, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest, TopicName,
+    ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, GroupId, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -163,5 +165,98 @@ fn join_and_sync_through_the_handlers() {
             .with_assignments(vec![SyncGroupRequestAssignment::default().with_member_id(text(&member_id)).with_assignment(Bytes::from_static(b"all"))]);
         let Some(ResponseKind::SyncGroup(synced)) = handle(&cluster, 5, RequestKind::SyncGroup(sync)).await else { panic!() };
         assert_eq!((synced.error_code, synced.assignment), (0, Bytes::from_static(b"all")));
+    });
+}
+
+/// One ConsumerGroupHeartbeat v1 of member `member_id` (KIP-1082: the client names it).
+async fn consumer_heartbeat(cluster: &Arc<Cluster>, member_id: &str, epoch: i32, owned: &[(uuid::Uuid, Vec<i32>)]) -> ConsumerGroupHeartbeatResponse {
+    let joining = epoch == 0;
+    let request = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(text("kip848")))
+        .with_member_id(text(member_id))
+        .with_member_epoch(epoch)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(joining.then(|| vec![TopicName(text("t"))]))
+        .with_server_assignor(joining.then(|| text("range")))
+        .with_topic_partitions(Some(
+            owned.iter().map(|(id, partitions)| HeartbeatTopicPartitions::default().with_topic_id(*id).with_partitions(partitions.clone())).collect(),
+        ));
+    match handle(cluster, 1, RequestKind::ConsumerGroupHeartbeat(request)).await {
+        Some(ResponseKind::ConsumerGroupHeartbeat(response)) => response,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn consumer_describe(cluster: &Arc<Cluster>, version: i16, groups: &[&str], operations: bool) -> Vec<ConsumerDescribedGroup> {
+    let request = ConsumerGroupDescribeRequest::default()
+        .with_group_ids(groups.iter().map(|g| GroupId(text(g))).collect())
+        .with_include_authorized_operations(operations);
+    match handle(cluster, version, RequestKind::ConsumerGroupDescribe(request)).await {
+        Some(ResponseKind::ConsumerGroupDescribe(response)) => response.groups,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Two members join a KIP-848 group with the range assignor and reconcile; ConsumerGroupDescribe
+/// then shows the group Stable with both members' contiguous ranges, current and target.
+#[test]
+fn consumer_group_describe_through_the_handlers() {
+    broker::pending::block_on(async {
+        let cluster = open(&device()).await;
+        cluster.create_topic("t", 4, &BTreeMap::new(), false).await.unwrap();
+        let topic_id = uuid::Uuid::from_bytes(cluster.topic("t").unwrap().id);
+        let mut state: BTreeMap<&str, (i32, Vec<(uuid::Uuid, Vec<i32>)>)> = BTreeMap::from([("a", (0, vec![])), ("b", (0, vec![]))]);
+        for _ in 0..5 {
+            for (member_id, (epoch, owned)) in state.iter_mut() {
+                let answer = consumer_heartbeat(&cluster, member_id, *epoch, owned).await;
+                assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+                *epoch = answer.member_epoch;
+                if let Some(assignment) = answer.assignment {
+                    *owned = assignment.topic_partitions.iter().map(|t| (t.topic_id, t.partitions.clone())).collect();
+                }
+            }
+        }
+        assert_eq!(state["a"].1, vec![(topic_id, vec![0, 1])]);
+        assert_eq!(state["b"].1, vec![(topic_id, vec![2, 3])]);
+
+        assert_eq!(commit(&cluster, 8, "classic", "t", &[(0, 1)], "m").await, vec![0]);
+        let described = consumer_describe(&cluster, 1, &["kip848", "nope", "classic"], true).await;
+        assert_eq!(described.len(), 3);
+        let group = &described[0];
+        assert_eq!((group.error_code, &*group.group_id.0, &*group.group_state), (0, "kip848", "Stable"));
+        assert_eq!((&*group.assignor_name, group.assignment_epoch), ("range", group.group_epoch));
+        assert_eq!(group.authorized_operations, (1 << 3) | (1 << 6) | (1 << 8), "as DescribeGroups answers");
+        assert_eq!(group.members.len(), 2);
+        for (member, expected) in group.members.iter().zip([vec![0, 1], vec![2, 3]]) {
+            assert_eq!(member.member_epoch, state[&*member.member_id].0);
+            assert_eq!(member.subscribed_topic_names, vec![TopicName(text("t"))]);
+            assert_eq!(member.member_type, 1);
+            for assignment in [&member.assignment, &member.target_assignment] {
+                assert_eq!(assignment.topic_partitions.len(), 1);
+                let partitions = &assignment.topic_partitions[0];
+                assert_eq!((partitions.topic_id, &*partitions.topic_name.0, &partitions.partitions), (topic_id, "t", &expected));
+            }
+        }
+        assert_eq!(described[1].error_code, ResponseError::GroupIdNotFound.code());
+        assert_eq!(described[1].error_message.as_deref(), Some("Group nope not found."));
+        assert_eq!(described[2].error_code, ResponseError::GroupIdNotFound.code());
+        assert_eq!(described[2].error_message.as_deref(), Some("Group classic is not a consumer group."));
+
+        // v0: no member type; operations omitted unless asked for.
+        let described = consumer_describe(&cluster, 0, &["kip848"], false).await;
+        assert_eq!((described[0].authorized_operations, described[0].members[0].member_type), (i32::MIN, -1));
+
+        // A third member: the target moves at once, the current assignments follow by heartbeats.
+        let joined = consumer_heartbeat(&cluster, "c", 0, &[]).await;
+        assert_eq!(joined.error_code, 0);
+        let described = consumer_describe(&cluster, 1, &["kip848"], false).await;
+        let group = &described[0];
+        assert_eq!(&*group.group_state, "Reconciling");
+        let targets: Vec<Vec<i32>> = group
+            .members
+            .iter()
+            .map(|m| m.target_assignment.topic_partitions.iter().flat_map(|t| t.partitions.clone()).collect())
+            .collect();
+        assert_eq!(targets, vec![vec![0, 1], vec![2], vec![3]]);
     });
 }

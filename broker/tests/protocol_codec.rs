@@ -450,6 +450,10 @@ fn sample_request(api_key: ApiKey, api_version: i16) -> RequestKind {
                 .with_topic_id(uuid_of(3))
                 .with_partitions(vec![0, 1])]))
             .into(),
+        ApiKey::ConsumerGroupDescribe => kafka_protocol::messages::ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![group("group-a"), group("group-b")])
+            .with_include_authorized_operations(api_version >= 1)
+            .into(),
         other => panic!("no sample request for {other:?}"),
     }
 }

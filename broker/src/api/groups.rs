@@ -1,6 +1,6 @@
 //! The consumer group APIs (classic protocol): FindCoordinator, JoinGroup, SyncGroup,
 //! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups,
-//! OffsetDelete. Requests are translated for `group::Groups` (the coordinator state machine and
+//! OffsetDelete, and KIP-848's ConsumerGroupHeartbeat and ConsumerGroupDescribe. Requests are translated for `group::Groups` (the coordinator state machine and
 //! the durable group log) and its answers back into responses; the rules live there.
 
 use std::collections::BTreeMap;
@@ -25,7 +25,13 @@ use kafka_protocol::messages::{
     OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
-use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment as DescribedAssignment, DescribedGroup as DescribedConsumerGroup, Member as DescribedConsumerMember,
+    TopicPartitions as DescribedTopicPartitions,
+};
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
@@ -43,9 +49,12 @@ const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// What a client may do to a group with no authorizer (Kafka: every operation a group
 /// supports): READ (3), DELETE (6) and DESCRIBE (8), as a bit field.
 const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
-/// The group type of every group here (KIP-848's consumer groups would be "consumer").
+/// Group types (ListGroups v5): classic groups, and KIP-848's consumer groups.
 const GROUP_TYPE_CLASSIC: &str = "classic";
 const GROUP_TYPE_CONSUMER: &str = "consumer";
+/// ConsumerGroupDescribe v1's member type of a member speaking the consumer protocol (0 is a
+/// classic member of a consumer group, which this broker never has).
+const MEMBER_TYPE_CONSUMER: i8 = 1;
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |error| error.code())
@@ -576,6 +585,7 @@ pub fn consumer_group_heartbeat(
         instance_id: request.instance_id.as_ref().map(text),
         rebalance_timeout_ms: request.rebalance_timeout_ms,
         subscribed_topic_names: request.subscribed_topic_names.as_ref().map(|names| names.iter().map(|n| text(&n.0)).collect()),
+        server_assignor: request.server_assignor.as_ref().map(text),
         owned,
         client_id: context.client_id.clone(),
         client_host: context.client_host.clone(),
@@ -601,8 +611,81 @@ pub fn consumer_group_heartbeat(
     });
     ConsumerGroupHeartbeatResponse::default()
         .with_error_code(code(answer.error))
+        .with_error_message(answer.error_message.map(str_bytes))
         .with_member_id(Some(str_bytes(answer.member_id)))
         .with_member_epoch(answer.member_epoch)
         .with_heartbeat_interval_ms(answer.heartbeat_interval_ms)
         .with_assignment(assignment)
+}
+
+/// KIP-848: ConsumerGroupDescribe, the consumer groups' state, epochs, assignor and members
+/// with their current and target assignments. As Kafka, a group that is not a consumer group
+/// (unknown, or classic) is GROUP_ID_NOT_FOUND, with a message saying which.
+pub fn consumer_group_describe(cluster: &Arc<Cluster>, api_version: i16, request: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+    let topic_names: BTreeMap<[u8; 16], String> = cluster.topics().iter().map(|topic| (topic.id, topic.name.clone())).collect();
+    let assignment = |partitions: &std::collections::BTreeSet<consumer::TopicPartition>| {
+        let mut by_topic: BTreeMap<[u8; 16], Vec<i32>> = BTreeMap::new();
+        for (topic_id, partition) in partitions {
+            by_topic.entry(*topic_id).or_default().push(*partition);
+        }
+        DescribedAssignment::default().with_topic_partitions(
+            by_topic
+                .into_iter()
+                .map(|(id, partitions)| {
+                    // A topic deleted since the assignment keeps its id and loses its name.
+                    let name = topic_names.get(&id).cloned().unwrap_or_default();
+                    DescribedTopicPartitions::default()
+                        .with_topic_id(Uuid::from_bytes(id))
+                        .with_topic_name(TopicName(str_bytes(name)))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+    };
+    let operations = if request.include_authorized_operations { GROUP_OPERATIONS_ALL } else { AUTHORIZED_OPERATIONS_OMITTED };
+    let coordinator = cluster.groups().coordinator();
+    let groups = request
+        .group_ids
+        .iter()
+        .map(|group_id| {
+            let described = DescribedConsumerGroup::default().with_group_id(group_id.clone()).with_authorized_operations(operations);
+            if let Err(error) = coordinator::validate_group_id(&group_id.0) {
+                return described.with_error_code(error.code());
+            }
+            let Some(group) = coordinator.consumer_group(&group_id.0) else {
+                let message = if coordinator.group(&group_id.0).is_some() {
+                    format!("Group {} is not a consumer group.", &*group_id.0)
+                } else {
+                    format!("Group {} not found.", &*group_id.0)
+                };
+                return described.with_error_code(ResponseError::GroupIdNotFound.code()).with_error_message(Some(str_bytes(message)));
+            };
+            let members = group
+                .members
+                .values()
+                .map(|member| {
+                    DescribedConsumerMember::default()
+                        .with_member_id(str_bytes(member.member_id.clone()))
+                        .with_instance_id(member.instance_id.clone().map(str_bytes))
+                        // Racks are not part of the assignment here (no rack-aware assignor).
+                        .with_rack_id(None)
+                        .with_member_epoch(member.epoch)
+                        .with_client_id(str_bytes(member.client_id.clone()))
+                        .with_client_host(str_bytes(member.client_host.clone()))
+                        .with_subscribed_topic_names(member.subscribed.iter().map(|name| TopicName(str_bytes(name.clone()))).collect())
+                        .with_subscribed_topic_regex(None)
+                        .with_assignment(assignment(&member.assigned))
+                        .with_target_assignment(assignment(&group.target_of(&member.member_id)))
+                        .with_member_type(if api_version >= 1 { MEMBER_TYPE_CONSUMER } else { -1 })
+                })
+                .collect();
+            described
+                .with_group_state(str_bytes(group.state_name()))
+                .with_group_epoch(group.group_epoch)
+                .with_assignment_epoch(group.assignment_epoch)
+                .with_assignor_name(str_bytes(group.assignor_name()))
+                .with_members(members)
+        })
+        .collect();
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

@@ -63,6 +63,9 @@ pub async fn handle_from(cluster: &Arc<Cluster>, api_version: i16, body: Request
         RequestKind::ConsumerGroupHeartbeat(request) => {
             ResponseKind::ConsumerGroupHeartbeat(groups::consumer_group_heartbeat(cluster, api_version, request, context))
         }
+        RequestKind::ConsumerGroupDescribe(request) => {
+            ResponseKind::ConsumerGroupDescribe(groups::consumer_group_describe(cluster, api_version, request))
+        }
         RequestKind::OffsetDelete(request) => ResponseKind::OffsetDelete(groups::offset_delete(cluster, api_version, request).await),
         other => {
             // The server only dispatches APIs in the version table; reaching here is a bug in

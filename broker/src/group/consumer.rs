@@ -1,6 +1,7 @@
 //! KIP-848 consumer groups (`group.protocol=consumer`), sans I/O: the coordinator computes the
-//! assignment (a sticky uniform assignor) and every member reconciles towards it through
-//! ConsumerGroupHeartbeat, one heartbeat at a time:
+//! target assignment (a sticky uniform assignor, or the range assignor, whichever most members
+//! prefer) and every member reconciles towards it through ConsumerGroupHeartbeat, one heartbeat
+//! at a time, the same way whichever assignor computed the target:
 //!
 //! - a change of membership, subscriptions or partition counts bumps the group epoch, and the
 //!   target assignment is recomputed for that epoch;
@@ -27,6 +28,10 @@ pub const HEARTBEAT_INTERVAL_MS: i32 = 2_000;
 /// Subscribed topics per member.
 pub const SUBSCRIBED_TOPICS_MAX: usize = 10_000;
 
+/// The server assignors, in Kafka's default `group.consumer.assignors` order: the first is the
+/// default, and a tie between members' preferences goes to the earlier one.
+pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
+
 #[derive(Clone, Debug)]
 pub struct HeartbeatRequest {
     pub group_id: String,
@@ -36,6 +41,8 @@ pub struct HeartbeatRequest {
     pub rebalance_timeout_ms: i32,
     /// `None`: unchanged since the last heartbeat.
     pub subscribed_topic_names: Option<Vec<String>>,
+    /// The member's preferred server assignor (`None`: unchanged since the last heartbeat).
+    pub server_assignor: Option<String>,
     /// `None`: unchanged since the last heartbeat.
     pub owned: Option<BTreeSet<TopicPartition>>,
     pub client_id: String,
@@ -45,6 +52,7 @@ pub struct HeartbeatRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HeartbeatResponse {
     pub error: Option<ResponseError>,
+    pub error_message: Option<String>,
     pub member_id: String,
     pub member_epoch: i32,
     pub heartbeat_interval_ms: i32,
@@ -54,7 +62,14 @@ pub struct HeartbeatResponse {
 
 impl HeartbeatResponse {
     fn error(error: ResponseError, member_id: &str, member_epoch: i32) -> HeartbeatResponse {
-        HeartbeatResponse { error: Some(error), member_id: member_id.to_string(), member_epoch, heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS, assignment: None }
+        HeartbeatResponse {
+            error: Some(error),
+            error_message: None,
+            member_id: member_id.to_string(),
+            member_epoch,
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+            assignment: None,
+        }
     }
 }
 
@@ -66,6 +81,8 @@ pub struct ConsumerMember {
     pub client_host: String,
     pub epoch: i32,
     pub subscribed: Vec<String>,
+    /// The server assignor this member prefers, if it named one.
+    pub server_assignor: Option<String>,
     pub assigned: BTreeSet<TopicPartition>,
     pub pending_revocation: BTreeSet<TopicPartition>,
     session_deadline_ms: i64,
@@ -81,6 +98,8 @@ pub struct ConsumerGroup {
     pub group_epoch: i32,
     pub assignment_epoch: i32,
     pub members: BTreeMap<String, ConsumerMember>,
+    /// The assignor that computed the target (one of ASSIGNORS).
+    assignor: &'static str,
     target: BTreeMap<String, BTreeSet<TopicPartition>>,
     /// The subscribed topics' (id, partition count) the target was computed from.
     metadata: BTreeMap<String, ([u8; 16], i32)>,
@@ -88,14 +107,32 @@ pub struct ConsumerGroup {
 
 impl ConsumerGroup {
     pub fn new(group_id: &str) -> ConsumerGroup {
-        ConsumerGroup { group_id: group_id.to_string(), ..ConsumerGroup::default() }
+        ConsumerGroup { group_id: group_id.to_string(), assignor: ASSIGNORS[0], ..ConsumerGroup::default() }
     }
 
-    /// "Stable" once every member is at the assignment epoch with nothing to revoke.
+    /// The name of the assignor that computed the current target assignment.
+    pub fn assignor_name(&self) -> &'static str {
+        self.assignor
+    }
+
+    /// A member's target assignment (what it reconciles towards).
+    pub fn target_of(&self, member_id: &str) -> BTreeSet<TopicPartition> {
+        self.target.get(member_id).cloned().unwrap_or_default()
+    }
+
+    /// Kafka's consumer group states: "Assigning" while the target lags the group epoch (a
+    /// member expired; the next heartbeat recomputes it), "Stable" once every member is at the
+    /// assignment epoch and owns exactly its target (nothing to revoke, nothing still awaited
+    /// from another member), "Reconciling" in between.
     pub fn state_name(&self) -> &'static str {
         if self.members.is_empty() {
             "Empty"
-        } else if self.members.values().all(|m| m.epoch == self.assignment_epoch && m.pending_revocation.is_empty()) {
+        } else if self.group_epoch != self.assignment_epoch {
+            "Assigning"
+        } else if self.members.values().all(|m| {
+            let owns_target = self.target.get(&m.member_id).map_or(m.assigned.is_empty(), |t| *t == m.assigned);
+            m.epoch == self.assignment_epoch && m.pending_revocation.is_empty() && owns_target
+        }) {
             "Stable"
         } else {
             "Reconciling"
@@ -127,6 +164,14 @@ impl ConsumerGroup {
         if request.subscribed_topic_names.as_ref().is_some_and(|names| names.len() > SUBSCRIBED_TOPICS_MAX) {
             return HeartbeatResponse::error(ResponseError::InvalidRequest, &request.member_id, request.member_epoch);
         }
+        if let Some(name) = request.server_assignor.as_deref().filter(|name| !ASSIGNORS.contains(name)) {
+            // Kafka's answer and message for an assignor it does not have.
+            let mut response = HeartbeatResponse::error(ResponseError::UnsupportedAssignor, &request.member_id, request.member_epoch);
+            // The name is the client's: echo a bounded prefix of it.
+            let name: String = name.chars().take(256).collect();
+            response.error_message = Some(format!("ServerAssignor {name} is not supported. Supported assignors: {}.", ASSIGNORS.join(", ")));
+            return response;
+        }
         let member_id = match request.member_epoch {
             0 => {
                 // Joining (v0: the coordinator names the member; v1, KIP-1082: the client does).
@@ -153,6 +198,7 @@ impl ConsumerGroup {
                         client_host: request.client_host.clone(),
                         epoch: 0,
                         subscribed,
+                        server_assignor: request.server_assignor.clone(),
                         assigned: BTreeSet::new(),
                         pending_revocation: BTreeSet::new(),
                         session_deadline_ms: 0,
@@ -172,6 +218,7 @@ impl ConsumerGroup {
                 self.group_epoch += 1;
                 return HeartbeatResponse {
                     error: None,
+                    error_message: None,
                     member_id: request.member_id,
                     member_epoch: request.member_epoch,
                     heartbeat_interval_ms: 0,
@@ -190,6 +237,11 @@ impl ConsumerGroup {
                         member.subscribed = subscribed.clone();
                         self.group_epoch += 1;
                     }
+                }
+                if request.server_assignor.is_some() && request.server_assignor != member.server_assignor {
+                    // It may change the group's assignor, and so the target.
+                    member.server_assignor = request.server_assignor.clone();
+                    self.group_epoch += 1;
                 }
                 request.member_id.clone()
             }
@@ -213,7 +265,14 @@ impl ConsumerGroup {
         if assignment.is_some() {
             member.last_sent = Some(member.assigned.clone());
         }
-        HeartbeatResponse { error: None, member_id, member_epoch: member.epoch, heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS, assignment }
+        HeartbeatResponse {
+            error: None,
+            error_message: None,
+            member_id,
+            member_epoch: member.epoch,
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+            assignment,
+        }
     }
 
     /// Removes members whose session ended, or that kept partitions to revoke past their
@@ -246,7 +305,11 @@ impl ConsumerGroup {
         if self.assignment_epoch == self.group_epoch {
             return;
         }
-        self.target = uniform_assignment(&self.members, &self.metadata);
+        self.assignor = preferred_assignor(&self.members);
+        self.target = match self.assignor {
+            "range" => range_assignment(&self.members, &self.metadata),
+            _ => uniform_assignment(&self.members, &self.metadata),
+        };
         self.assignment_epoch = self.group_epoch;
     }
 
@@ -277,6 +340,51 @@ impl ConsumerGroup {
             }
         }
     }
+}
+
+/// The assignor most members prefer (Kafka's rule); ties and members that name none go to the
+/// earlier of ASSIGNORS, so a group where nobody names one uses the default.
+fn preferred_assignor(members: &BTreeMap<String, ConsumerMember>) -> &'static str {
+    let votes = |name: &str| members.values().filter(|m| m.server_assignor.as_deref() == Some(name)).count();
+    let mut best = ASSIGNORS[0];
+    let mut best_votes = votes(best);
+    for name in &ASSIGNORS[1..] {
+        let name_votes = votes(name);
+        if name_votes > best_votes {
+            (best, best_votes) = (name, name_votes);
+        }
+    }
+    best
+}
+
+/// Kafka's range assignor: per topic, the members subscribed to it, sorted by member id, each
+/// get a contiguous range of its partitions, the first `partitions % members` one more. Topics
+/// with the same partition count and subscribers are thus co-partitioned: a member gets the
+/// same partition numbers of each. Not sticky: reconciliation moves members to it.
+fn range_assignment(
+    members: &BTreeMap<String, ConsumerMember>,
+    metadata: &BTreeMap<String, ([u8; 16], i32)>,
+) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+    let mut target: BTreeMap<String, BTreeSet<TopicPartition>> = members.keys().map(|id| (id.clone(), BTreeSet::new())).collect();
+    for (name, (topic_id, count)) in metadata {
+        // A BTreeMap iterates in member id order.
+        let subscribers: Vec<&String> = members.values().filter(|m| m.subscribed.contains(name)).map(|m| &m.member_id).collect();
+        if subscribers.is_empty() || *count <= 0 {
+            continue;
+        }
+        let count = *count as usize;
+        let (quota, extra) = (count / subscribers.len(), count % subscribers.len());
+        let mut start = 0usize;
+        for (index, member_id) in subscribers.into_iter().enumerate() {
+            let length = quota + usize::from(index < extra);
+            let assigned = target.get_mut(member_id).expect("every member");
+            // Partition numbers are below `count`, itself an i32.
+            assigned.extend((start..start + length).map(|p| (*topic_id, p as i32)));
+            start += length;
+        }
+        assert_eq!(start, count, "every partition of {name} is assigned once");
+    }
+    target
 }
 
 /// Every subscribed partition to one subscribed member, as evenly as subscriptions allow,
@@ -325,6 +433,7 @@ mod tests {
             instance_id: None,
             rebalance_timeout_ms: 30_000,
             subscribed_topic_names: (epoch == 0).then(|| vec!["t".to_string()]),
+            server_assignor: None,
             owned: owned.cloned(),
             client_id: "c".into(),
             client_host: "/h".into(),
@@ -382,5 +491,178 @@ mod tests {
         }
         assert!(group.expire(31_000), "fenced 30 s (its rebalance timeout) after the revocation began");
         assert!(!group.members.contains_key("a"));
+    }
+
+    fn member(id: &str, subscribed: &[&str], server_assignor: Option<&str>) -> ConsumerMember {
+        ConsumerMember {
+            member_id: id.into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/h".into(),
+            epoch: 0,
+            subscribed: subscribed.iter().map(|s| s.to_string()).collect(),
+            server_assignor: server_assignor.map(str::to_string),
+            assigned: BTreeSet::new(),
+            pending_revocation: BTreeSet::new(),
+            session_deadline_ms: 0,
+            rebalance_timeout_ms: 0,
+            revocation_deadline_ms: None,
+            last_sent: None,
+        }
+    }
+
+    fn members(list: &[ConsumerMember]) -> BTreeMap<String, ConsumerMember> {
+        list.iter().map(|m| (m.member_id.clone(), m.clone())).collect()
+    }
+
+    /// A member's partitions of one topic, in order.
+    fn of_topic(assigned: &BTreeSet<TopicPartition>, topic_id: [u8; 16]) -> Vec<i32> {
+        assigned.iter().filter(|(id, _)| *id == topic_id).map(|(_, p)| *p).collect()
+    }
+
+    #[test]
+    fn range_gives_contiguous_ranges_the_first_members_one_more() {
+        let metadata = BTreeMap::from([("t".to_string(), ([1; 16], 7)), ("u".to_string(), ([2; 16], 7))]);
+        // Inserted out of order: ranges follow member id order, not arrival.
+        let group = members(&[member("c", &["t", "u"], None), member("a", &["t", "u"], None), member("b", &["t", "u"], None)]);
+        let target = range_assignment(&group, &metadata);
+        assert_eq!(of_topic(&target["a"], [1; 16]), vec![0, 1, 2]);
+        assert_eq!(of_topic(&target["b"], [1; 16]), vec![3, 4]);
+        assert_eq!(of_topic(&target["c"], [1; 16]), vec![5, 6]);
+        // Co-partitioned: the same partition numbers of the other topic.
+        for id in ["a", "b", "c"] {
+            assert_eq!(of_topic(&target[id], [1; 16]), of_topic(&target[id], [2; 16]), "member {id}");
+        }
+        assert_eq!(target.values().map(BTreeSet::len).sum::<usize>(), 14);
+    }
+
+    #[test]
+    fn range_assigns_each_topic_among_its_subscribers_only() {
+        let metadata = BTreeMap::from([("t".to_string(), ([1; 16], 4)), ("u".to_string(), ([2; 16], 3)), ("v".to_string(), ([3; 16], 0))]);
+        let group = members(&[member("a", &["t"], None), member("b", &["t", "u", "v"], None), member("c", &["u"], None)]);
+        let target = range_assignment(&group, &metadata);
+        assert_eq!(of_topic(&target["a"], [1; 16]), vec![0, 1]);
+        assert_eq!(of_topic(&target["b"], [1; 16]), vec![2, 3]);
+        assert_eq!(of_topic(&target["b"], [2; 16]), vec![0, 1]);
+        assert_eq!(of_topic(&target["c"], [2; 16]), vec![2]);
+        assert!(of_topic(&target["a"], [2; 16]).is_empty() && of_topic(&target["c"], [1; 16]).is_empty());
+        // More subscribers than partitions: the last ones get nothing.
+        let many = members(&[member("a", &["u"], None), member("b", &["u"], None), member("c", &["u"], None), member("d", &["u"], None)]);
+        let target = range_assignment(&many, &metadata);
+        assert_eq!(["a", "b", "c", "d"].map(|id| of_topic(&target[id], [2; 16])), [vec![0], vec![1], vec![2], vec![]]);
+    }
+
+    #[test]
+    fn assignor_is_the_one_most_members_prefer() {
+        assert_eq!(preferred_assignor(&BTreeMap::new()), "uniform");
+        assert_eq!(preferred_assignor(&members(&[member("a", &[], None)])), "uniform", "nobody names one: the default");
+        assert_eq!(preferred_assignor(&members(&[member("a", &[], Some("range")), member("b", &[], None)])), "range");
+        assert_eq!(
+            preferred_assignor(&members(&[member("a", &[], Some("range")), member("b", &[], Some("uniform"))])),
+            "uniform",
+            "a tie goes to the earlier in Kafka's default order"
+        );
+        assert_eq!(
+            preferred_assignor(&members(&[member("a", &[], Some("range")), member("b", &[], Some("uniform")), member("c", &[], Some("range"))])),
+            "range"
+        );
+    }
+
+    fn range_request(member_id: &str, epoch: i32, owned: &BTreeSet<TopicPartition>) -> HeartbeatRequest {
+        HeartbeatRequest { server_assignor: (epoch == 0).then(|| "range".to_string()), ..request(member_id, epoch, Some(owned)) }
+    }
+
+    /// Heartbeats every member, each reporting what it was last given, until the group is
+    /// Stable; the members' assignments then.
+    fn settle(group: &mut ConsumerGroup, topics: &BTreeMap<String, ([u8; 16], i32)>, now_ms: i64) -> BTreeMap<String, BTreeSet<TopicPartition>> {
+        for _ in 0..10 {
+            let ids: Vec<String> = group.members.keys().cloned().collect();
+            for id in ids {
+                let member = &group.members[&id];
+                let (epoch, owned) = (member.epoch, member.assigned.clone());
+                let answer = group.heartbeat(range_request(&id, epoch, &owned), || unreachable!(), topics, 10, now_ms);
+                assert_eq!(answer.error, None);
+            }
+            if group.state_name() == "Stable" {
+                return group.members.iter().map(|(id, m)| (id.clone(), m.assigned.clone())).collect();
+            }
+        }
+        panic!("not stable after 10 rounds: {}", group.state_name());
+    }
+
+    #[test]
+    fn range_members_joining_and_leaving_reconcile_to_ranges() {
+        let mut group = ConsumerGroup::new("g");
+        let topics = topics();
+        let empty = BTreeSet::new();
+        let b = group.heartbeat(range_request("b", 0, &empty), || unreachable!(), &topics, 10, 0);
+        assert_eq!((b.error, b.assignment.map(|a| a.len())), (None, Some(6)));
+        assert_eq!(group.assignor_name(), "range");
+        group.heartbeat(range_request("a", 0, &empty), || unreachable!(), &topics, 10, 0);
+        let settled = settle(&mut group, &topics, 1);
+        // "a" sorts first: it gets the first range, though "b" owned everything before.
+        assert_eq!(of_topic(&settled["a"], [1; 16]), vec![0, 1, 2]);
+        assert_eq!(of_topic(&settled["b"], [1; 16]), vec![3, 4, 5]);
+        assert_eq!(group.target_of("a"), settled["a"]);
+        group.heartbeat(range_request("c", 0, &empty), || unreachable!(), &topics, 10, 2);
+        let settled = settle(&mut group, &topics, 3);
+        assert_eq!(["a", "b", "c"].map(|id| of_topic(&settled[id], [1; 16])), [vec![0, 1], vec![2, 3], vec![4, 5]]);
+        group.heartbeat(request("a", -1, None), || unreachable!(), &topics, 10, 4);
+        let settled = settle(&mut group, &topics, 5);
+        assert_eq!(["b", "c"].map(|id| of_topic(&settled[id], [1; 16])), [vec![0, 1, 2], vec![3, 4, 5]]);
+    }
+
+    #[test]
+    fn an_unknown_assignor_is_refused_and_a_change_of_preference_moves_the_group() {
+        let mut group = ConsumerGroup::new("g");
+        let topics = topics();
+        let empty = BTreeSet::new();
+        let refused = group.heartbeat(
+            HeartbeatRequest { server_assignor: Some("sticky".into()), ..request("a", 0, Some(&empty)) },
+            || unreachable!(),
+            &topics,
+            10,
+            0,
+        );
+        assert_eq!(refused.error, Some(ResponseError::UnsupportedAssignor));
+        assert_eq!(ResponseError::UnsupportedAssignor.code(), 112);
+        assert_eq!(refused.error_message.as_deref(), Some("ServerAssignor sticky is not supported. Supported assignors: uniform, range."));
+        assert!(group.members.is_empty(), "a refused join adds nobody");
+        let a = group.heartbeat(request("a", 0, Some(&empty)), || unreachable!(), &topics, 10, 0);
+        assert_eq!((a.error, group.assignor_name()), (None, "uniform"));
+        let epoch_before = group.group_epoch;
+        let a2 = group.heartbeat(
+            HeartbeatRequest { server_assignor: Some("range".into()), ..request("a", a.member_epoch, a.assignment.as_ref()) },
+            || unreachable!(),
+            &topics,
+            10,
+            1,
+        );
+        assert_eq!(a2.error, None);
+        assert_eq!((group.group_epoch, group.assignor_name()), (epoch_before + 1, "range"));
+        let refused = group.heartbeat(
+            HeartbeatRequest { server_assignor: Some(String::new()), ..request("a", a2.member_epoch, a.assignment.as_ref()) },
+            || unreachable!(),
+            &topics,
+            10,
+            2,
+        );
+        assert_eq!(refused.error, Some(ResponseError::UnsupportedAssignor), "an empty name is no assignor either");
+    }
+
+    #[test]
+    fn the_group_is_assigning_between_an_expiry_and_the_next_heartbeat() {
+        let mut group = ConsumerGroup::new("g");
+        let topics = topics();
+        let empty = BTreeSet::new();
+        group.heartbeat(request("a", 0, Some(&empty)), || unreachable!(), &topics, 10, 0);
+        let b = group.heartbeat(request("b", 0, Some(&empty)), || unreachable!(), &topics, 10, 10_000);
+        assert_eq!(group.state_name(), "Reconciling", "a still owns b's share");
+        // a's session ends first; the target for the group without a is not computed yet.
+        assert!(group.expire(SESSION_TIMEOUT_MS + 1));
+        assert_eq!((group.members.len(), group.state_name()), (1, "Assigning"));
+        let b2 = group.heartbeat(request("b", b.member_epoch, Some(&empty)), || unreachable!(), &topics, 10, SESSION_TIMEOUT_MS + 2);
+        assert_eq!(b2.assignment.map(|a| a.len()), Some(6));
+        assert_eq!(group.state_name(), "Stable");
     }
 }

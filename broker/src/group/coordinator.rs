@@ -369,6 +369,7 @@ impl Coordinator {
     ) -> consumer::HeartbeatResponse {
         let refuse = |error| consumer::HeartbeatResponse {
             error: Some(error),
+            error_message: None,
             member_id: request.member_id.clone(),
             member_epoch: request.member_epoch,
             heartbeat_interval_ms: consumer::HEARTBEAT_INTERVAL_MS,

@@ -101,6 +101,7 @@ supported_messages! {
     DeleteGroups,
     OffsetDelete,
     ConsumerGroupHeartbeat,
+    ConsumerGroupDescribe,
 }
 
 /// A decoded request. `api_key` and `api_version` repeat the header's fields, already checked
@@ -466,6 +467,7 @@ mod tests {
             ApiKey::DeleteGroups => kafka_protocol::messages::DeleteGroupsRequest::default().into(),
             ApiKey::OffsetDelete => kafka_protocol::messages::OffsetDeleteRequest::default().into(),
             ApiKey::ConsumerGroupHeartbeat => kafka_protocol::messages::ConsumerGroupHeartbeatRequest::default().into(),
+            ApiKey::ConsumerGroupDescribe => kafka_protocol::messages::ConsumerGroupDescribeRequest::default().into(),
             other => panic!("no default request for {other:?}"),
         }
     }
@@ -505,9 +507,9 @@ mod tests {
         );
         // Known to Kafka but not served here.
         assert_eq!(
-            decode_request(frame(ApiKey::ConsumerGroupDescribe as i16, 0)),
+            decode_request(frame(ApiKey::ShareGroupHeartbeat as i16, 0)),
             Err(DecodeError::UnknownApiKey {
-                api_key: ApiKey::ConsumerGroupDescribe as i16,
+                api_key: ApiKey::ShareGroupHeartbeat as i16,
                 correlation_id: 42
             })
         );

@@ -54,8 +54,11 @@ use kafka_protocol::messages::ApiKey;
 ///   - OffsetFetch 1-9: v7 require_stable (no pending transactional offsets here: always
 ///     stable), v8 several groups (KIP-709), v9 member id and epoch, for KIP-848 groups only.
 ///   - ConsumerGroupHeartbeat 0-1 (KIP-848, `group.protocol=consumer`): v1 (KIP-1082) lets
-///     the client name the member; server-side uniform assignment, no regex subscriptions.
-///     ConsumerGroupDescribe is not served: admin clients describe through DescribeGroups.
+///     the client name the member; server-side uniform and range assignors, no regex
+///     subscriptions.
+///   - ConsumerGroupDescribe 0-1 (KIP-848): all versions kafka-protocol knows; v1 (KIP-1099)
+///     only adds each member's type, always "consumer" (1) here: classic members never join a
+///     consumer group (no KIP-1099 upgrade path).
 ///   - ListGroups 0-5 (v4 state filter, v5 type filter), DescribeGroups 0-6 (v6 answers
 ///     GROUP_ID_NOT_FOUND for an unknown group), DeleteGroups 0-2, OffsetDelete 0: all.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
@@ -85,6 +88,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The inclusive version range this broker serves for `api_key`, or `None` if it does not
@@ -130,12 +134,13 @@ mod tests {
     fn lookups() {
         assert_eq!(supported(ApiKey::ApiVersions), Some((0, 4)));
         assert_eq!(supported(ApiKey::JoinGroup), Some((2, 9)));
-        assert_eq!(supported(ApiKey::ConsumerGroupDescribe), None);
+        assert_eq!(supported(ApiKey::ConsumerGroupDescribe), Some((0, 1)));
+        assert_eq!(supported(ApiKey::ShareGroupDescribe), None);
         assert!(is_supported(ApiKey::Produce, 3));
         assert!(is_supported(ApiKey::Produce, 11));
         assert!(!is_supported(ApiKey::Produce, 2));
         assert!(!is_supported(ApiKey::Produce, 12));
         assert!(!is_supported(ApiKey::JoinGroup, 1));
-        assert!(!is_supported(ApiKey::ConsumerGroupDescribe, 0));
+        assert!(!is_supported(ApiKey::ConsumerGroupDescribe, 2));
     }
 }
