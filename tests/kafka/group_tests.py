@@ -617,6 +617,67 @@ def test_consumer_protocol(broker):
     R.check(offsets == {p: 50 for p in range(partitions)}, f"kip848: committed offsets {offsets}")
 
 
+def test_consumer_protocol_range(broker):
+    """KIP-848 with `group.remote.assignor=range`: two librdkafka members of a 6-partition topic
+    each end up with a contiguous range of 3 partitions. If this librdkafka describes through
+    ConsumerGroupDescribe (the group's type comes back CONSUMER), AdminClient's
+    describe_consumer_groups shows the range assignor and both members' assignments."""
+    C = R.ck()
+    partitions = 6
+    topic = R.topic_name("group-kip848-range")
+    group = f"group-kip848-range-{uuid.uuid4().hex[:8]}"
+    admin = R.create_topic(broker, topic, partitions)
+    owned = {"a": set(), "b": set()}
+
+    def make(name):
+        c = C.Consumer({"bootstrap.servers": broker.addr, "group.id": group, "group.protocol": "consumer",
+                        "group.remote.assignor": "range", "enable.auto.commit": False,
+                        "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100, "log_level": 3})
+
+        def on_assign(consumer, parts):
+            owned[name].update(p.partition for p in parts)
+            consumer.incremental_assign(parts)
+
+        def on_revoke(consumer, parts):
+            owned[name].difference_update(p.partition for p in parts)
+            consumer.incremental_unassign(parts)
+        c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+        return c
+
+    def contiguous(parts):
+        return bool(parts) and parts == set(range(min(parts), max(parts) + 1))
+
+    def pump(consumers, until, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not until():
+            R.check(time.monotonic() < deadline, f"kip848 range: {what} not within {timeout} s (owned {owned})")
+            for c in consumers:
+                c.poll(0.05)
+
+    a = make("a")
+    b = None
+    try:
+        pump([a], lambda: owned["a"] == set(range(partitions)), 60, "the first member owning all partitions")
+        b = make("b")
+        split = lambda: (len(owned["a"]) == 3 and len(owned["b"]) == 3  # noqa: E731
+                         and owned["a"] | owned["b"] == set(range(partitions)))
+        pump([a, b], split, 60, "the partitions split in two ranges")
+        R.check(contiguous(owned["a"]) and contiguous(owned["b"]), f"kip848 range: not contiguous: {owned}")
+        described = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=30)
+        R.check(len(described.members) == 2, f"kip848 range: described members {described.members}")
+        if getattr(described, "type", None) == C.ConsumerGroupType.CONSUMER:
+            R.check(described.partition_assignor == "range", f"kip848 range: assignor {described.partition_assignor}")
+            R.check(described.state == C.ConsumerGroupState.STABLE, f"kip848 range: state {described.state}")
+            assigned = sorted(sorted(tp.partition for tp in m.assignment.topic_partitions) for m in described.members)
+            R.check(assigned == [[0, 1, 2], [3, 4, 5]], f"kip848 range: described assignments {assigned}")
+            targets = sorted(sorted(tp.partition for tp in m.target_assignment.topic_partitions) for m in described.members)
+            R.check(targets == assigned, f"kip848 range: described targets {targets}")
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
+
+
 def modules():
     return [
         ("group-rebalance", [("group/rebalance_sigkill_exactly_once", test_rebalance_sigkill)]),
@@ -624,7 +685,8 @@ def modules():
         ("group-assignors", [(f"group/assignor_{s}", lambda b, s=s: assignor_round(b, s))
                              for s in ("range", "roundrobin", "cooperative-sticky")]
          + [("group/static_membership", test_static_membership),
-            ("group/consumer_protocol_kip848", test_consumer_protocol)]),
+            ("group/consumer_protocol_kip848", test_consumer_protocol),
+            ("group/consumer_protocol_kip848_range", test_consumer_protocol_range)]),
     ]
 
 
