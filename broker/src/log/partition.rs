@@ -1418,18 +1418,17 @@ mod tests {
         assert_eq!(cache.bytes(), 0, "topic deletion frees the cached batches");
     }
 
+    /// Eight 1 MiB zones, two open at once: small enough for a test to fill several.
+    fn small_geometry() -> ZoneGeometry {
+        ZoneGeometry { zone_size_bytes: 1 << 20, zone_capacity_bytes: 1 << 20, zone_count: 8, max_open_zones: 2, max_active_zones: 8 }
+    }
+
     /// A read at the offset a readahead started from is answered by the readahead, with what a
     /// device read of its own budget would give; readaheads are bounded by the device budget,
     /// and retention or delete-records past them drop them.
     #[test]
     fn readahead_answers_as_the_device_would() {
-        let geometry = ZoneGeometry {
-            zone_size_bytes: 1 << 20,
-            zone_capacity_bytes: 1 << 20,
-            zone_count: 8,
-            max_open_zones: 2,
-            max_active_zones: 8,
-        };
+        let geometry = small_geometry();
         let config = LogConfig { write_chunk_bytes: 16 << 10, index_interval_bytes: 2048, recent_cache_bytes_max: 0, read_window_bytes: 8 << 10 };
         let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
         let store = crate::pending::block_on(LogStore::open(device, config)).unwrap().store;
@@ -1473,13 +1472,7 @@ mod tests {
     /// whatever its size), whatever the window size, with small windows that cut frames.
     #[test]
     fn device_reads_fill_the_budget_exactly() {
-        let geometry = ZoneGeometry {
-            zone_size_bytes: 1 << 20,
-            zone_capacity_bytes: 1 << 20,
-            zone_count: 8,
-            max_open_zones: 2,
-            max_active_zones: 8,
-        };
+        let geometry = small_geometry();
         for read_window_bytes in [4 << 10, 8 << 10, 256 << 10] {
             let config = LogConfig {
                 write_chunk_bytes: 16 << 10,
