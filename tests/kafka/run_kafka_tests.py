@@ -31,6 +31,8 @@ Modules and tests:
                        after a restart (tests/kafka/idempotence_tests.py).
   group-*              consumer groups (issue 4): see tests/kafka/group_tests.py.
   sql                  SQL over HTTP and `yottastore sql` (issue 6): see tests/kafka/sql_tests.py.
+  views                materialized views of vehicle records against a Python reference, across
+                       a SIGKILL (issue 5): see tests/kafka/views_tests.py.
 """
 
 import argparse
@@ -1032,6 +1034,8 @@ def build_modules():
     mods.append(("idempotence", idempotence_tests.tests(sys.modules[__name__])))
     import sql_tests
     mods.append(("sql", sql_tests.tests(sys.modules[__name__])))
+    import views_tests
+    mods.append(("views", views_tests.tests(sys.modules[__name__])))
     import group_tests  # consumer groups (issue 4); it uses this module's helpers
     group_tests.R = sys.modules[__name__]
     mods.extend(group_tests.modules())
