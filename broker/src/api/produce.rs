@@ -267,6 +267,7 @@ fn append_partition(
         Ok((info.base_offset, append_time, log.log_start_offset(), log.start_flush()))
     })?;
     let (base_offset, log_append_time_ms, log_start_offset, flush) = appended?;
+    crate::metrics::global().count_produced(bytes.len(), header.record_count);
     Ok((Appended { base_offset, log_append_time_ms, log_start_offset }, partition, flush))
 }
 
