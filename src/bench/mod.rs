@@ -2,7 +2,7 @@
 //! are compared against, measured in the same run.
 
 mod consume;
-mod kafka_client;
+pub(crate) mod kafka_client;
 mod limits;
 mod produce;
 mod storage;

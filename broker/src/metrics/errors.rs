@@ -3,7 +3,6 @@
 
 use kafka_protocol::messages::{FetchResponse, ResponseKind};
 
-use crate::cluster::ResponseError;
 
 /// Where in a response an error code sits.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -25,26 +24,6 @@ impl Level {
             Level::Group => "group",
             Level::Member => "member",
             Level::Resource => "resource",
-        }
-    }
-}
-
-/// Kafka's name for an error code (`UNKNOWN_TOPIC_OR_PARTITION`), from kafka-protocol's variant
-/// name; `UNKNOWN_CODE_<n>` for a code it does not know.
-pub(super) fn error_name(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        None => "NONE".to_string(),
-        Some(ResponseError::Unknown(code)) => format!("UNKNOWN_CODE_{code}"),
-        Some(error) => {
-            let camel = error.to_string();
-            let mut name = String::with_capacity(camel.len() + 8);
-            for (i, c) in camel.chars().enumerate() {
-                if c.is_ascii_uppercase() && i > 0 {
-                    name.push('_');
-                }
-                name.push(c.to_ascii_uppercase());
-            }
-            name
         }
     }
 }
@@ -120,19 +99,5 @@ pub(super) fn for_each_error(response: &ResponseKind, found: &mut dyn FnMut(Leve
         ResponseKind::ConsumerGroupDescribe(r) => r.groups.iter().for_each(|g| code(Group, g.error_code)),
         // APIs this broker does not serve.
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_names_are_kafkas() {
-        assert_eq!(error_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
-        assert_eq!(error_name(1), "OFFSET_OUT_OF_RANGE");
-        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR");
-        assert_eq!(error_name(0), "NONE");
-        assert_eq!(error_name(9999), "UNKNOWN_CODE_9999");
     }
 }

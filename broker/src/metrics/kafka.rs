@@ -43,7 +43,7 @@ struct ErrorKey {
 
 impl EncodeLabelSet for ErrorKey {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        let name = errors::error_name(self.code);
+        let name = crate::protocol::error_name(self.code);
         let labels: [(&str, &str); 3] = [("api", api_name(self.slot)), ("level", self.level.name()), ("error", &name)];
         labels.as_slice().encode(encoder)?;
         [("code", self.code)].as_slice().encode(encoder)
