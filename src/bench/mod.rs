@@ -5,6 +5,7 @@ mod consume;
 pub(crate) mod kafka_client;
 mod limits;
 mod produce;
+mod progress;
 mod storage;
 
 use clap::Subcommand;
