@@ -45,7 +45,8 @@ pub(crate) fn latency_buckets_seconds() -> impl Iterator<Item = f64> {
 pub struct Metrics {
     /// Requests, errors and latency per Kafka API.
     pub kafka: KafkaMetrics,
-    /// Record batch bytes and records appended by Produce (after validation, before the flush).
+    /// Record batch bytes and records appended by Produce (after validation, before the flush;
+    /// an idempotent producer's resend, which appends nothing, is not counted).
     pub produce_bytes: Counter,
     pub produce_records: Counter,
     /// Record batch bytes and records answered by Fetch.
