@@ -126,6 +126,12 @@ impl KafkaMetrics {
         self.record_with(ApiKey::Fetch, started, |found| errors::for_each_fetch_error(response, found));
     }
 
+    /// `record` for a request answered with a top-level error code without a decoded
+    /// response (ApiVersions at a version the broker does not know: UNSUPPORTED_VERSION).
+    pub fn record_request_error(&self, api_key: ApiKey, started: Instant, code: i16) {
+        self.record_with(api_key, started, |found| found(Level::Request, code));
+    }
+
     fn record_with(&self, api_key: ApiKey, started: Instant, errors: impl FnOnce(&mut dyn FnMut(Level, i16))) {
         let Some(slot) = self.slot(api_key) else {
             return;

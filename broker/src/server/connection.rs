@@ -150,8 +150,7 @@ async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr) -> Re
             if let Ok(bytes) = codec::unsupported_api_versions_response(correlation_id) {
                 let _ = respond.send(Some(vec![bytes]));
             }
-            // Answered with UNSUPPORTED_VERSION (35) at the top level.
-            metrics.record(ApiKey::ApiVersions, started, None);
+            metrics.record_request_error(ApiKey::ApiVersions, started, kafka_protocol::error::ResponseError::UnsupportedVersion.code());
             return Ok(slot);
         }
         Err(error) => return Err(error.into()),
