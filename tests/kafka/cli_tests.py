@@ -2,7 +2,8 @@
 
 Module `cli` (one broker):
   cli/help             `yottastore --help` lists serve, sql, topic, produce, consume and bench
-                       (not the hidden debug tools); every tool has its own --help.
+                       (not the hidden debug tools); every tool has its own --help; `serve`
+                       printed the Kafka, SQL and metrics addresses in one block.
   cli/topics           `topic create` (partitions, --config), `list`, `describe` (partitions,
                        offsets, the config set on the topic), `delete`; creating twice and
                        describing a deleted topic fail with Kafka's error name.
@@ -48,6 +49,14 @@ def test_help(rk, broker):
     rk.check("--format" in out and "%k" in out and "--exit-at-end" in out, f"consume --help:\n{out}")
     out, _ = tool(rk, None, "produce", "--help")
     rk.check("--key-separator" in out, f"produce --help:\n{out}")
+    # `serve` printed every address it serves in one block.
+    with open(broker.log_path, encoding="utf-8", errors="replace") as log:
+        text = log.read()
+    block = text[text.rfind("serving:\n"):].splitlines()[1:6]
+    for what, address in [("Kafka", broker.addr), ("SQL", f"http://{broker.http_addr}/sql"),
+                          ("metrics", f"http://{broker.http_addr}/metrics")]:
+        rk.check(any(line.split()[:2] == [what, address] for line in block),
+                 f"the start-up block lacks {what} {address}:\n" + "\n".join(block))
 
 
 def test_topics(rk, broker):
