@@ -115,7 +115,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             connections_max: args.max_connections,
             ..Default::default()
         };
-        eprintln!("yottastore serving Kafka on {} (advertised as {advertised}), data in {}", args.kafka_addr, storage.data_dir.display());
+        // Printed together once everything is bound: (what, where).
+        let mut serving = vec![
+            ("Kafka", format!("{} (advertised as {advertised})", args.kafka_addr)),
+            ("data", storage.device_path().display().to_string()),
+        ];
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let http = match args.http_addr.0 {
             None => None,
@@ -131,14 +135,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
-                eprintln!("yottastore serving SQL over HTTP on {http_addr}");
+                serving.push(("SQL", format!("http://{http_addr}/sql (yottastore sql --http-addr {http_addr})")));
+                serving.push(("metrics", format!("http://{http_addr}/metrics")));
+                serving.push(("health", format!("http://{http_addr}/health")));
+                let metrics = std::sync::Arc::new(broker::metrics::MetricsRegistry::new(cluster.clone()));
                 let mut http_stopped = stopped.clone();
                 let shutdown = async move {
                     let _ = http_stopped.wait_for(|stopped| *stopped).await;
                 };
-                Some(tokio::spawn(query::http::serve(listener, query::http::router(engine), shutdown)))
+                Some(tokio::spawn(query::http::serve(listener, query::http::router(engine).merge(query::http::metrics_router(metrics)), shutdown)))
             }
         };
+        let width = serving.iter().map(|(what, _)| what.len()).max().unwrap_or(0);
+        let block: String = serving.iter().map(|(what, address)| format!("  {what:<width$}  {address}\n")).collect();
+        eprint!("yottastore {} serving:\n{block}", env!("CARGO_PKG_VERSION"));
         tokio::spawn(async move {
             let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(terminate) => terminate,

@@ -6,7 +6,8 @@
 //! `x-yottastore-truncated` header. Errors are `{"error": "..."}` with 400 (the statement),
 //! 408 (the timeout) or 413 (the text's size).
 //!
-//! `GET /health` answers `ok` while the server runs.
+//! `GET /health` answers `ok` while the server runs; `GET /metrics` (`metrics_router`) the
+//! broker's Prometheus metrics.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +34,18 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(engine)
+}
+
+/// `GET /metrics`: the broker's Prometheus metrics (text format), merged into the HTTP router.
+pub fn metrics_router(registry: Arc<broker::metrics::MetricsRegistry>) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(registry)
+}
+
+async fn metrics(State(registry): State<Arc<broker::metrics::MetricsRegistry>>) -> Response {
+    match registry.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, HeaderValue::from_static(broker::metrics::CONTENT_TYPE))], text).into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics"),
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; in-flight requests finish.
