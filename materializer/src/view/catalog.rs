@@ -297,13 +297,26 @@ impl Materializer {
         }
     }
 
-    /// Checkpoints of every view now: waits until each view has written one that covers what
-    /// it had applied when asked (tests and the benchmark).
-    pub async fn views_caught_up(&self, topic_high_watermarks: impl Fn(&str) -> Option<Vec<(i32, i64)>>) -> bool {
+    /// Stops every view without a last checkpoint, as a crash would: what they applied since
+    /// their last checkpoint is lost and re-applied by the next `open` (crash tests).
+    pub async fn abort(&self) {
+        let mut running = self.running.lock().await;
+        for (name, view) in std::mem::take(&mut *running) {
+            self.publish(&name, None);
+            view.task.abort();
+            let _ = view.task.await;
+        }
+    }
+
+    /// Whether every view has applied its topic up to the high watermark now.
+    pub fn caught_up(&self) -> bool {
         self.views().iter().all(|view| {
-            let Some(marks) = topic_high_watermarks(&view.definition.topic) else { return false };
+            let Some(topic) = self.cluster.topic(&view.definition.topic) else { return false };
             let status = view.lock_status();
-            marks.iter().all(|(partition, high_watermark)| status.partitions.get(partition).is_some_and(|progress| progress.next_offset >= *high_watermark))
+            topic.partitions().iter().all(|partition| {
+                let Ok(high_watermark) = partition.with_log(|log| log.high_watermark()) else { return true };
+                status.partitions.get(&partition.index).map_or(high_watermark == 0, |progress| progress.next_offset >= high_watermark)
+            })
         })
     }
 }

@@ -50,6 +50,11 @@ impl Evaluator {
     /// The micro-batch as a table: the JSON columns under `schema`, the metadata columns, and
     /// a NULL column for each referenced column not seen yet.
     pub fn source_batch(&self, schema: &InferredSchema, records: &[SourceRecord]) -> Result<RecordBatch> {
+        self.source_batch_with(schema, records, &DataType::Null)
+    }
+
+    /// `source_batch` with columns not seen yet of `unseen_type` rather than Null.
+    pub fn source_batch_with(&self, schema: &InferredSchema, records: &[SourceRecord], unseen_type: &DataType) -> Result<RecordBatch> {
         let rows: Vec<Row> = records.iter().map(|record| record.row.clone()).collect();
         let json = rows_to_batch(schema, &rows)?;
         let mut fields: Vec<Field> = Vec::new();
@@ -71,8 +76,8 @@ impl Evaluator {
         columns.push(Arc::new(StringArray::from_iter(records.iter().map(|record| record.key.as_deref()))));
         for column in &self.referenced {
             if schema.field_index(column).is_none() {
-                fields.push(Field::new(column, DataType::Null, true));
-                columns.push(new_null_array(&DataType::Null, records.len()));
+                fields.push(Field::new(column, unseen_type.clone(), true));
+                columns.push(new_null_array(unseen_type, records.len()));
             }
         }
         Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
@@ -97,8 +102,8 @@ impl Evaluator {
 
     fn register(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
         self.context.deregister_table(self.table.clone())?;
-        let partitions = if batches.is_empty() { vec![] } else { vec![batches] };
-        let table = MemTable::try_new(schema, partitions)?;
+        // One partition, possibly empty (MemTable wants at least one).
+        let table = MemTable::try_new(schema, vec![batches])?;
         self.context.register_table(self.table.clone(), Arc::new(table))?;
         Ok(())
     }

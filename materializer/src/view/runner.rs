@@ -68,10 +68,7 @@ impl ViewRuntime {
         let source = evaluator.source_batch(normaliser.schema(), &[]).map_err(internal)?;
         let planned = evaluator.plan_schema(&definition.eval_sql, source.schema()).await.map_err(|error| ViewError::Invalid(error.to_string()))?;
         let output_names: Vec<String> = match definition.kind {
-            ViewKind::Aggregate => {
-                let select = evaluator.plan_schema(&definition.select_sql, source.schema()).await.map_err(|error| ViewError::Invalid(error.to_string()))?;
-                select.fields().iter().map(|field| field.name().clone()).collect()
-            }
+            ViewKind::Aggregate => aggregate_output_names(&evaluator, &definition, &normaliser).await?,
             _ => vec![],
         };
         let initial_fields: Vec<Field> = match definition.kind {
@@ -265,6 +262,23 @@ impl ViewRuntime {
         }
         Ok(())
     }
+}
+
+/// The output column names of an aggregate view, as DataFusion names the SELECT's items.
+/// Names do not depend on types, but planning does (sum of a Null column is refused): columns
+/// not seen yet are tried as Null, then as numbers, then as text.
+async fn aggregate_output_names(evaluator: &Evaluator, definition: &ViewDefinition, normaliser: &JsonNormaliser) -> Result<Vec<String>, ViewError> {
+    let mut first_error = None;
+    for unseen_type in [DataType::Null, DataType::Int64, DataType::Float64, DataType::Utf8] {
+        let source = evaluator.source_batch_with(normaliser.schema(), &[], &unseen_type).map_err(internal)?;
+        match evaluator.plan_schema(&definition.select_sql, source.schema()).await {
+            Ok(schema) => return Ok(schema.fields().iter().map(|field| field.name().clone()).collect()),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    Err(ViewError::Invalid(first_error.map(|error| error.to_string()).unwrap_or_default()))
 }
 
 const GROUP_PREFIX: &str = "__yotta_g";

@@ -45,6 +45,23 @@ impl ViewIndex {
         !self.full.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The positions listed under any of `keys`, ascending, found without any lock.
+    pub fn positions(&self, keys: &[String]) -> Vec<u64> {
+        let guard = &crossbeam_epoch::pin();
+        let mut positions = Vec::new();
+        for key in keys {
+            if let Some(list) = self.lists.lookup(key, guard) {
+                list.scan(guard, |position| {
+                    positions.push(position);
+                    std::ops::ControlFlow::Continue(())
+                });
+            }
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        positions
+    }
+
     fn insert(&self, row: &[ScalarValue], position: u64) {
         if let Some(key) = row.get(self.column_index).and_then(|value| index_key(value, &self.column_type)) {
             if self.lists.insert(key, position).is_err() {
