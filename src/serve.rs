@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Rows a query answers over HTTP at most; the answer says when it was cut.
     #[arg(long, default_value_t = 100_000)]
     pub query_rows_max: usize,
+    /// Materialized views checkpoint their state with the offsets it reflects this often (and
+    /// at shutdown); after a crash they re-apply at most this much of the log.
+    #[arg(long, default_value_t = 2_000)]
+    pub view_checkpoint_interval_ms: u64,
 }
 
 /// A listener address, or `none` for a front end that is off.
@@ -106,6 +110,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let cluster = broker::cluster::Cluster::open(recovered.store, recovered.partitions, broker_config)
             .await
             .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(args.view_checkpoint_interval_ms >= 1, "--view-checkpoint-interval-ms must be at least 1");
+        let materializer = query::materializer::Materializer::open(
+            cluster.clone(),
+            query::materializer::MaterializerConfig {
+                data_dir: storage.data_dir.clone(),
+                checkpoint_interval: std::time::Duration::from_millis(args.view_checkpoint_interval_ms),
+                limits: Default::default(),
+            },
+        )
+        .await
+        .map_err(|error| anyhow::anyhow!("opening the materialized views: {error}"))?;
         let listener = tokio::net::TcpListener::bind(args.kafka_addr)
             .await
             .with_context(|| format!("binding the Kafka listener to {}", args.kafka_addr))?;
@@ -131,7 +146,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 anyhow::ensure!(limits.rows_max >= 1 && args.query_memory_mib >= 1, "--query-rows-max and --query-memory-mib must be at least 1");
-                let engine = std::sync::Arc::new(query::QueryEngine::new(cluster.clone(), limits)?);
+                let engine = std::sync::Arc::new(query::QueryEngine::with_materializer(cluster.clone(), limits, Some(materializer.clone()))?);
                 let listener = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
@@ -172,6 +187,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 Err(error) => tracing::error!(%error, "the HTTP front end panicked"),
             }
         }
+        // Views checkpoint what they applied, so a restart resumes without re-reading it.
+        materializer.shutdown().await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

@@ -79,6 +79,8 @@ async fn sql(State(engine): State<Arc<QueryEngine>>, headers: HeaderMap, body: B
                 QueryError::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
                 QueryError::DataFusion(_) => StatusCode::BAD_REQUEST,
+                QueryError::View(materializer::view::ViewError::Invalid(_)) => StatusCode::BAD_REQUEST,
+                QueryError::View(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(status, &failure.to_string())
         }

@@ -174,6 +174,9 @@ async fn respond(
 /// high watermark readers see.
 async fn complete_flush(partition: Arc<Partition>, flush: Flush) -> Result<i64, LogError> {
     let result = flush.complete().await;
+    if let Ok(high_watermark) = result {
+        partition.acks.record(high_watermark, std::time::Instant::now());
+    }
     partition.data_ready.notify_waiters();
     result
 }
