@@ -55,7 +55,7 @@ stamp="$venv/.yottastore-kafka-tests.sha256"
 want=$(hash_of "$reqs")
 py_ok() {
   "$venv/bin/python" - <<'EOF' >/dev/null 2>&1
-import confluent_kafka, kafka, kafka.codec as c, snappy, lz4.frame, zstandard
+import confluent_kafka, kafka, kafka.codec as c, snappy, lz4.frame, zstandard, datafusion
 assert c.has_gzip() and c.has_snappy() and c.has_lz4() and c.has_zstd()
 EOF
 }
