@@ -7,6 +7,10 @@
 #                        (confluent-kafka, kafka-python and its codec packages)
 #   tests/kafka/node_modules
 #                        kafkajs and its codec plugins, from tests/kafka/package-lock.json (npm ci)
+#   chromium             Debian package `chromium`, driven headless by the dashboard's browser test
+#   tests/browser/node_modules
+#                        playwright-core (drives /usr/bin/chromium; downloads no browser of its own),
+#                        from tests/browser/package-lock.json (npm ci)
 #
 # Exits non-zero if any step failed (after trying every step), naming what is missing.
 set -uo pipefail
@@ -26,10 +30,11 @@ as_root() {
 apt_updated=0
 apt_install() {
   if [ "$apt_updated" -eq 0 ]; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq || return 1
     apt_updated=1
   fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  # The lock timeout: another apt run on the machine waits its turn instead of failing this one.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 hash_of() { sha256sum "$@" | sha256sum | cut -c1-64; }
@@ -100,6 +105,40 @@ if command -v npm >/dev/null; then
       step "node: installed in $(elapsed "$t")"
     else
       failed+=(node-modules)
+    fi
+  fi
+else
+  failed+=(node)
+fi
+
+# --- Chromium and playwright-core (the dashboard's browser test) ------------------------------
+t=$SECONDS
+if [ -x /usr/bin/chromium ]; then
+  step "chromium: present ($(/usr/bin/chromium --version 2>/dev/null | head -n 1))"
+else
+  step "chromium: installing the Debian package"
+  if apt_install chromium && [ -x /usr/bin/chromium ]; then
+    step "chromium: installed in $(elapsed "$t")"
+  else
+    failed+=(chromium)
+  fi
+fi
+t=$SECONDS
+browserdir="$root/tests/browser"
+bstamp="$browserdir/node_modules/.yottastore-browser-tests.sha256"
+browser_ok() { (cd "$browserdir" && node -e "require('playwright-core')") >/dev/null 2>&1; }
+if command -v npm >/dev/null; then
+  bwant=$(hash_of "$browserdir/package.json" "$browserdir/package-lock.json")
+  if [ "$(cat "$bstamp" 2>/dev/null)" = "$bwant" ] && browser_ok; then
+    step "browser: tests/browser/node_modules up to date"
+  else
+    step "browser: npm ci in tests/browser"
+    (cd "$browserdir" && npm ci --no-audit --no-fund --loglevel=error 2>&1) | grep -v 'Unknown user config "nodedir"'
+    if browser_ok; then
+      echo "$bwant" >"$bstamp"
+      step "browser: installed in $(elapsed "$t")"
+    else
+      failed+=(browser-node-modules)
     fi
   fi
 else

@@ -6,7 +6,7 @@
 //! `x-yottastore-truncated` header. Errors are `{"error": "..."}` with 400 (the statement),
 //! 408 (the timeout) or 413 (the text's size).
 //!
-//! `GET /health` answers `ok` while the server runs.
+//! `GET /health` answers `ok` while the server runs. `GET /` is the dashboard (`dashboard`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +31,7 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
     Router::new()
         .route("/sql", post(sql))
         .route("/health", get(|| async { "ok" }))
+        .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(engine)
 }

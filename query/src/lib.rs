@@ -5,8 +5,10 @@
 //! - `bounds` — what a scan may skip, from the pushed-down filters.
 //! - `system_tables` — `system.topics`, `topic_configs`, `partitions`, `zones`.
 //! - `http` — `POST /sql` (JSON or Arrow IPC answers).
+//! - `dashboard` — the web dashboard, `GET /`, embedded in the binary.
 
 pub mod bounds;
+pub mod dashboard;
 pub mod engine;
 pub mod http;
 pub mod system_tables;

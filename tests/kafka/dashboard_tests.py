@@ -1,0 +1,188 @@
+"""The web dashboard (issue 7) in a real browser, for run_kafka_tests.py.
+
+Module `dashboard` (one broker):
+  dashboard/browser    records with timestamps spread over several seconds are produced with
+                       confluent-kafka and a group commits offsets; then tests/browser/dashboard.js
+                       drives Debian's headless Chromium (playwright-core) through every page of
+                       the dashboard served on the broker's HTTP address. What the browser saw is
+                       checked against the server's own answers: the pages load without console
+                       errors or requests to anywhere else; the topics and partitions pages show
+                       the topic's offsets; the zone map, filtered to the topic, shows exactly the
+                       zones system.zones gives it; the groups page shows the lag; the views page
+                       shows the server's views state; a SQL query shows its table; a
+                       time-bucketed query (date_bin over 1 s) draws a line chart and a bar chart
+                       whose points are the buckets of what was produced; a bad statement shows
+                       its error; the page refreshes by itself. Screenshots go to
+                       tests/artifacts/dashboard/.
+
+The runner's helpers come in as `rk`, the runner module.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import sql_tests
+
+BROWSER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "browser")
+CHROMIUM = "/usr/bin/chromium"
+RECORDS = 600
+SECONDS_SPREAD = 12
+BROWSER_TIMEOUT_S = 240
+
+
+def produce_spread(rk, broker, topic):
+    """RECORDS records over 3 partitions with CreateTimes spread over SECONDS_SPREAD whole
+    seconds; returns ({partition: count}, {second bucket ms: count})."""
+    from confluent_kafka import Producer
+    producer = Producer({"bootstrap.servers": broker.addr, "acks": "all", "linger.ms": 5})
+    base_ms = (int(time.time()) - 120) * 1000
+    per_partition, per_second = {}, {}
+
+    def delivered(error, message):
+        rk.check(error is None, f"delivery failed: {error}")
+        per_partition[message.partition()] = per_partition.get(message.partition(), 0) + 1
+
+    for i in range(RECORDS):
+        ts = base_ms + (i % SECONDS_SPREAD) * 1000 + (i * 7) % 1000
+        per_second[ts - ts % 1000] = per_second.get(ts - ts % 1000, 0) + 1
+        value = json.dumps({"id": i, "speed": i % 90}).encode()
+        producer.produce(topic, key=f"k{i % 11}".encode(), value=value, partition=i % 3, timestamp=ts,
+                         on_delivery=delivered)
+    rk.check(producer.flush(60) == 0, "messages left unflushed")
+    return per_partition, per_second
+
+
+def commit_offsets(rk, broker, topic, group, offsets):
+    from confluent_kafka import Consumer, TopicPartition
+    consumer = Consumer({"bootstrap.servers": broker.addr, "group.id": group, "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def run_browser(rk, broker, topic, group, out_dir):
+    rk.check(os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: run scripts/setup-test-deps.sh")
+    rk.check(os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")),
+             "tests/browser/node_modules lacks playwright-core: run scripts/setup-test-deps.sh")
+    cmd = ["node", os.path.join(BROWSER_DIR, "dashboard.js"), "--url", f"http://{broker.http_addr}",
+           "--topic", topic, "--group", group, "--out", out_dir]
+    result = subprocess.run(cmd, capture_output=True, timeout=BROWSER_TIMEOUT_S)
+    err = result.stderr.decode(errors="replace")
+    rk.check(result.returncode == 0, f"the browser run exited {result.returncode}:\n{err[-3000:]}")
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise rk.TestFailure(f"the browser run printed no JSON: {result.stdout[:500]!r}\n{err[-2000:]}")
+
+
+def number(text):
+    """A number as the page prints it (thousands separators)."""
+    return int(text.replace(",", ""))
+
+
+def test_browser(rk, broker):
+    topic = rk.topic_name("dash-readings")
+    group = f"{topic}-readers"
+    rk.create_topic(broker, topic, partitions=3)
+    per_partition, per_second = produce_spread(rk, broker, topic)
+    committed = {p: n // 2 for p, n in per_partition.items()}
+    commit_offsets(rk, broker, topic, group, committed)
+
+    out_dir = os.path.join(rk.REPO, "tests", "artifacts", "dashboard")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    seen = run_browser(rk, broker, topic, group, out_dir)
+
+    rk.check(not seen["failures"], "browser steps failed:\n  " + "\n  ".join(seen["failures"]))
+    rk.check(not seen["console_errors"], f"console errors: {seen['console_errors']}")
+    rk.check(not seen["foreign_requests"], f"the page asked for something not on the server: {seen['foreign_requests']}")
+    rk.check(not seen["failed_requests"], f"requests failed: {seen['failed_requests']}")
+    # The only error answers: the bad statement typed in, and system.views where it is missing.
+    status, _, _ = sql_tests.post_sql(broker, "SELECT DISTINCT name FROM system.views")
+    views_served = status == 200
+    for response in seen["error_responses"]:
+        expected = response["body"] == "SELEC 1" or (not views_served and "system.views" in (response["body"] or ""))
+        rk.check(expected and response["url"].endswith("/sql") and response["status"] == 400,
+                 f"unexpected error answer: {response}")
+    pages = seen["pages"]
+    rk.check(set(pages) == {"overview", "topics", "zones", "groups", "views", "sql"}, f"pages loaded: {sorted(pages)}")
+
+    # Overview: the counts are the server's.
+    topics = sql_tests.query_json(rk, broker, "SELECT count(*) AS n FROM system.topics")["rows"][0]["n"]
+    cards = pages["overview"]["cards"]
+    rk.check(number(cards["topics"]) == topics, f"overview topics card {cards['topics']!r}, server has {topics}")
+    rk.check(number(cards["records"]) == RECORDS, f"overview records card {cards['records']!r}, produced {RECORDS}")
+    rk.check(pages["overview"]["throughput_points"] >= 1, f"throughput chart: {pages['overview']}")
+
+    # Topics and partitions: the topic's row and its partitions' high watermarks.
+    topic_rows = [row for row in pages["topics"]["topics"] if row[0] == topic]
+    rk.check(len(topic_rows) == 1 and number(topic_rows[0][1]) == 3 and number(topic_rows[0][2]) == RECORDS,
+             f"topics table row for {topic}: {topic_rows}")
+    shown = {int(row[1]): number(row[3]) for row in pages["topics"]["partitions"]}
+    rk.check(shown == per_partition, f"partitions page high watermarks {shown}, produced {per_partition}")
+
+    # Zone map: filtered to the topic, exactly its zones are marked, each with its owner.
+    zones = sql_tests.query_json(rk, broker, f"SELECT zone, partition FROM system.zones WHERE topic = '{topic}'")["rows"]
+    want = {row["zone"]: row["partition"] for row in zones}
+    cells = pages["zones"]["cells"]
+    total = sql_tests.query_json(rk, broker, "SELECT count(*) AS n FROM system.zones")["rows"][0]["n"]
+    rk.check(len(cells) == total, f"zone map has {len(cells)} cells, the device {total} zones")
+    marked = {c["zone"]: int(c["partition"]) for c in cells if c["match"]}
+    rk.check(want and marked == want, f"zone map marks {marked} for {topic}, system.zones says {want}")
+    for cell in cells:
+        if cell["match"]:
+            rk.check(cell["topic"] == topic and topic in cell["title"] and cell["state"] != "empty", f"zone cell {cell}")
+    rk.check(f"Zone " in pages["zones"]["detail"] and topic in pages["zones"]["detail"],
+             f"zone detail on hover: {pages['zones']['detail']!r}")
+
+    # Consumer groups: the group with its lag (half of each partition left).
+    lag = sum(n - committed[p] for p, n in per_partition.items())
+    group_rows = [row for row in pages["groups"]["groups"] if row[0] == group]
+    rk.check(len(group_rows) == 1 and number(group_rows[0][-1]) == lag, f"groups table for {group}: {group_rows}, lag {lag}")
+    offsets = {int(row[2]): number(row[3]) for row in pages["groups"]["offsets"] if row[0] == group}
+    rk.check(offsets == committed, f"committed offsets shown {offsets}, committed {committed}")
+
+    # Views: whatever the server has, shown as such (no table yet: "not available").
+    views_text = pages["views"]["text"]
+    if not views_served:
+        rk.check("not available" in views_text, f"views page without system.views: {views_text!r}")
+    else:
+        names = [row["name"] for row in sql_tests.query_json(rk, broker, "SELECT DISTINCT name FROM system.views")["rows"]]
+        if not names:
+            rk.check("No views defined" in views_text, f"views page with no views: {views_text!r}")
+        for name in names:
+            rk.check(name in views_text, f"views page lacks view {name}: {views_text!r}")
+
+    # SQL box: the table of a grouped query.
+    table = seen["sql_table"]
+    rk.check(table["columns"] == ["partition", "n"], f"SQL result columns {table['columns']}")
+    got = {int(row[0]): int(row[1]) for row in table["rows"]}
+    rk.check(got == per_partition, f"SQL result table {got}, produced {per_partition}")
+    rk.check(not table["chart_shown"], "a chart was drawn for an answer without a time column")
+
+    # Time-bucketed query: one point (and one bar) per second bucket, with its count.
+    chart = seen["sql_chart"]
+    line = {int(x): int(y) for x, y in chart["line_points"]}
+    bars = {int(x): int(y) for x, y in chart["bars"]}
+    rk.check(line == per_second, f"line chart points {sorted(line.items())}, produced {sorted(per_second.items())}")
+    rk.check(bars == per_second, f"bar chart {sorted(bars.items())}, produced {sorted(per_second.items())}")
+    rk.check(chart["line_path_segments"] == len(per_second), f"line path has {chart['line_path_segments']} vertices")
+    rk.check(chart["table_rows"] == len(per_second), f"the chart's table has {chart['table_rows']} rows")
+
+    rk.check("SELEC" in seen["sql_error"] and "400" in seen["sql_error"], f"SQL error shown: {seen['sql_error']!r}")
+    rk.check(seen["live"]["before"] != seen["live"]["after"], f"no live refresh: {seen['live']}")
+
+    # Screenshots: real PNGs of a real page.
+    rk.check(len(seen["screenshots"]) >= 8, f"screenshots: {seen['screenshots']}")
+    for path in seen["screenshots"]:
+        with open(path, "rb") as f:
+            data = f.read()
+        rk.check(data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, f"screenshot {path}: {len(data)} bytes")
+
+
+def tests(rk):
+    """The `dashboard` module's tests for run_kafka_tests.build_modules()."""
+    return [("dashboard/browser", lambda b: test_browser(rk, b))]
