@@ -28,6 +28,8 @@
   }
 
   // The answer of POST /sql: {columns: [{name, type}], rows: [{...}], row_count, truncated}.
+  // A row object has no key for a NULL column (Arrow's JSON writer leaves them out), so the
+  // pages test for a missing value with `== null`, which covers undefined as well.
   async function sql(text) {
     let response;
     try {
@@ -68,12 +70,15 @@
       value /= 1024;
       unit += 1;
     }
-    const digits = unit === 0 || value >= 100 ? 0 : value >= 10 ? 1 : 2;
+    // Whole bytes except below 10 B (a rate of 0.5 B/s), 3 significant digits above.
+    const digits = unit === 0 ? (value < 10 && value % 1 ? 1 : 0) : value >= 100 ? 0 : value >= 10 ? 1 : 2;
     return `${bytes < 0 ? "-" : ""}${value.toFixed(digits)} ${units[unit]}`;
   }
   function fmtRate(value, bytes) {
     if (value === null || value === undefined) return "–";
-    return bytes ? `${fmtBytes(value)}/s` : `${Charts.compact(value)}/s`;
+    if (bytes) return `${fmtBytes(value)}/s`;
+    // Three significant digits at most: 217/s, 21.7/s, 2.17/s.
+    return `${value >= 1e4 ? Charts.compact(value) : value.toFixed(value >= 100 || value === 0 ? 0 : value >= 10 ? 1 : 2)}/s`;
   }
   function fmtMs(ms) {
     if (ms === null || ms === undefined) return "–";
@@ -156,8 +161,9 @@
     while (ring.length > RING_SAMPLES_MAX) ring.shift();
   }
 
-  // Per topic, [[t, rate]] between successive samples; metric "records" or "bytes". A counter that went down (retention
-  // dropped data, the topic was recreated) gives no rate for that step rather than a negative.
+  // Per topic, [[t, rate]] between successive samples; metric "records" or "bytes". A counter
+  // that went down (retention dropped data, the topic was recreated) gives no rate for that
+  // step rather than a negative one.
   function rates(metric) {
     const byTopic = new Map();
     for (let i = 1; i < ring.length; i++) {
@@ -205,6 +211,15 @@
   }
 
   const COLLECTING = "Collecting: throughput appears after two polls.";
+  const THROUGHPUT_WINDOW_MS_MIN = 60000;
+
+  // The x range of a throughput chart: the ring's span, at least a minute, ending now, so
+  // the line moves left as time passes like any monitoring graph.
+  function throughputDomain() {
+    const last = ring.length ? ring[ring.length - 1].t : Date.now();
+    const span = ring.length ? last - ring[0].t : 0;
+    return [last - Math.max(THROUGHPUT_WINDOW_MS_MIN, span), last];
+  }
 
   // ---- pages ------------------------------------------------------------------------------
 
@@ -285,7 +300,7 @@
     const last = (points) => (points.length ? points[points.length - 1][1] : null);
     let viewsCard;
     if (data.views.missing) {
-      viewsCard = statCard("Views", "–", "not available on this server", "views");
+      viewsCard = statCard("Views", "–", "not served here", "views");
     } else {
       const v = data.views.rows[0] || {};
       viewsCard = statCard("Views", fmtInt(v.views || 0), v.errors ? `${fmtInt(v.errors)} errors` : "no errors", "views");
@@ -294,15 +309,15 @@
       statCard("Topics", fmtInt(data.topics.rows.length), `${fmtInt(partitions.length)} partitions`, "topics"),
       statCard("Records", fmtInt(records), last(recordsNow) === null ? "rate after two polls" : fmtRate(last(recordsNow)), "records"),
       statCard("Stored", fmtBytes(bytes), last(bytesNow) === null ? "\u00a0" : fmtRate(last(bytesNow), true), "bytes"),
-      statCard("Zones in use", `${fmtInt(zonesUsed)} / ${fmtInt(zonesTotal)}`, `${pct(used, capacity).toFixed(1)}% of ${fmtBytes(capacity)} written`, "zones"),
+      statCard("Zones in use", `${fmtInt(zonesUsed)} / ${fmtInt(zonesTotal)}`, `${pct(used, capacity).toFixed(1)}% of ${fmtBytes(capacity)}`, "zones"),
       statCard("Consumer groups", fmtInt(groups.groups || 0), groups.lag ? `total lag ${fmtInt(groups.lag)}` : "no lag", "groups"),
       viewsCard,
     );
     if (failing) showBanner(`${failing} partition(s) report a storage failure: see Topics & partitions.`, "warn");
     Charts.draw($("overview-records-chart"), { kind: "line", xTime: true, label: "records per second",
-      series: [{ name: "records/s", points: recordsNow }], empty: COLLECTING, height: 200 });
-    Charts.draw($("overview-bytes-chart"), { kind: "line", xTime: true, label: "bytes per second", yFormat: (v) => fmtBytes(v),
-      series: [{ name: "bytes/s", points: bytesNow }], empty: COLLECTING, height: 200 });
+      series: [{ name: "records/s", points: recordsNow }], empty: COLLECTING, height: 200, xDomain: throughputDomain() });
+    Charts.draw($("overview-bytes-chart"), { kind: "line", xTime: true, label: "bytes per second", yFormat: (v) => fmtBytes(v), yBinary: true,
+      series: [{ name: "bytes/s", points: bytesNow }], empty: COLLECTING, height: 200, xDomain: throughputDomain() });
     $("overview-topics").replaceChildren(topicsTable(data.topics.rows, partitions));
   }
 
@@ -330,8 +345,8 @@
   let topicsMetric = "records";
   function renderTopics(data) {
     Charts.draw($("topics-chart"), {
-      kind: "line", xTime: true, label: "throughput by topic", legend: true, empty: COLLECTING,
-      yFormat: topicsMetric === "bytes" ? (v) => fmtBytes(v) : undefined, series: topicSeries(topicsMetric),
+      kind: "line", xTime: true, label: "throughput by topic", legend: true, empty: COLLECTING, xDomain: throughputDomain(),
+      yFormat: topicsMetric === "bytes" ? (v) => fmtBytes(v) : undefined, yBinary: topicsMetric === "bytes", series: topicSeries(topicsMetric),
     });
     $("topics-table").replaceChildren(topicsTable(data.topics.rows, data.partitions));
     const filter = $("partitions-filter");
@@ -360,14 +375,14 @@
   ];
 
   function zoneTitle(z) {
-    const owner = z.topic === null ? (z.state === "empty" ? "free" : "the broker's own logs (metadata, groups)") : `${z.topic} / partition ${z.partition}`;
+    const owner = z.topic == null ? (z.state === "empty" ? "free" : "the broker's own logs (metadata, groups)") : `${z.topic} / partition ${z.partition}`;
     return `Zone ${z.zone} · ${z.state}\n${owner}\nwrite pointer ${fmtBytes(z.write_pointer_bytes)} of ${fmtBytes(z.capacity_bytes)} (${pct(z.write_pointer_bytes, z.capacity_bytes).toFixed(1)}%)`;
   }
 
   function renderZones(data) {
     const zones = data.zones.rows;
     const filter = $("zone-filter");
-    const topics = [...new Set(zones.map((z) => z.topic).filter((t) => t !== null))].sort();
+    const topics = [...new Set(zones.map((z) => z.topic).filter((t) => t != null))].sort();
     setSelectOptions(filter, topics, "All topics");
     const selected = filter.value;
     const counts = Object.fromEntries(ZONE_STATES.map(([s]) => [s, 0]));
@@ -390,14 +405,14 @@
     const grid = $("zone-grid");
     grid.classList.toggle("dense", zones.length > ZONE_CELLS_DENSE);
     grid.replaceChildren(...zones.map((z) => {
-      const fill = h("span", { class: "zone-fill" });
+      const fill = h("span", { class: z.write_pointer_bytes > 0 ? "zone-fill some" : "zone-fill" });
       fill.style.height = `${pct(z.write_pointer_bytes, z.capacity_bytes)}%`;
       const match = selected && z.topic === selected;
       const cell = h("div", {
         class: `zone-cell zone-${z.state}${selected ? (match ? " match" : " dim") : ""}`,
         title: zoneTitle(z), tabindex: "0",
-        dataset: { zone: z.zone, state: z.state, topic: z.topic === null ? "" : z.topic, partition: z.partition === null ? "" : z.partition },
-      }, fill, h("span", { class: "zone-id" }, z.zone));
+        dataset: { zone: z.zone, state: z.state, topic: z.topic == null ? "" : z.topic, partition: z.partition == null ? "" : z.partition },
+      }, fill, h("span", { class: "zone-id" }, z.zone), z.partition == null ? null : h("span", { class: "zone-part" }, `p${z.partition}`));
       const show = () => showZone(z);
       cell.addEventListener("mouseenter", show);
       cell.addEventListener("focus", show);
@@ -410,8 +425,8 @@
     $("zone-detail").replaceChildren(
       h("h3", null, `Zone ${z.zone}`),
       row("State", badge(z.state)),
-      row("Topic", z.topic === null ? (z.state === "empty" ? "free" : "broker's own logs") : z.topic),
-      row("Partition", z.partition === null ? "–" : String(z.partition)),
+      row("Topic", z.topic == null ? (z.state === "empty" ? "free" : "broker's own logs") : z.topic),
+      row("Partition", z.partition == null ? "–" : String(z.partition)),
       row("Write pointer", fmtBytes(z.write_pointer_bytes)),
       row("Capacity", fmtBytes(z.capacity_bytes)),
       row("Fill", meter(z.write_pointer_bytes, z.capacity_bytes, `${pct(z.write_pointer_bytes, z.capacity_bytes).toFixed(1)}%`)),
@@ -423,7 +438,7 @@
     const groups = new Map();
     for (const r of rows) {
       const g = groups.get(r.group_id) || { group_id: r.group_id, protocol: r.protocol, state: r.state, members: r.members, partitions: 0, lag: 0, topics: new Set() };
-      if (r.topic !== null) {
+      if (r.topic != null) {
         g.partitions += 1;
         g.lag += r.lag || 0;
         g.topics.add(r.topic);
@@ -442,7 +457,7 @@
     ], [...groups.values()], { empty: "No consumer groups yet." }));
     const filter = $("groups-filter");
     setSelectOptions(filter, [...groups.keys()], "All groups");
-    const offsets = rows.filter((r) => r.topic !== null && (!filter.value || r.group_id === filter.value));
+    const offsets = rows.filter((r) => r.topic != null && (!filter.value || r.group_id === filter.value));
     $("group-offsets-table").replaceChildren(table([
       { label: "Group", value: (r) => h("span", { class: "mono" }, r.group_id) },
       { label: "Topic", value: (r) => h("span", { class: "mono" }, r.topic) },

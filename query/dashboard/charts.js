@@ -6,7 +6,9 @@
 //   spec.kind     "line" | "bar"
 //   spec.xTime    x values are times (axis labels in UTC)
 //   spec.yFormat  y value -> label (default: compact number)
+//   spec.yBinary  y values are bytes: ticks at round multiples of KiB, MiB, ...
 //   spec.height   pixels (default 240)
+//   spec.xDomain  [min, max] of the x axis of a line chart (default: the data's range)
 //   spec.empty    text shown when no series has a point
 // The SVG carries data-points (points drawn) and each mark data-x / data-y, which the browser
 // test reads. At most MAX_POINTS points per series are drawn (evenly thinned beyond that), so a
@@ -45,8 +47,12 @@ const Charts = (() => {
     const rough = (max - min) / Math.max(1, count);
     const power = Math.pow(10, Math.floor(Math.log10(rough)));
     const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough) || rough;
+    // From the step at or below min to the first at or above max, so the top has headroom.
     const ticks = [];
-    for (let v = Math.floor(min / step) * step; v <= max + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+    for (let v = Math.floor(min / step) * step; ; v += step) {
+      ticks.push(Number(v.toPrecision(12)));
+      if (v >= max - step * 1e-9 || ticks.length > 50) break;
+    }
     return ticks;
   }
 
@@ -112,7 +118,9 @@ const Charts = (() => {
     let yMin = Math.min(0, ...ys);
     let yMax = Math.max(...ys);
     if (yMax === yMin) yMax = yMin + 1;
-    const yTicks = niceTicks(yMin, yMax, 4);
+    // Byte values tick at round numbers of their binary unit (256 KiB, not 262.1 KiB).
+    const unit = spec.yBinary ? Math.pow(1024, Math.max(0, Math.floor(Math.log(Math.max(1, yMax)) / Math.log(1024)))) : 1;
+    const yTicks = niceTicks(yMin / unit, yMax / unit, 4).map((t) => t * unit);
     yMin = Math.min(yMin, yTicks[0]);
     yMax = Math.max(yMax, yTicks[yTicks.length - 1]);
     const yPix = (v) => margin.top + plotH - ((v - yMin) / (yMax - yMin)) * plotH;
@@ -120,8 +128,9 @@ const Charts = (() => {
     // Bars: one band per distinct x (buckets are categories); lines: a continuous x scale.
     const bands = [...new Set(xs)].sort((a, b) => a - b);
     const bandIndex = new Map(bands.map((x, i) => [x, i]));
-    let xMin = Math.min(...xs);
-    let xMax = Math.max(...xs);
+    // spec.xDomain fixes the x range of a line chart (a sliding time window).
+    let xMin = spec.xDomain && spec.kind !== "bar" ? spec.xDomain[0] : Math.min(...xs);
+    let xMax = spec.xDomain && spec.kind !== "bar" ? spec.xDomain[1] : Math.max(...xs);
     if (xMax === xMin) { xMin -= 1; xMax += 1; }
     const bandW = plotW / bands.length;
     const xPix = spec.kind === "bar"
