@@ -84,7 +84,6 @@ fi
 # --- Node: kafkajs and codec plugins ----------------------------------------------------------
 t=$SECONDS
 nodedir="$root/tests/kafka"
-nstamp="$nodedir/node_modules/.yottastore-kafka-tests.sha256"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   step "node: not found, installing Debian's nodejs and npm"
   apt_install nodejs npm || true
@@ -92,24 +91,32 @@ fi
 node_ok() {
   (cd "$nodedir" && node -e "require('kafkajs'); require('kafkajs-snappy'); require('kafkajs-lz4'); require('lz4'); require('zstd-codec')") >/dev/null 2>&1
 }
-if command -v npm >/dev/null; then
-  nwant=$(hash_of "$nodedir/package.json" "$nodedir/package-lock.json")
-  if [ "$(cat "$nstamp" 2>/dev/null)" = "$nwant" ] && node_ok; then
-    step "node: tests/kafka/node_modules up to date"
-  else
-    step "node: npm ci in tests/kafka"
-    # lz4 (under kafkajs-lz4) is a native module built by node-gyp against the local node headers.
-    (cd "$nodedir" && npm ci --no-audit --no-fund --loglevel=error 2>&1) | grep -v 'Unknown user config "nodedir"'
-    if node_ok; then
-      echo "$nwant" >"$nstamp"
-      step "node: installed in $(elapsed "$t")"
-    else
-      failed+=(node-modules)
-    fi
+# npm_ci NAME DIR CHECK: `npm ci` in DIR unless its stamp (a hash of package.json and the
+# lockfile) is current and CHECK (a function) passes; NAME is what a failure is called.
+npm_ci() {
+  local name=$1 dir=$2 check=$3 t=$SECONDS
+  local stamp="$dir/node_modules/.yottastore-tests.sha256" rel=${2#"$root"/}
+  if ! command -v npm >/dev/null; then
+    failed+=(node)
+    return
   fi
-else
-  failed+=(node)
-fi
+  local want
+  want=$(hash_of "$dir/package.json" "$dir/package-lock.json")
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && "$check"; then
+    step "$name: $rel/node_modules up to date"
+    return
+  fi
+  step "$name: npm ci in $rel"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error 2>&1) | grep -v 'Unknown user config "nodedir"'
+  if "$check"; then
+    echo "$want" >"$stamp"
+    step "$name: installed in $(elapsed "$t")"
+  else
+    failed+=("$name-modules")
+  fi
+}
+# lz4 (under kafkajs-lz4) is a native module built by node-gyp against the local node headers.
+npm_ci node "$nodedir" node_ok
 
 # --- Chromium and playwright-core (the dashboard's browser test) ------------------------------
 t=$SECONDS
@@ -123,27 +130,9 @@ else
     failed+=(chromium)
   fi
 fi
-t=$SECONDS
 browserdir="$root/tests/browser"
-bstamp="$browserdir/node_modules/.yottastore-browser-tests.sha256"
 browser_ok() { (cd "$browserdir" && node -e "require('playwright-core')") >/dev/null 2>&1; }
-if command -v npm >/dev/null; then
-  bwant=$(hash_of "$browserdir/package.json" "$browserdir/package-lock.json")
-  if [ "$(cat "$bstamp" 2>/dev/null)" = "$bwant" ] && browser_ok; then
-    step "browser: tests/browser/node_modules up to date"
-  else
-    step "browser: npm ci in tests/browser"
-    (cd "$browserdir" && npm ci --no-audit --no-fund --loglevel=error 2>&1) | grep -v 'Unknown user config "nodedir"'
-    if browser_ok; then
-      echo "$bwant" >"$bstamp"
-      step "browser: installed in $(elapsed "$t")"
-    else
-      failed+=(browser-node-modules)
-    fi
-  fi
-else
-  failed+=(node)
-fi
+npm_ci browser "$browserdir" browser_ok
 
 if [ "${#failed[@]}" -gt 0 ]; then
   step "FAILED to install: ${failed[*]} (took $(elapsed "$t_all"))"

@@ -44,8 +44,8 @@ pub struct ServeArgs {
     /// next batch is then accepted at any sequence). Kafka's default: 1 day.
     #[arg(long, default_value_t = broker::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT)]
     pub producer_id_expiration_ms: i64,
-    /// Address of the SQL endpoint (`POST /sql`, what `yottastore sql` talks to); `none` turns
-    /// it off.
+    /// Address of the SQL endpoint (`POST /sql`, what `yottastore sql` talks to) and of the web
+    /// dashboard (`GET /`); `none` turns both off.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http_addr: OptionalAddr,
     /// A query's planning and execution together may take this long.
@@ -131,7 +131,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
-                eprintln!("yottastore serving SQL over HTTP on {http_addr}");
+                eprintln!("yottastore serving SQL over HTTP on {http_addr} (POST /sql), the dashboard on http://{http_addr}/");
                 let mut http_stopped = stopped.clone();
                 let shutdown = async move {
                     let _ = http_stopped.wait_for(|stopped| *stopped).await;

@@ -731,7 +731,8 @@
   function schedule() {
     clearInterval(timer);
     timer = null;
-    if (!paused) timer = setInterval(refresh, Number($("refresh-interval").value));
+    // A hidden tab does not poll (no load on the server for nobody); it catches up when shown.
+    if (!paused) timer = setInterval(() => { if (!document.hidden) refresh(); }, Number($("refresh-interval").value));
     $("pause").textContent = paused ? "Resume" : "Pause";
     $("pause").classList.toggle("primary", paused);
     setLive();
@@ -750,6 +751,7 @@
   function init() {
     $("server-name").textContent = location.host;
     window.addEventListener("hashchange", showPage);
+    document.addEventListener("visibilitychange", () => { if (!document.hidden && !paused) refresh(); });
     $("pause").addEventListener("click", () => { paused = !paused; schedule(); if (!paused) refresh(); });
     $("refresh-interval").addEventListener("change", schedule);
     for (const id of ["partitions-filter", "zone-filter", "groups-filter"]) $(id).addEventListener("change", refresh);
