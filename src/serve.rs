@@ -131,7 +131,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
-                eprintln!("yottastore serving SQL over HTTP on {http_addr} (POST /sql), the dashboard on http://{http_addr}/");
+                eprintln!("yottastore serving SQL over HTTP on {http_addr}");
                 let mut http_stopped = stopped.clone();
                 let shutdown = async move {
                     let _ = http_stopped.wait_for(|stopped| *stopped).await;
