@@ -6,7 +6,7 @@
 //! `x-yottastore-truncated` header. Errors are `{"error": "..."}` with 400 (the statement),
 //! 408 (the timeout) or 413 (the text's size).
 //!
-//! `GET /health` answers `ok` while the server runs. `GET /` is the dashboard (`dashboard`).
+//! `GET /health` answers `ok` while the server runs.
 
 use std::future::Future;
 use std::sync::Arc;
