@@ -192,6 +192,18 @@ async function main() {
     await shot("sql-chart-bar");
   });
 
+  await step("sql-series", async () => {
+    // A text column beside the bucket and one count: one series per value of it.
+    await runSql(`SELECT date_bin(INTERVAL '1 second', timestamp) AS t, 'p' || CAST(partition AS VARCHAR) AS p, count(*) AS records `
+      + `FROM ${quoted} GROUP BY 1, 2 ORDER BY 1, 2`, "#sql-chart-panel:not([hidden]) #sql-chart svg");
+    await page.click('#sql-chart-kind button[data-kind="line"]');
+    await page.waitForSelector("#sql-chart svg[data-kind=line] .point");
+    seen.sql_series = await page.$$eval("#sql-chart svg g.series", (groups) => Object.fromEntries(groups.map((g) =>
+      [g.dataset.series, [...g.querySelectorAll(".point")].map((p) => [Number(p.dataset.x), Number(p.dataset.y)])])));
+    seen.sql_series_legend = await page.$$eval("#sql-chart .chart-legend span", (items) => items.map((i) => i.textContent.trim()).filter(Boolean));
+    await shot("sql-chart-series");
+  });
+
   await step("sql-error", async () => {
     await runSql("SELEC 1", "#sql-error:not([hidden])");
     seen.sql_error = (await page.textContent("#sql-error")).trim();

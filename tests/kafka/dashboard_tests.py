@@ -11,7 +11,8 @@ Module `dashboard` (one broker):
                        zones system.zones gives it; the groups page shows the lag; the views page
                        shows the server's views state; a SQL query shows its table; a
                        time-bucketed query (date_bin over 1 s) draws a line chart and a bar chart
-                       whose points are the buckets of what was produced; a bad statement shows
+                       whose points are the buckets of what was produced, and split by a text
+                       column into one series per partition; a bad statement shows
                        its error; the page refreshes by itself, and its throughput chart shows the
                        records a background producer writes meanwhile. Screenshots go to
                        tests/artifacts/dashboard/.
@@ -29,15 +30,16 @@ import sql_tests
 
 BROWSER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "browser")
 CHROMIUM = "/usr/bin/chromium"
-RECORDS = 600
-SECONDS_SPREAD = 12
+# Records in each of 12 consecutive seconds (uneven, so a chart that drew them wrong shows).
+PER_SECOND = [30, 42, 55, 61, 48, 37, 52, 70, 66, 45, 38, 56]
+RECORDS = sum(PER_SECOND)
 BROWSER_TIMEOUT_S = 240
 LIVE_RECORDS_PER_S = 200
 
 
 def produce_spread(rk, broker, topic):
-    """RECORDS records over 3 partitions with CreateTimes spread over SECONDS_SPREAD whole
-    seconds; returns ({partition: count}, {second bucket ms: count})."""
+    """RECORDS records over 3 partitions (round robin) with CreateTimes in 12 whole seconds,
+    PER_SECOND of them in each; returns ({partition: count}, {second bucket ms: count})."""
     from confluent_kafka import Producer
     producer = Producer({"bootstrap.servers": broker.addr, "acks": "all", "linger.ms": 5})
     base_ms = (int(time.time()) - 120) * 1000
@@ -47,8 +49,9 @@ def produce_spread(rk, broker, topic):
         rk.check(error is None, f"delivery failed: {error}")
         per_partition[message.partition()] = per_partition.get(message.partition(), 0) + 1
 
-    for i in range(RECORDS):
-        ts = base_ms + (i % SECONDS_SPREAD) * 1000 + (i * 7) % 1000
+    seconds = [second for second, count in enumerate(PER_SECOND) for _ in range(count)]
+    for i, second in enumerate(seconds):
+        ts = base_ms + second * 1000 + (i * 7) % 1000
         per_second[ts - ts % 1000] = per_second.get(ts - ts % 1000, 0) + 1
         value = json.dumps({"id": i, "speed": i % 90}).encode()
         producer.produce(topic, key=f"k{i % 11}".encode(), value=value, partition=i % 3, timestamp=ts,
@@ -213,6 +216,16 @@ def test_browser(rk, broker):
     rk.check(bars == per_second, f"bar chart {sorted(bars.items())}, produced {sorted(per_second.items())}")
     rk.check(chart["line_path_segments"] == len(per_second), f"line path has {chart['line_path_segments']} vertices")
     rk.check(chart["table_rows"] == len(per_second), f"the chart's table has {chart['table_rows']} rows")
+
+    # The same buckets split by partition: one series per partition, which add up to them.
+    series = {name: {int(x): int(y) for x, y in points} for name, points in seen["sql_series"].items()}
+    rk.check(sorted(series) == ["p0", "p1", "p2"], f"series drawn: {sorted(series)}")
+    rk.check(all(name in seen["sql_series_legend"] for name in series), f"legend: {seen['sql_series_legend']}")
+    summed = {}
+    for points in series.values():
+        for x, y in points.items():
+            summed[x] = summed.get(x, 0) + y
+    rk.check(summed == per_second, f"per-partition series add up to {sorted(summed.items())}, produced {sorted(per_second.items())}")
 
     rk.check("SELEC" in seen["sql_error"] and "400" in seen["sql_error"], f"SQL error shown: {seen['sql_error']!r}")
     rk.check(seen["live"]["before"] != seen["live"]["after"], f"no live refresh: {seen['live']}")
