@@ -394,12 +394,18 @@
       capacity += z.capacity_bytes;
     }
     const shown = selected ? zones.filter((z) => z.topic === selected) : zones;
-    $("zone-summary").replaceChildren(
+    $("zone-summary").replaceChildren(...[
       h("span", null, h("strong", null, fmtInt(zones.length)), " zones"),
       h("span", null, h("strong", null, fmtInt(zones.length - counts.empty)), " in use"),
       h("span", null, h("strong", null, `${pct(used, capacity).toFixed(1)}%`), ` written (${fmtBytes(used)} of ${fmtBytes(capacity)})`),
       selected ? h("span", { class: "zone-selected" }, h("strong", null, fmtInt(shown.length)), ` zones hold ${selected} (${fmtBytes(shown.reduce((s, z) => s + z.write_pointer_bytes, 0))})`) : null,
-    );
+    ].filter(Boolean));
+    // One chip per topic with its zone count: a click filters the map to it (again: all).
+    const perTopic = new Map(topics.map((t) => [t, 0]));
+    for (const z of zones) if (z.topic != null) perTopic.set(z.topic, perTopic.get(z.topic) + 1);
+    const pick = (topic) => { filter.value = filter.value === topic ? "" : topic; renderZones(data); };
+    $("zone-topics").replaceChildren(...(topics.length ? [h("span", null, "By topic:")] : []), ...topics.map((t) =>
+      h("button", { type: "button", class: `chip${t === selected ? " active" : ""}`, onclick: () => pick(t) }, `${t} · ${fmtInt(perTopic.get(t))}`)));
     $("zone-legend").replaceChildren(...ZONE_STATES.map(([state, label]) =>
       h("span", { class: "legend-item" }, h("span", { class: `zone-swatch zone-${state}` }), `${label}: ${fmtInt(counts[state] || 0)}`)));
     const grid = $("zone-grid");
@@ -408,8 +414,12 @@
       const fill = h("span", { class: z.write_pointer_bytes > 0 ? "zone-fill some" : "zone-fill" });
       fill.style.height = `${pct(z.write_pointer_bytes, z.capacity_bytes)}%`;
       const match = selected && z.topic === selected;
+      // A label the fill has risen over turns white: the partition sits at the bottom of the
+      // cell, the zone id at the top.
+      const fillPct = pct(z.write_pointer_bytes, z.capacity_bytes);
+      const high = (fillPct > 22 ? " part-on-fill" : "") + (fillPct > 78 ? " id-on-fill" : "");
       const cell = h("div", {
-        class: `zone-cell zone-${z.state}${selected ? (match ? " match" : " dim") : ""}`,
+        class: `zone-cell zone-${z.state}${high}${selected ? (match ? " match" : " dim") : ""}`,
         title: zoneTitle(z), tabindex: "0",
         dataset: { zone: z.zone, state: z.state, topic: z.topic == null ? "" : z.topic, partition: z.partition == null ? "" : z.partition },
       }, fill, h("span", { class: "zone-id" }, z.zone), z.partition == null ? null : h("span", { class: "zone-part" }, `p${z.partition}`));

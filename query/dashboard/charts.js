@@ -42,11 +42,12 @@ const Charts = (() => {
   }
 
   // Round tick steps (1, 2, 5 x 10^n) so that about `count` ticks span [min, max].
-  function niceTicks(min, max, count) {
+  // minStep: 1 for values that are whole (bytes), so no tick reads 0.5 B.
+  function niceTicks(min, max, count, minStep = 0) {
     if (!(max > min)) max = min + 1;
     const rough = (max - min) / Math.max(1, count);
     const power = Math.pow(10, Math.floor(Math.log10(rough)));
-    const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough) || rough;
+    const step = Math.max(minStep, [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough) || rough);
     // From the step at or below min to the first at or above max, so the top has headroom.
     const ticks = [];
     for (let v = Math.floor(min / step) * step; ; v += step) {
@@ -120,7 +121,7 @@ const Charts = (() => {
     if (yMax === yMin) yMax = yMin + 1;
     // Byte values tick at round numbers of their binary unit (256 KiB, not 262.1 KiB).
     const unit = spec.yBinary ? Math.pow(1024, Math.max(0, Math.floor(Math.log(Math.max(1, yMax)) / Math.log(1024)))) : 1;
-    const yTicks = niceTicks(yMin / unit, yMax / unit, 4).map((t) => t * unit);
+    const yTicks = niceTicks(yMin / unit, yMax / unit, 4, spec.yBinary && unit === 1 ? 1 : 0).map((t) => t * unit);
     yMin = Math.min(yMin, yTicks[0]);
     yMax = Math.max(yMax, yTicks[yTicks.length - 1]);
     const yPix = (v) => margin.top + plotH - ((v - yMin) / (yMax - yMin)) * plotH;
