@@ -310,7 +310,7 @@
       statCard("Records", fmtInt(records), last(recordsNow) === null ? "rate after two polls" : fmtRate(last(recordsNow)), "records"),
       statCard("Stored", fmtBytes(bytes), last(bytesNow) === null ? "\u00a0" : fmtRate(last(bytesNow), true), "bytes"),
       statCard("Zones in use", `${fmtInt(zonesUsed)} / ${fmtInt(zonesTotal)}`, `${pct(used, capacity).toFixed(1)}% of ${fmtBytes(capacity)}`, "zones"),
-      statCard("Consumer groups", fmtInt(groups.groups || 0), groups.lag ? `total lag ${fmtInt(groups.lag)}` : "no lag", "groups"),
+      statCard("Groups", fmtInt(groups.groups || 0), groups.lag ? `total lag ${fmtInt(groups.lag)}` : "no lag", "groups"),
       viewsCard,
     );
     if (failing) showBanner(`${failing} partition(s) report a storage failure: see Topics & partitions.`, "warn");
@@ -523,9 +523,7 @@
       { label: "High watermark", value: (r) => fmtInt(r.high_watermark), num: true },
       { label: "Lag", value: (r) => fmtInt(r.lag), num: true },
       { label: "Rows", value: (r) => fmtInt(r.rows), num: true },
-      { label: "Fresh last", value: (r) => fmtMs(r.freshness_ms_last), num: true },
-      { label: "p50", value: (r) => fmtMs(r.freshness_ms_p50), num: true },
-      { label: "p99", value: (r) => fmtMs(r.freshness_ms_p99), num: true },
+      { label: "Freshness last · p50 · p99", value: (r) => [r.freshness_ms_last, r.freshness_ms_p50, r.freshness_ms_p99].map(fmtMs).join(" · "), num: true },
       { label: "Dead letters", value: (r) => fmtInt(r.dead_letters), num: true },
       { label: "Errors", value: (r) => fmtInt(r.errors), num: true },
       { label: "Checkpoint", value: (r) => fmtInt(r.checkpoint_offset), num: true },

@@ -156,6 +156,7 @@ def test_browser(rk, broker):
     cards = pages["overview"]["cards"]
     rk.check(number(cards["topics"]) == topics == 2, f"overview topics card {cards['topics']!r}, server has {topics}")
     rk.check(number(cards["records"]) > RECORDS, f"overview records card {cards['records']!r}, produced {RECORDS} and more")
+    rk.check(number(cards["groups"]) == 1, f"overview groups card {cards['groups']!r}")
     # Throughput while the background producer ran: above 0, and not above what it can send.
     rates = pages["overview"]["records_per_second"]
     rk.check(rates and 0 < max(rates) <= 20 * LIVE_RECORDS_PER_S, f"records/s drawn on the overview: {rates}")
