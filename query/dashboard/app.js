@@ -72,7 +72,9 @@
     }
     // Whole bytes except below 10 B (a rate of 0.5 B/s), 3 significant digits above.
     const digits = unit === 0 ? (value < 10 && value % 1 ? 1 : 0) : value >= 100 ? 0 : value >= 10 ? 1 : 2;
-    return `${bytes < 0 ? "-" : ""}${value.toFixed(digits)} ${units[unit]}`;
+    // "60 KiB", not "60.0 KiB": trailing zeros say nothing.
+    const text = value.toFixed(digits).replace(/\.0+$|(\.\d*[1-9])0+$/, "$1");
+    return `${bytes < 0 ? "-" : ""}${text} ${units[unit]}`;
   }
   function fmtRate(value, bytes) {
     if (value === null || value === undefined) return "–";

@@ -150,6 +150,13 @@ async function main() {
 
   await step("groups", async () => {
     await open("groups");
+    if (args.group) {
+      await page.selectOption("#groups-filter", args.group);
+      await page.waitForFunction((group) => {
+        const rows = [...document.querySelectorAll("#group-offsets-table tbody tr")];
+        return rows.length > 0 && rows.every((row) => row.cells[0].textContent.trim() === group);
+      }, args.group);
+    }
     Object.assign(seen.pages.groups, { groups: await tableRows("#groups-table"), offsets: await tableRows("#group-offsets-table") });
     await shot("groups");
   });

@@ -188,7 +188,8 @@ def test_browser(rk, broker):
     lag = sum(n - committed[p] for p, n in per_partition.items())
     group_rows = [row for row in pages["groups"]["groups"] if row[0] == group]
     rk.check(len(group_rows) == 1 and number(group_rows[0][-1]) == lag, f"groups table for {group}: {group_rows}, lag {lag}")
-    offsets = {int(row[2]): number(row[3]) for row in pages["groups"]["offsets"] if row[0] == group}
+    rk.check(all(row[0] == group for row in pages["groups"]["offsets"]), f"offsets filtered to {group}: {pages['groups']['offsets']}")
+    offsets = {int(row[2]): number(row[3]) for row in pages["groups"]["offsets"]}
     rk.check(offsets == committed, f"committed offsets shown {offsets}, committed {committed}")
 
     # Views: whatever the server has, shown as such (no table yet: "not available").
