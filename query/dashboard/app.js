@@ -15,6 +15,7 @@
   const TABLE_ROWS_MAX = 1000;        // rows drawn in an SQL result table (the rest counted)
   const ZONE_CELLS_DENSE = 512;       // past this many zones, smaller cells
   const CHART_SERIES_TOPICS_MAX = 8;  // topics drawn in a throughput chart; the rest summed
+  const POLL_TIMEOUT_MS = 15000;      // one poll's query, at most
 
   const $ = (id) => document.getElementById(id);
 
@@ -30,7 +31,9 @@
   // The answer of POST /sql: {columns: [{name, type}], rows: [{...}], row_count, truncated}.
   // A row object has no key for a NULL column (Arrow's JSON writer leaves them out), so the
   // pages test for a missing value with `== null`, which covers undefined as well.
-  async function sql(text) {
+  // timeoutMs: the page's own polls give up after POLL_TIMEOUT_MS (a stuck answer must not stop
+  // the refreshes behind it); what the user runs waits for the server's own query timeout.
+  async function sql(text, timeoutMs) {
     let response;
     try {
       response = await fetch("/sql", {
@@ -38,9 +41,11 @@
         headers: { "Content-Type": "text/plain; charset=utf-8", Accept: "application/json" },
         body: text,
         cache: "no-store",
+        signal: timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined,
       });
     } catch (error) {
-      throw new SqlError(`The server did not answer (${error.message}).`, 0);
+      const why = error.name === "TimeoutError" ? `no answer within ${timeoutMs / 1000} s` : error.message;
+      throw new SqlError(`The server did not answer (${why}).`, 0);
     }
     const body = await response.text();
     let answer;
@@ -269,7 +274,7 @@
   function optionalQuery(text) {
     const known = missingTables.get(text);
     if (known && Date.now() < known.until) return Promise.resolve({ missing: known.message, rows: [], columns: [] });
-    return sql(text).then((answer) => {
+    return sql(text, POLL_TIMEOUT_MS).then((answer) => {
       missingTables.delete(text);
       return answer;
     }, (error) => {
@@ -698,8 +703,14 @@
     banner.hidden = false;
   }
 
+  // One refresh at a time; one asked for meanwhile (a page or filter change) runs right after,
+  // so the page shown is never left with the previous page's answer until the next tick.
+  let refreshAgain = false;
   async function refresh() {
-    if (inFlight) return;
+    if (inFlight) {
+      refreshAgain = true;
+      return;
+    }
     inFlight = true;
     const name = route();
     const page = PAGES[name];
@@ -708,8 +719,8 @@
     try {
       const entries = Object.entries(page.queries);
       const [partitions, ...answers] = await Promise.all([
-        sql(PARTITIONS_SQL),
-        ...entries.map(([key, text]) => (optional.has(key) ? optionalQuery(text) : sql(text))),
+        sql(PARTITIONS_SQL, POLL_TIMEOUT_MS),
+        ...entries.map(([key, text]) => (optional.has(key) ? optionalQuery(text) : sql(text, POLL_TIMEOUT_MS))),
       ]);
       recordSample(partitions.rows);
       const data = { partitions: partitions.rows };
@@ -728,6 +739,10 @@
       setLive(error);
     } finally {
       inFlight = false;
+      if (refreshAgain) {
+        refreshAgain = false;
+        refresh();
+      }
     }
   }
 
