@@ -238,7 +238,8 @@
         topics: "SELECT name, topic_id, partitions FROM system.topics ORDER BY name",
         zones: "SELECT state, topic, count(*) AS zones, sum(write_pointer_bytes) AS used_bytes, sum(capacity_bytes) AS capacity_bytes FROM system.zones GROUP BY state, topic",
         groups: "SELECT count(DISTINCT group_id) AS groups, sum(lag) AS lag FROM system.consumer_groups",
-        views: "SELECT count(DISTINCT name) AS views, sum(errors) AS errors FROM system.views",
+        // errors is a view's total, repeated on each of its partition rows: once per view.
+        views: "SELECT count(*) AS views, sum(errors) AS errors FROM (SELECT name, max(errors) AS errors FROM system.views GROUP BY name)",
       },
       optional: ["views"],
       render: renderOverview,
@@ -500,17 +501,22 @@
       return;
     }
     panel.hidden = false;
+    // Lag and freshness are per partition; rows, dead letters and errors are the view's own
+    // totals, repeated on each of its partition rows, so they are taken once (max), not summed.
     const views = new Map();
     for (const r of rows) {
       const v = views.get(r.name) || { name: r.name, kind: r.kind, topic: r.topic, definition: r.definition, partitions: 0, lag: 0, rows: 0, fresh_p99: null, dead_letters: 0, errors: 0 };
       v.partitions += 1;
       v.lag += r.lag || 0;
-      v.rows += r.rows || 0;
-      v.dead_letters += r.dead_letters || 0;
-      v.errors += r.errors || 0;
-      if (r.freshness_ms_p99 !== null && r.freshness_ms_p99 !== undefined) v.fresh_p99 = Math.max(v.fresh_p99 || 0, r.freshness_ms_p99);
+      v.rows = Math.max(v.rows, r.rows || 0);
+      v.dead_letters = Math.max(v.dead_letters, r.dead_letters || 0);
+      v.errors = Math.max(v.errors, r.errors || 0);
+      if (r.freshness_ms_p99 != null) v.fresh_p99 = Math.max(v.fresh_p99 || 0, r.freshness_ms_p99);
       views.set(r.name, v);
     }
+    // An offset below 0: nothing applied (or checkpointed) yet.
+    const offsetText = (offset) => (offset == null || offset < 0 ? "none yet" : fmtInt(offset));
+    const maxLag = Math.max(1, ...rows.map((r) => r.lag || 0));
     const problems = (v) => (v.errors ? badge(fmtInt(v.errors), "error") : badge("0", "ok"));
     $("views-table").replaceChildren(table([
       { label: "View", value: (v) => h("span", { class: "mono" }, v.name), title: (v) => v.definition || "" },
@@ -522,19 +528,16 @@
       { label: "Freshness p99", value: (v) => fmtMs(v.fresh_p99), num: true },
       { label: "Dead letters", value: (v) => fmtInt(v.dead_letters), num: true },
       { label: "Errors", value: problems, num: true },
-    ], [...views.values()]));
+    ], [...views.values()], { rowClass: (v) => (v.errors ? "row-error" : null) }));
     $("views-partitions-table").replaceChildren(table([
       { label: "View", value: (r) => h("span", { class: "mono" }, r.name) },
       { label: "Partition", value: (r) => r.partition, num: true },
-      { label: "Applied", value: (r) => fmtInt(r.last_applied_offset), num: true },
+      { label: "Last applied", value: (r) => offsetText(r.last_applied_offset), num: true },
       { label: "High watermark", value: (r) => fmtInt(r.high_watermark), num: true },
-      { label: "Lag", value: (r) => fmtInt(r.lag), num: true },
-      { label: "Rows", value: (r) => fmtInt(r.rows), num: true },
+      { label: "Lag", value: (r) => meter(r.lag || 0, maxLag, fmtInt(r.lag)) },
       { label: "Freshness last · p50 · p99", value: (r) => [r.freshness_ms_last, r.freshness_ms_p50, r.freshness_ms_p99].map(fmtMs).join(" · "), num: true },
-      { label: "Dead letters", value: (r) => fmtInt(r.dead_letters), num: true },
-      { label: "Errors", value: (r) => fmtInt(r.errors), num: true },
-      { label: "Checkpoint", value: (r) => fmtInt(r.checkpoint_offset), num: true },
-    ], rows, { rowClass: (r) => (r.errors ? "row-error" : null) }));
+      { label: "Checkpoint", value: (r) => offsetText(r.checkpoint_offset), num: true },
+    ], rows));
   }
 
   // ---- SQL page ---------------------------------------------------------------------------
