@@ -163,7 +163,11 @@ async function main() {
 
   await step("views", async () => {
     await open("views");
-    Object.assign(seen.pages.views, { text: (await page.textContent("#page-views")).replace(/\s+/g, " ").trim() });
+    Object.assign(seen.pages.views, {
+      text: (await page.textContent("#page-views")).replace(/\s+/g, " ").trim(),
+      views: await tableRows("#views-table"),
+      partitions: await tableRows("#views-partitions-table"),
+    });
     await shot("views");
   });
 

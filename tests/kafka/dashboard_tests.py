@@ -9,7 +9,8 @@ Module `dashboard` (one broker):
                        errors or requests to anywhere else; the topics and partitions pages show
                        the topic's offsets; the zone map, filtered to the topic, shows exactly the
                        zones system.zones gives it; the groups page shows the lag; the views page
-                       shows the server's views state; a SQL query shows its table; a
+                       shows a view made over the topic (or, on a server without system.views,
+                       that views are not available); a SQL query shows its table; a
                        time-bucketed query (date_bin over 1 s) draws a line chart and a bar chart
                        whose points are the buckets of what was produced, and split by a text
                        column into one series per partition; a bad statement shows
@@ -132,6 +133,14 @@ def test_browser(rk, broker):
     live_topic = rk.topic_name("dash-live")
     rk.create_topic(broker, live_topic, partitions=1)
 
+    # A materialized view over the topic, where the server has them (system.views served).
+    status, _, _ = sql_tests.post_sql(broker, "SELECT DISTINCT name FROM system.views")
+    views_served = status == 200
+    view = None
+    if views_served:
+        view = topic.replace("-", "_") + "_speeds"
+        sql_tests.query_json(rk, broker, f'CREATE MATERIALIZED VIEW {view} AS SELECT speed, count(*) AS n FROM "{topic}" GROUP BY speed')
+
     out_dir = os.path.join(rk.REPO, "tests", "artifacts", "dashboard")
     shutil.rmtree(out_dir, ignore_errors=True)
     with BackgroundProducer(rk, broker, live_topic):
@@ -142,8 +151,6 @@ def test_browser(rk, broker):
     rk.check(not seen["foreign_requests"], f"the page asked for something not on the server: {seen['foreign_requests']}")
     rk.check(not seen["failed_requests"], f"requests failed: {seen['failed_requests']}")
     # The only error answers: the bad statement typed in, and system.views where it is missing.
-    status, _, _ = sql_tests.post_sql(broker, "SELECT DISTINCT name FROM system.views")
-    views_served = status == 200
     for response in seen["error_responses"]:
         expected = response["body"] == "SELEC 1" or (not views_served and "system.views" in (response["body"] or ""))
         rk.check(expected and response["url"].endswith("/sql") and response["status"] == 400,
@@ -192,16 +199,17 @@ def test_browser(rk, broker):
     offsets = {int(row[2]): number(row[3]) for row in pages["groups"]["offsets"]}
     rk.check(offsets == committed, f"committed offsets shown {offsets}, committed {committed}")
 
-    # Views: whatever the server has, shown as such (no table yet: "not available").
+    # Views: the one created, with its kind, topic and partitions; without system.views, a
+    # clear "not available".
     views_text = pages["views"]["text"]
     if not views_served:
         rk.check("not available" in views_text, f"views page without system.views: {views_text!r}")
     else:
-        names = [row["name"] for row in sql_tests.query_json(rk, broker, "SELECT DISTINCT name FROM system.views")["rows"]]
-        if not names:
-            rk.check("No views defined" in views_text, f"views page with no views: {views_text!r}")
-        for name in names:
-            rk.check(name in views_text, f"views page lacks view {name}: {views_text!r}")
+        rows = pages["views"]["views"]
+        rk.check(any(row[:4] == [view, "aggregate", topic, "3"] for row in rows), f"views page lacks view {view}: {rows}")
+        shown = sorted(int(row[1]) for row in pages["views"]["partitions"] if row[0] == view)
+        rk.check(shown == [0, 1, 2], f"views page partitions of {view}: {pages['views']['partitions']}")
+        rk.check(number(cards["views"]) == 1, f"overview views card {cards['views']!r}")
 
     # SQL box: the table of a grouped query.
     table = seen["sql_table"]
