@@ -519,7 +519,7 @@
     const maxLag = Math.max(1, ...rows.map((r) => r.lag || 0));
     const problems = (v) => (v.errors ? badge(fmtInt(v.errors), "error") : badge("0", "ok"));
     $("views-table").replaceChildren(table([
-      { label: "View", value: (v) => h("span", { class: "mono" }, v.name), title: (v) => v.definition || "" },
+      { label: "View", value: (v) => [h("div", { class: "mono" }, v.name), v.definition ? h("div", { class: "definition", title: v.definition }, v.definition) : null] },
       { label: "Kind", value: (v) => v.kind },
       { label: "Topic", value: (v) => h("span", { class: "mono" }, v.topic) },
       { label: "Partitions", value: (v) => fmtInt(v.partitions), num: true },
