@@ -2,9 +2,12 @@
 
 mod bench;
 mod config_file;
+mod consume_cli;
 mod debug;
+mod produce_cli;
 mod serve;
 mod sql_cli;
+mod topic_cli;
 
 use std::path::PathBuf;
 
@@ -25,12 +28,33 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run SQL against a running server (interactive, `-c SQL` or `-f FILE`).
     Sql(sql_cli::SqlArgs),
+    /// Create, list, describe and delete topics on a running server.
+    #[command(subcommand)]
+    Topic(topic_cli::TopicCommand),
+    /// Write lines from standard input to a topic, one record per line (acks=all).
+    Produce(produce_cli::ProduceArgs),
+    /// Print a topic's records (kcat-style `--format`); `-e` exits at the end.
+    Consume(consume_cli::ConsumeArgs),
     /// Benchmarks that print figures beside the physical limits measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Tools for tests (crash and fault testing); not for production use.
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
+}
+
+/// Where the Kafka tools (`topic`, `produce`, `consume`) find the server.
+#[derive(Args, Clone, Debug)]
+pub struct BootstrapArgs {
+    /// The server's Kafka address (HOST:PORT).
+    #[arg(long, short = 'b', default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+}
+
+/// Runs a command-line tool's async work on a runtime of its own (one thread: a tool holds one
+/// connection).
+pub fn block_on<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(work)
 }
 
 /// Storage settings shared by subcommands that open a data directory.
@@ -71,15 +95,30 @@ impl StorageArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The message and its causes on one line, without the backtrace anyhow captures
+            // under RUST_BACKTRACE: these are answers to bad input, not crashes.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse_from(config_file::expand(std::env::args_os().collect())?);
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Sql(args) => sql_cli::run(args),
+        Command::Topic(command) => topic_cli::run(command),
+        Command::Produce(args) => produce_cli::run(args),
+        Command::Consume(args) => consume_cli::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Debug(command) => debug::run(command),
     }

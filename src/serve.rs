@@ -44,8 +44,8 @@ pub struct ServeArgs {
     /// next batch is then accepted at any sequence). Kafka's default: 1 day.
     #[arg(long, default_value_t = broker::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT)]
     pub producer_id_expiration_ms: i64,
-    /// Address of the SQL endpoint (`POST /sql`, what `yottastore sql` talks to) and of the web
-    /// dashboard (`GET /`); `none` turns both off.
+    /// Address of the HTTP endpoints: SQL (`POST /sql`, what `yottastore sql` talks to), the web
+    /// dashboard (`GET /`) and metrics (`GET /metrics`); `none` turns them off.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http_addr: OptionalAddr,
     /// A query's planning and execution together may take this long.
@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Rows a query answers over HTTP at most; the answer says when it was cut.
     #[arg(long, default_value_t = 100_000)]
     pub query_rows_max: usize,
+    /// Materialized views checkpoint their state with the offsets it reflects this often (and
+    /// at shutdown); after a crash they re-apply at most this much of the log.
+    #[arg(long, default_value_t = 2_000)]
+    pub view_checkpoint_interval_ms: u64,
 }
 
 /// A listener address, or `none` for a front end that is off.
@@ -106,6 +110,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let cluster = broker::cluster::Cluster::open(recovered.store, recovered.partitions, broker_config)
             .await
             .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(args.view_checkpoint_interval_ms >= 1, "--view-checkpoint-interval-ms must be at least 1");
+        let materializer = query::materializer::Materializer::open(
+            cluster.clone(),
+            query::materializer::MaterializerConfig {
+                data_dir: storage.data_dir.clone(),
+                checkpoint_interval: std::time::Duration::from_millis(args.view_checkpoint_interval_ms),
+                limits: Default::default(),
+            },
+        )
+        .await
+        .map_err(|error| anyhow::anyhow!("opening the materialized views: {error}"))?;
         let listener = tokio::net::TcpListener::bind(args.kafka_addr)
             .await
             .with_context(|| format!("binding the Kafka listener to {}", args.kafka_addr))?;
@@ -115,7 +130,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             connections_max: args.max_connections,
             ..Default::default()
         };
-        eprintln!("yottastore serving Kafka on {} (advertised as {advertised}), data in {}", args.kafka_addr, storage.data_dir.display());
+        // Printed together once everything is bound: (what, where).
+        let mut serving = vec![
+            ("Kafka", format!("{} (advertised as {advertised})", args.kafka_addr)),
+            ("data", storage.device_path().display().to_string()),
+        ];
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let http = match args.http_addr.0 {
             None => None,
@@ -127,18 +146,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 anyhow::ensure!(limits.rows_max >= 1 && args.query_memory_mib >= 1, "--query-rows-max and --query-memory-mib must be at least 1");
-                let engine = std::sync::Arc::new(query::QueryEngine::new(cluster.clone(), limits)?);
+                let engine = std::sync::Arc::new(query::QueryEngine::with_materializer(cluster.clone(), limits, Some(materializer.clone()))?);
                 let listener = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
-                eprintln!("yottastore serving SQL over HTTP on {http_addr}");
+                serving.push(("SQL", format!("http://{http_addr}/sql (yottastore sql --http-addr {http_addr})")));
+                serving.push(("dashboard", format!("http://{http_addr}/")));
+                serving.push(("metrics", format!("http://{http_addr}/metrics")));
+                serving.push(("health", format!("http://{http_addr}/health")));
+                let metrics = std::sync::Arc::new(broker::metrics::MetricsRegistry::new(cluster.clone()));
                 let mut http_stopped = stopped.clone();
                 let shutdown = async move {
                     let _ = http_stopped.wait_for(|stopped| *stopped).await;
                 };
-                Some(tokio::spawn(query::http::serve(listener, query::http::router(engine), shutdown)))
+                Some(tokio::spawn(query::http::serve(listener, query::http::router(engine).merge(query::http::metrics_router(metrics)), shutdown)))
             }
         };
+        let width = serving.iter().map(|(what, _)| what.len()).max().unwrap_or(0);
+        let block: String = serving.iter().map(|(what, address)| format!("  {what:<width$}  {address}\n")).collect();
+        eprint!("yottastore {} serving:\n{block}", env!("CARGO_PKG_VERSION"));
         tokio::spawn(async move {
             let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(terminate) => terminate,
@@ -162,6 +188,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 Err(error) => tracing::error!(%error, "the HTTP front end panicked"),
             }
         }
+        // Views checkpoint what they applied, so a restart resumes without re-reading it.
+        materializer.shutdown().await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

@@ -2,3 +2,6 @@
 
 pub mod index;
 pub mod json;
+pub mod view;
+
+pub use view::{Materializer, MaterializerConfig};

@@ -27,6 +27,9 @@ use futures::StreamExt;
 
 use crate::system_tables::SystemSchema;
 use crate::topic_table::TopicTable;
+use crate::view_system_tables::ViewSystemSchema;
+use crate::view_table::ViewTable;
+use materializer::Materializer;
 
 pub const CATALOG: &str = "yottastore";
 
@@ -78,10 +81,15 @@ pub enum QueryError {
     Timeout(Duration),
     #[error("{0}")]
     DataFusion(#[from] DataFusionError),
+    /// A view statement refused or failed (materialized views, `view_table`).
+    #[error("{0}")]
+    View(#[from] materializer::view::ViewError),
 }
 
 pub struct QueryEngine {
     cluster: Arc<Cluster>,
+    /// Materialized views: tables in `public`, `system.views`, and the view statements.
+    materializer: Option<Arc<Materializer>>,
     limits: QueryLimits,
     template: SessionState,
 }
@@ -94,17 +102,28 @@ impl fmt::Debug for QueryEngine {
 
 impl QueryEngine {
     pub fn new(cluster: Arc<Cluster>, limits: QueryLimits) -> Result<QueryEngine> {
+        QueryEngine::with_materializer(cluster, limits, None)
+    }
+
+    /// An engine that also serves `materializer`'s views and view statements.
+    pub fn with_materializer(cluster: Arc<Cluster>, limits: QueryLimits, materializer: Option<Arc<Materializer>>) -> Result<QueryEngine> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_create_default_catalog_and_schema(false);
         let mut context = SessionContext::new_with_config(config);
         let catalog = MemoryCatalogProvider::new();
-        catalog.register_schema("public", Arc::new(TopicSchema { cluster: cluster.clone() }))?;
-        catalog.register_schema("system", Arc::new(SystemSchema::new(cluster.clone())))?;
+        catalog.register_schema("public", Arc::new(TopicSchema { cluster: cluster.clone(), materializer: materializer.clone() }))?;
+        match &materializer {
+            None => catalog.register_schema("system", Arc::new(SystemSchema::new(cluster.clone())))?,
+            Some(materializer) => catalog.register_schema(
+                "system",
+                Arc::new(ViewSystemSchema { inner: SystemSchema::new(cluster.clone()), cluster: cluster.clone(), materializer: materializer.clone() }),
+            )?,
+        };
         context.register_catalog(CATALOG, Arc::new(catalog));
         datafusion_functions_json::register_all(&mut context)?;
-        Ok(QueryEngine { cluster, limits, template: context.state() })
+        Ok(QueryEngine { cluster, materializer, limits, template: context.state() })
     }
 
     pub fn limits(&self) -> &QueryLimits {
@@ -135,6 +154,14 @@ impl QueryEngine {
     }
 
     async fn run(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+        // View statements are the only DDL served; everything else stays refused below.
+        if let Some(statement) = materializer::view::parse_statement(sql) {
+            let Some(materializer) = &self.materializer else {
+                return Err(QueryError::View(materializer::view::ViewError::Invalid("materialized views are not enabled on this server".into())));
+            };
+            let batch = materializer.execute(statement?).await?;
+            return Ok(QueryOutput { schema: batch.schema(), batches: vec![batch], truncated: false });
+        }
         let session = self.session()?;
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let frame = session.sql_with_options(sql, options).await?;
@@ -158,9 +185,11 @@ impl QueryEngine {
     }
 }
 
-/// Schema `public`: one table per topic, looked up live (topics come and go).
+/// Schema `public`: one table per topic and per materialized view, looked up live (topics
+/// and views come and go; their names never clash).
 struct TopicSchema {
     cluster: Arc<Cluster>,
+    materializer: Option<Arc<Materializer>>,
 }
 
 impl fmt::Debug for TopicSchema {
@@ -172,14 +201,19 @@ impl fmt::Debug for TopicSchema {
 #[async_trait]
 impl SchemaProvider for TopicSchema {
     fn table_names(&self) -> Vec<String> {
-        self.cluster.topics().iter().map(|topic| topic.name.clone()).collect()
+        let mut names: Vec<String> = self.cluster.topics().iter().map(|topic| topic.name.clone()).collect();
+        names.extend(self.materializer.iter().flat_map(|materializer| materializer.view_names()));
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(view) = self.materializer.as_ref().and_then(|materializer| materializer.view(name)) {
+            return Ok(Some(Arc::new(ViewTable::new(view))));
+        }
         Ok(self.cluster.topic(name).map(|topic| Arc::new(TopicTable::new(topic)) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.cluster.topic(name).is_some()
+        self.cluster.topic(name).is_some() || self.materializer.as_ref().is_some_and(|materializer| materializer.view(name).is_some())
     }
 }

@@ -6,7 +6,8 @@
 //! `x-yottastore-truncated` header. Errors are `{"error": "..."}` with 400 (the statement),
 //! 408 (the timeout) or 413 (the text's size).
 //!
-//! `GET /health` answers `ok` while the server runs.
+//! `GET /health` answers `ok` while the server runs; `GET /metrics` (`metrics_router`) the
+//! broker's Prometheus metrics.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +35,18 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(engine)
+}
+
+/// `GET /metrics`: the broker's Prometheus metrics (text format), merged into the HTTP router.
+pub fn metrics_router(registry: Arc<broker::metrics::MetricsRegistry>) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(registry)
+}
+
+async fn metrics(State(registry): State<Arc<broker::metrics::MetricsRegistry>>) -> Response {
+    match registry.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, HeaderValue::from_static(broker::metrics::CONTENT_TYPE))], text).into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics"),
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; in-flight requests finish.
@@ -67,6 +80,8 @@ async fn sql(State(engine): State<Arc<QueryEngine>>, headers: HeaderMap, body: B
                 QueryError::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
                 QueryError::DataFusion(_) => StatusCode::BAD_REQUEST,
+                QueryError::View(materializer::view::ViewError::Invalid(_)) => StatusCode::BAD_REQUEST,
+                QueryError::View(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(status, &failure.to_string())
         }

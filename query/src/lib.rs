@@ -6,6 +6,8 @@
 //! - `dashboard` — the web dashboard, `GET /`, embedded in the binary.
 //! - `system_tables` — `system.topics`, `topic_configs`, `partitions`, `zones`.
 //! - `http` — `POST /sql` (JSON or Arrow IPC answers).
+//! - `view_table` — materialized views as tables, with index pushdown.
+//! - `view_system_tables` — `system.views` and `system.dead_letters`.
 
 pub mod bounds;
 pub mod dashboard;
@@ -13,8 +15,12 @@ pub mod engine;
 pub mod http;
 pub mod system_tables;
 pub mod topic_table;
+pub mod view_system_tables;
+pub mod view_table;
 
 pub use engine::{QueryEngine, QueryError, QueryLimits, QueryOutput};
 
 /// The DataFusion this crate is built on, for front ends that render its Arrow answers.
 pub use datafusion;
+/// The materializer the engine serves views from (the binary wires it through this crate).
+pub use materializer;

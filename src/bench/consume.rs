@@ -22,6 +22,7 @@ use broker::log::batch::{self, BatchIter};
 use clap::Args;
 
 use super::kafka_client::{decode_fetch, fetch_request, Connection};
+use super::progress::Progress;
 use super::limits;
 use super::produce::{self, row, spread, spread2, KafkaBenchArgs, LimitSeries, ProduceSeries, Setup, Workload};
 use super::storage::{self, median};
@@ -76,6 +77,8 @@ async fn consume_run(
         batches: 0,
     };
     let started = Instant::now();
+    let expected: i64 = end.iter().zip(start).map(|(end, start)| end - start).sum();
+    let mut progress = Progress::new("consume", u64::try_from(expected).unwrap_or(0), "records");
     // Batches of the previous response whose CRC is still to be checked (while the broker
     // prepares the next answer).
     let mut to_check: Vec<(usize, i64, bytes::Bytes)> = Vec::new();
@@ -139,12 +142,13 @@ async fn consume_run(
                     outcome.bytes += bytes.len() as u64;
                     outcome.batches += 1;
                     *slot = header.last_offset() + 1;
+                    progress.advance(header.record_count as u64, bytes.len() as u64);
                 }
             }
         }
     }
+    progress.finish();
     outcome.elapsed = started.elapsed();
-    let expected: i64 = end.iter().zip(start).map(|(end, start)| end - start).sum();
     anyhow::ensure!(
         outcome.records as i64 == expected && next.iter().zip(end).all(|(next, end)| next == end),
         "read {} records where the offsets promise {expected}",

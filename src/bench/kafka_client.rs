@@ -1,6 +1,8 @@
-//! A minimal async Kafka client for the load generators (`bench produce`, `bench consume`): one
-//! TCP connection, request/response for the control APIs (ApiVersions, Metadata, CreateTopics,
-//! ListOffsets) and a split writer/reader pair for pipelined Produce and Fetch.
+//! A minimal async Kafka client for the load generators (`bench produce`, `bench consume`) and
+//! the command-line tools (`topic`, `produce`, `consume`): one TCP connection, request/response
+//! for the control APIs (ApiVersions, Metadata, CreateTopics, DeleteTopics, DescribeConfigs,
+//! ListOffsets) and a split writer/reader pair for pipelined Produce and Fetch. Broker errors
+//! are reported with Kafka's error names (`KafkaError`).
 //!
 //! Messages are encoded and decoded with kafka-protocol (header versions from
 //! `ApiKey::request_header_version` / `response_header_version`). A Produce frame is encoded
@@ -12,14 +14,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_configs_response::DescribeConfigsResourceResult;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-    CreateTopicsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
     MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
     ResponseHeader, TopicName,
 };
@@ -33,6 +38,28 @@ const CLIENT_ID: &str = "yottastore-bench";
 const RESPONSE_BYTES_MAX: usize = 256 << 20;
 /// Kafka error TOPIC_ALREADY_EXISTS.
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+/// How long connecting to the broker may take (an unreachable address otherwise hangs for the
+/// kernel's SYN retries, minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// DescribeConfigs' resource type for topics.
+const RESOURCE_TYPE_TOPIC: i8 = 2;
+
+/// An error code a broker answered with, shown with Kafka's name for it.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {} ({code}){}", broker::protocol::error_name(*code), message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+pub struct KafkaError {
+    pub what: String,
+    pub code: i16,
+    pub message: Option<String>,
+}
+
+/// `Ok` for error code 0, else a `KafkaError` about `what`.
+pub fn check_code(what: impl FnOnce() -> String, code: i16, message: Option<&str>) -> Result<(), KafkaError> {
+    if code == 0 {
+        return Ok(());
+    }
+    Err(KafkaError { what: what(), code, message: message.map(str::to_string) })
+}
 
 /// The versions this client speaks (the newest the broker serves, within what is coded here).
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +69,8 @@ pub struct Versions {
     pub metadata: i16,
     pub create_topics: i16,
     pub list_offsets: i16,
+    pub delete_topics: i16,
+    pub describe_configs: i16,
 }
 
 /// One connection. `call` for request/response; `split` for pipelining.
@@ -54,9 +83,10 @@ pub struct Connection {
 impl Connection {
     /// Connects and negotiates versions with ApiVersions.
     pub async fn connect(addr: &str) -> anyhow::Result<Connection> {
-        let stream = TcpStream::connect(addr)
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
-            .with_context(|| format!("connecting to {addr}"))?;
+            .map_err(|_| anyhow::anyhow!("connecting to {addr}: no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
+            .with_context(|| format!("connecting to {addr} (is `yottastore serve` running there?)"))?;
         stream.set_nodelay(true)?;
         let (read, write) = stream.into_split();
         let mut connection = Connection {
@@ -75,6 +105,8 @@ impl Connection {
                 metadata: 12,
                 create_topics: 7,
                 list_offsets: 7,
+                delete_topics: 6,
+                describe_configs: 4,
             },
         };
         let response: ApiVersionsResponse = connection
@@ -113,6 +145,8 @@ impl Connection {
             metadata: pick(ApiKey::Metadata, 1, 12)?,
             create_topics: pick(ApiKey::CreateTopics, 2, 7)?,
             list_offsets: pick(ApiKey::ListOffsets, 1, 7)?,
+            delete_topics: pick(ApiKey::DeleteTopics, 1, 5)?,
+            describe_configs: pick(ApiKey::DescribeConfigs, 1, 4)?,
         };
         Ok(connection)
     }
@@ -132,11 +166,25 @@ impl Connection {
     /// Creates `topic` with `partitions` partitions; an existing topic is not an error.
     /// Returns whether it was created.
     pub async fn create_topic(&mut self, topic: &str, partitions: i32) -> anyhow::Result<bool> {
+        match self.create_topic_with_configs(topic, partitions, &[]).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.downcast_ref::<KafkaError>().is_some_and(|e| e.code == TOPIC_ALREADY_EXISTS) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions and topic configs (name, value).
+    pub async fn create_topic_with_configs(&mut self, topic: &str, partitions: i32, configs: &[(String, String)]) -> anyhow::Result<()> {
+        let configs = configs
+            .iter()
+            .map(|(name, value)| CreatableTopicConfig::default().with_name(StrBytes::from_string(name.clone())).with_value(Some(StrBytes::from_string(value.clone()))))
+            .collect();
         let request = CreateTopicsRequest::default()
             .with_topics(vec![CreatableTopic::default()
                 .with_name(topic_name(topic))
                 .with_num_partitions(partitions)
-                .with_replication_factor(1)])
+                .with_replication_factor(1)
+                .with_configs(configs)])
             .with_timeout_ms(30_000);
         let version = self.versions.create_topics;
         let response: CreateTopicsResponse =
@@ -145,34 +193,49 @@ impl Connection {
             .topics
             .first()
             .context("CreateTopics answered no topic")?;
-        match result.error_code {
-            0 => Ok(true),
-            TOPIC_ALREADY_EXISTS => Ok(false),
-            code => bail!(
-                "CreateTopics {topic}: error {code} {}",
-                result.error_message.as_deref().unwrap_or("")
-            ),
-        }
+        check_code(|| format!("creating topic {topic}"), result.error_code, result.error_message.as_deref())?;
+        Ok(())
+    }
+
+    /// Deletes `topic`.
+    pub async fn delete_topic(&mut self, topic: &str) -> anyhow::Result<()> {
+        let request = DeleteTopicsRequest::default().with_topic_names(vec![topic_name(topic)]).with_timeout_ms(30_000);
+        let version = self.versions.delete_topics;
+        let response: DeleteTopicsResponse = self.call(ApiKey::DeleteTopics, version, &request).await?;
+        let result = response.responses.first().context("DeleteTopics answered no topic")?;
+        check_code(|| format!("deleting topic {topic}"), result.error_code, result.error_message.as_deref())?;
+        Ok(())
+    }
+
+    /// Metadata of `topics` (`None`: every topic), never creating one.
+    pub async fn metadata(&mut self, topics: Option<&[&str]>) -> anyhow::Result<MetadataResponse> {
+        let topics = topics.map(|topics| topics.iter().map(|topic| MetadataRequestTopic::default().with_name(Some(topic_name(topic)))).collect());
+        let request = MetadataRequest::default().with_topics(topics).with_allow_auto_topic_creation(false);
+        let version = self.versions.metadata;
+        self.call(ApiKey::Metadata, version, &request).await
+    }
+
+    /// The configs of `topic`, as DescribeConfigs answers them.
+    pub async fn topic_configs(&mut self, topic: &str) -> anyhow::Result<Vec<DescribeConfigsResourceResult>> {
+        let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(None)]);
+        let version = self.versions.describe_configs;
+        let response: DescribeConfigsResponse = self.call(ApiKey::DescribeConfigs, version, &request).await?;
+        let result = response.results.into_iter().next().context("DescribeConfigs answered no resource")?;
+        check_code(|| format!("describing the configs of {topic}"), result.error_code, result.error_message.as_deref())?;
+        Ok(result.configs)
     }
 
     /// The partition count of `topic` (every partition must have a leader).
     pub async fn partition_count(&mut self, topic: &str) -> anyhow::Result<i32> {
-        let request = MetadataRequest::default()
-            .with_topics(Some(vec![
-                MetadataRequestTopic::default().with_name(Some(topic_name(topic)))
-            ]))
-            .with_allow_auto_topic_creation(false);
-        let version = self.versions.metadata;
-        let response: MetadataResponse = self.call(ApiKey::Metadata, version, &request).await?;
+        let response = self.metadata(Some(&[topic])).await?;
         let topic_metadata = response
             .topics
             .first()
             .context("Metadata answered no topic")?;
-        anyhow::ensure!(
-            topic_metadata.error_code == 0,
-            "Metadata {topic}: error {}",
-            topic_metadata.error_code
-        );
+        check_code(|| format!("topic {topic}"), topic_metadata.error_code, None)?;
         for partition in &topic_metadata.partitions {
             anyhow::ensure!(
                 partition.error_code == 0 && partition.leader_id.0 >= 0,
@@ -211,12 +274,7 @@ impl Connection {
         let mut offsets = vec![-1; partitions as usize];
         for topic_response in &response.topics {
             for partition in &topic_response.partitions {
-                anyhow::ensure!(
-                    partition.error_code == 0,
-                    "ListOffsets partition {}: error {}",
-                    partition.partition_index,
-                    partition.error_code
-                );
+                check_code(|| format!("ListOffsets {topic} partition {}", partition.partition_index), partition.error_code, None)?;
                 if let Some(slot) = offsets.get_mut(partition.partition_index as usize) {
                     *slot = partition.offset;
                 }

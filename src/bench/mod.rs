@@ -2,9 +2,10 @@
 //! are compared against, measured in the same run.
 
 mod consume;
-mod kafka_client;
+pub(crate) mod kafka_client;
 mod limits;
 mod produce;
+mod progress;
 mod storage;
 
 use clap::Subcommand;

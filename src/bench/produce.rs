@@ -30,6 +30,7 @@ use clap::Args;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::kafka_client::{decode_produce, Connection, PreparedProduce};
+use super::progress::Progress;
 use super::limits::{self, BrokerChild, WorkDir};
 use super::storage::{self, max, median, min};
 
@@ -293,10 +294,12 @@ pub async fn produce_run(connection: Connection, workload: &Workload, in_flight:
     let version = versions.produce;
     let (mut writer, mut reader) = connection.split();
     let window = Arc::new(Semaphore::new(in_flight as usize));
-    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<(i32, Instant, i32)>();
+    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<(i32, Instant, i32, u64)>();
     let request_count = workload.request_count();
     let mut latencies_us = Vec::with_capacity(request_count as usize);
     let started = Instant::now();
+    // Requests answered (acks=0: sent), on stderr while the run lasts.
+    let progress = std::cell::RefCell::new(Progress::new("produce", request_count, "requests"));
     let send = async {
         for request in workload.requests() {
             if acks != 0 {
@@ -305,7 +308,9 @@ pub async fn produce_run(connection: Connection, workload: &Workload, in_flight:
             let at = Instant::now();
             let correlation_id = writer.send_produce(request).await?;
             if acks != 0 {
-                let _ = sent_tx.send((correlation_id, at, request.partition));
+                let _ = sent_tx.send((correlation_id, at, request.partition, request.batch_bytes));
+            } else {
+                progress.borrow_mut().advance(1, request.batch_bytes);
             }
         }
         anyhow::Ok(())
@@ -317,8 +322,9 @@ pub async fn produce_run(connection: Connection, workload: &Workload, in_flight:
         for _ in 0..request_count {
             let frame = reader.read_frame().await?;
             let arrived = Instant::now();
-            let (correlation_id, at, partition) = sent_rx.recv().await.context("a response nobody waits for")?;
+            let (correlation_id, at, partition, batch_bytes) = sent_rx.recv().await.context("a response nobody waits for")?;
             window.add_permits(1);
+            progress.borrow_mut().advance(1, batch_bytes);
             latencies_us.push((arrived - at).as_micros() as u64);
             let response = decode_produce(version, correlation_id, frame)?;
             let answer = response
@@ -336,6 +342,7 @@ pub async fn produce_run(connection: Connection, workload: &Workload, in_flight:
         Ok(())
     };
     let (sent, received) = tokio::join!(send, receive);
+    progress.into_inner().finish();
     sent?;
     received?;
     let elapsed = started.elapsed();

@@ -33,6 +33,10 @@ Modules and tests:
                        tests/kafka/dashboard_tests.py.
   group-*              consumer groups (issue 4): see tests/kafka/group_tests.py.
   sql                  SQL over HTTP and `yottastore sql` (issue 6): see tests/kafka/sql_tests.py.
+  views                materialized views of vehicle records against a Python reference, across
+                       a SIGKILL (issue 5): see tests/kafka/views_tests.py.
+  metrics              GET /metrics after known traffic (issue 7): see tests/kafka/metrics_tests.py.
+  cli                  `yottastore topic|produce|consume` (issue 7): see tests/kafka/cli_tests.py.
 """
 
 import argparse
@@ -1034,6 +1038,12 @@ def build_modules():
     mods.append(("idempotence", idempotence_tests.tests(sys.modules[__name__])))
     import sql_tests
     mods.append(("sql", sql_tests.tests(sys.modules[__name__])))
+    import views_tests
+    mods.append(("views", views_tests.tests(sys.modules[__name__])))
+    import metrics_tests
+    mods.append(("metrics", metrics_tests.tests(sys.modules[__name__])))
+    import cli_tests
+    mods.append(("cli", cli_tests.tests(sys.modules[__name__])))
     import group_tests  # consumer groups (issue 4); it uses this module's helpers
     group_tests.R = sys.modules[__name__]
     mods.extend(group_tests.modules())

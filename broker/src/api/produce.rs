@@ -174,6 +174,9 @@ async fn respond(
 /// high watermark readers see.
 async fn complete_flush(partition: Arc<Partition>, flush: Flush) -> Result<i64, LogError> {
     let result = flush.complete().await;
+    if let Ok(high_watermark) = result {
+        partition.acks.record(high_watermark, std::time::Instant::now());
+    }
     partition.data_ready.notify_waiters();
     result
 }
@@ -264,9 +267,12 @@ fn append_partition(
         let append_time = if log_append_time { info.max_timestamp_ms } else { -1 };
         // A resend appended nothing, but its original may not be durable yet: this flush
         // covers it, so the resend too is acknowledged only once durable.
-        Ok((info.base_offset, append_time, log.log_start_offset(), log.start_flush()))
+        Ok((info.base_offset, append_time, log.log_start_offset(), log.start_flush(), info.duplicate))
     })?;
-    let (base_offset, log_append_time_ms, log_start_offset, flush) = appended?;
+    let (base_offset, log_append_time_ms, log_start_offset, flush, duplicate) = appended?;
+    if !duplicate {
+        crate::metrics::global().count_produced(bytes.len(), header.record_count);
+    }
     Ok((Appended { base_offset, log_append_time_ms, log_start_offset }, partition, flush))
 }
 

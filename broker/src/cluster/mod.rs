@@ -2,6 +2,7 @@
 //! `PartitionLog` behind a mutex held only for memory work) and their configs, rebuilt at start
 //! from the metadata log and kept durable through it.
 
+pub mod acks;
 pub mod metadata;
 pub mod topic_config;
 
@@ -99,11 +100,13 @@ pub struct Partition {
     log: Mutex<Option<PartitionLog>>,
     /// Notified whenever the high watermark advances (long-polling fetches wait on it).
     pub data_ready: Notify,
+    /// When produces to this partition were acknowledged (views measure freshness from it).
+    pub acks: acks::AckTimes,
 }
 
 impl Partition {
     fn new(index: i32, log: PartitionLog) -> Arc<Partition> {
-        Arc::new(Partition { index, log: Mutex::new(Some(log)), data_ready: Notify::new() })
+        Arc::new(Partition { index, log: Mutex::new(Some(log)), data_ready: Notify::new(), acks: Default::default() })
     }
 
     /// Runs `work` on the log under its lock. Keep `work` to memory: the log's methods only

@@ -106,10 +106,12 @@ impl LogStore {
         // overlap (one zone at a time reads at queue depth 1, well below the device's bandwidth).
         let jobs: Vec<(ZoneInfo, &ZoneHeader)> = chains.values().flatten().map(|zone| (zone.info, &zone.header)).collect();
         let mut scans: BTreeMap<ZoneId, ScannedZone> = BTreeMap::new();
+        let mut progress = ScanProgress::new(jobs.len(), jobs.iter().map(|(info, _)| info.write_pointer_bytes).sum());
         for wave in jobs.chunks(RECOVERY_ZONES_IN_FLIGHT) {
             let scanning = wave.iter().map(|(info, header)| scan_zone(device.as_ref(), *info, header, &config)).collect();
             for ((info, _), scanned) in wave.iter().zip(join_all(scanning).await) {
                 scans.insert(info.id, scanned?);
+                progress.zone_scanned(info.write_pointer_bytes);
             }
         }
         drop(jobs);
@@ -138,6 +140,48 @@ impl LogStore {
 
     pub fn device(&self) -> &Arc<dyn ZonedDevice> {
         self.allocator.device()
+    }
+}
+
+/// Start-up recovery's progress, logged about once a second while a scan runs longer than that
+/// (a device of many full zones takes minutes), and counted in the recovery metrics.
+struct ScanProgress {
+    zones_total: usize,
+    bytes_total: u64,
+    zones_scanned: usize,
+    bytes_scanned: u64,
+    started: Instant,
+    last_logged: Instant,
+}
+
+impl ScanProgress {
+    const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+    fn new(zones_total: usize, bytes_total: u64) -> ScanProgress {
+        let now = Instant::now();
+        ScanProgress { zones_total, bytes_total, zones_scanned: 0, bytes_scanned: 0, started: now, last_logged: now }
+    }
+
+    fn zone_scanned(&mut self, bytes: u64) {
+        self.zones_scanned += 1;
+        self.bytes_scanned += bytes;
+        let metrics = crate::metrics::global();
+        metrics.recovery_zones_scanned.inc();
+        metrics.recovery_bytes_scanned.inc_by(bytes);
+        if self.last_logged.elapsed() >= Self::LOG_INTERVAL {
+            self.last_logged = Instant::now();
+            let seconds = self.started.elapsed().as_secs_f64();
+            tracing::info!(
+                zones_scanned = self.zones_scanned,
+                zones_total = self.zones_total,
+                mib_scanned = self.bytes_scanned >> 20,
+                mib_total = self.bytes_total >> 20,
+                mib_per_s = format!("{:.1}", self.bytes_scanned as f64 / (1 << 20) as f64 / seconds),
+                "recovering: {}/{} zones scanned",
+                self.zones_scanned,
+                self.zones_total
+            );
+        }
     }
 }
 

@@ -141,6 +141,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, c
 /// own, so a client's pipelined produce requests are appended in order and flushed together.
 async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr) -> Result<ResponseSlot, Close> {
     let (respond, slot) = oneshot::channel();
+    let started = std::time::Instant::now();
+    let metrics = &crate::metrics::global().kafka;
     let request = match codec::decode_request(frame) {
         Ok(request) => request,
         Err(DecodeError::UnsupportedApiVersionsVersion { correlation_id, .. }) => {
@@ -148,6 +150,7 @@ async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr) -> Re
             if let Ok(bytes) = codec::unsupported_api_versions_response(correlation_id) {
                 let _ = respond.send(Some(vec![bytes]));
             }
+            metrics.record_request_error(ApiKey::ApiVersions, started, kafka_protocol::error::ResponseError::UnsupportedVersion.code());
             return Ok(slot);
         }
         Err(error) => return Err(error.into()),
@@ -160,6 +163,8 @@ async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr) -> Re
             let (completion, close_connection) = api::start_produce(cluster, api_version, produce);
             tokio::spawn(async move {
                 let response = completion.await;
+                // Produce's latency includes the wait for durability: what its client waits.
+                crate::metrics::global().kafka.record(api_key, started, response.as_ref());
                 send(respond, api_key, api_version, correlation_id, response);
             });
             if close_connection {
@@ -169,6 +174,8 @@ async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr) -> Re
         }
         RequestKind::Fetch(fetch) => {
             let answer = api::fetch_segmented(cluster, api_version, fetch).await;
+            metrics.record_fetch(started, &answer.response);
+            crate::metrics::global().count_fetched(&answer.records);
             match crate::protocol::encode_fetch_response(api_version, correlation_id, answer.response, &answer.records) {
                 Ok(segments) => {
                     let _ = respond.send(Some(segments));
@@ -185,6 +192,7 @@ async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr) -> Re
             api::handle_from(cluster, api_version, body, &context).await
         }
     };
+    metrics.record(api_key, started, response.as_ref());
     send(respond, api_key, api_version, correlation_id, response);
     Ok(slot)
 }

@@ -67,13 +67,18 @@ pub async fn run(listener: TcpListener, cluster: Arc<Cluster>, config: ServerCon
                         continue;
                     }
                 };
+                let metrics = crate::metrics::global();
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    metrics.connections_refused.inc();
                     tracing::warn!(%peer, max = config.connections_max, "too many connections; closing the new one");
                     continue;
                 };
+                metrics.connections_accepted.inc();
+                metrics.connections.inc();
                 let (cluster, config, shutdown) = (cluster.clone(), config.clone(), shutdown.clone());
                 connections.spawn(async move {
                     connection::serve(stream, peer, cluster, config, shutdown).await;
+                    metrics.connections.dec();
                     drop(permit);
                 });
             }

@@ -163,6 +163,7 @@ pub(super) fn sync(fd: RawFd, all: bool, sync_failure: &mut Option<io::Error>) -
     if let Some(error) = sync_failure {
         return Err(copy_error(error));
     }
+    let issued = std::time::Instant::now();
     let result = loop {
         // Safety: plain system calls on a descriptor we own.
         let result = unsafe {
@@ -180,6 +181,7 @@ pub(super) fn sync(fd: RawFd, all: bool, sync_failure: &mut Option<io::Error>) -
             break Err(error);
         }
     };
+    crate::metrics::global().fsync_latency_seconds.observe(issued.elapsed().as_secs_f64());
     if let Err(error) = &result {
         *sync_failure = Some(copy_error(error));
     }

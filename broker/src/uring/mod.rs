@@ -298,6 +298,7 @@ impl IoDriver {
             .counters
             .outstanding
             .fetch_add(1, Ordering::Relaxed);
+        crate::metrics::global().storage_queue_depth.inc();
         (
             Reply {
                 completer: Some(completer),
@@ -394,6 +395,7 @@ impl<T> Reply<T> {
         let completer = self.completer.take().expect("a reply completes once");
         // Count down first, so a waiter that wakes up sees the request as completed.
         self.counters.outstanding.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::global().storage_queue_depth.dec();
         completer.complete(result);
     }
 }
@@ -402,6 +404,7 @@ impl<T> Drop for Reply<T> {
     fn drop(&mut self) {
         if self.completer.is_some() {
             self.counters.outstanding.fetch_sub(1, Ordering::Relaxed);
+            crate::metrics::global().storage_queue_depth.dec();
         }
     }
 }

@@ -89,6 +89,8 @@ enum Op {
         /// Issue number, for reporting in issue order.
         number: u64,
         replies: Vec<Reply<()>>,
+        /// When the fsync was pushed to the ring (its latency metric).
+        issued: std::time::Instant,
     },
 }
 
@@ -357,7 +359,7 @@ impl<'a> RingLoop<'a> {
         let number = self.fsyncs_issued;
         self.fsyncs_issued += 1;
         self.counters.count_fsync();
-        let slot = self.occupy_slot(Op::Fsync { number, replies });
+        let slot = self.occupy_slot(Op::Fsync { number, replies, issued: std::time::Instant::now() });
         let flags = if all {
             types::FsyncFlags::empty()
         } else {
@@ -540,9 +542,10 @@ impl<'a> RingLoop<'a> {
                 });
             }
             Op::Fsync { .. } => {
-                let Op::Fsync { number, replies } = self.release(slot) else {
+                let Op::Fsync { number, replies, issued } = self.release(slot) else {
                     unreachable!()
                 };
+                crate::metrics::global().fsync_latency_seconds.observe(issued.elapsed().as_secs_f64());
                 self.fsyncs_in_flight -= 1;
                 let outcome = if result < 0 {
                     Err(io::Error::from_raw_os_error(-result))

@@ -1,0 +1,428 @@
+//! One task per view: reads each partition of its topic from the view's applied offset through
+//! the broker's `PartitionLog` read API, in bounded micro-batches, normalises, evaluates and
+//! applies them; sleeps on the partitions' `Notify` when caught up; checkpoints on an interval
+//! and when stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::cluster::{Cluster, Partition};
+use broker::log::batch;
+use broker::log::records::{self, DECOMPRESSED_BYTES_MAX};
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
+use tokio::sync::watch;
+
+use super::aggregate::Accumulator;
+use super::checkpoint::{self, Checkpoint};
+use super::definition::{ViewDefinition, ViewKind, PASS_COLUMN, RECORD_OFFSET_COLUMN};
+use super::eval::{Evaluator, SourceRecord};
+use super::freshness::Freshness;
+use super::maintain::{Maintainer, Tombstone, ViewLimits};
+use super::store::{rows_to_batch, Row, ViewStore};
+use super::{PartitionStatus, ViewError, ViewShared, ViewStatus};
+use crate::json::{DeadLetterLimits, DecodeOptions, JsonNormaliser};
+
+/// Bytes asked of the log per read, and records per micro-batch: bounded memory per view, and
+/// batches large enough that DataFusion's per-batch planning is amortised.
+const READ_BYTES: usize = 1 << 20;
+const MICRO_BATCH_RECORDS: usize = 8192;
+/// A caught-up view also wakes this often (new partitions, a topic created after the view).
+const IDLE_WAKE: Duration = Duration::from_millis(500);
+
+pub struct ViewRuntime {
+    pub shared: Arc<ViewShared>,
+    directory: PathBuf,
+    maintainer: Maintainer,
+    normaliser: JsonNormaliser,
+    evaluator: Evaluator,
+    /// Next offset to apply, per partition.
+    offsets: BTreeMap<i32, i64>,
+    freshness: HashMap<i32, Freshness>,
+    /// Applied since the last checkpoint.
+    dirty: bool,
+}
+
+fn internal(error: impl std::fmt::Display) -> ViewError {
+    ViewError::Internal(error.to_string())
+}
+
+impl ViewRuntime {
+    /// A view's runtime, resumed from its checkpoint in `directory` when there is one for this
+    /// definition, else starting from the beginning of its topic.
+    pub async fn open(definition: Arc<ViewDefinition>, directory: PathBuf, limits: ViewLimits) -> Result<ViewRuntime, ViewError> {
+        let evaluator = Evaluator::new(&definition);
+        let saved = checkpoint::read(&directory).map_err(|error| ViewError::Internal(format!("reading the checkpoint of {}: {error}", definition.name)))?;
+        let saved = saved.filter(|saved| saved.sql == definition.sql);
+        let mut normaliser = JsonNormaliser::new(DecodeOptions::default(), DeadLetterLimits::default());
+        if let Some(saved) = &saved {
+            normaliser = normaliser.with_schema(saved.inferred.clone());
+        }
+        // The output columns as planned over what the source has shown so far.
+        let source = evaluator.source_batch(normaliser.schema(), &[]).map_err(internal)?;
+        let planned = evaluator.plan_schema(&definition.eval_sql, source.schema()).await.map_err(|error| ViewError::Invalid(error.to_string()))?;
+        let output_names: Vec<String> = match definition.kind {
+            ViewKind::Aggregate => aggregate_output_names(&evaluator, &definition, &normaliser).await?,
+            _ => vec![],
+        };
+        let initial_fields: Vec<Field> = match definition.kind {
+            ViewKind::Append => planned.fields().iter().map(|field| field.as_ref().clone()).collect(),
+            ViewKind::Upsert => planned.fields().iter().filter(|field| field.name() != PASS_COLUMN && field.name() != RECORD_OFFSET_COLUMN).map(|field| field.as_ref().clone()).collect(),
+            ViewKind::Aggregate => vec![],
+        };
+        let store = Arc::new(ViewStore::new(initial_fields));
+        let mut maintainer = Maintainer::new(definition.clone(), store.clone(), limits, output_names);
+        let mut status = ViewStatus::default();
+        let mut offsets = BTreeMap::new();
+        if let Some(saved) = saved {
+            restore(&mut maintainer, &saved.state)?;
+            offsets.extend(saved.offsets.iter().copied());
+            status.dead_letters = saved.dead_letters;
+            status.errors = saved.errors;
+            maintainer.value_errors = 0;
+            for &(partition, offset) in &saved.offsets {
+                status.partitions.insert(partition, PartitionStatus { next_offset: offset, checkpoint_offset: offset, ..Default::default() });
+            }
+        }
+        if definition.kind == ViewKind::Aggregate {
+            if maintainer.store.read().is_empty() {
+                // Output columns before the first record: planned types.
+                let fields: Vec<Field> = maintainer.aggregate_fields();
+                maintainer.store.write().widen(&fields);
+            }
+            maintainer.ensure_global_group()?;
+        }
+        let shared = Arc::new(ViewShared { definition, store, status: std::sync::Mutex::new(status) });
+        Ok(ViewRuntime { shared, directory, maintainer, normaliser, evaluator, offsets, freshness: HashMap::new(), dirty: false })
+    }
+
+    /// Reads and applies what `partition` has beyond the view's offset, one micro-batch at
+    /// most. True if anything was applied.
+    async fn step(&mut self, partition: &Arc<Partition>) -> Result<bool, ViewError> {
+        let index = partition.index;
+        let (log_start, high_watermark) = partition.with_log(|log| (log.log_start_offset(), log.high_watermark())).map_err(|error| ViewError::Source(error.message))?;
+        let next = *self.offsets.entry(index).or_insert(log_start);
+        let next = if next < log_start {
+            // Retention removed records the view had not applied: it can no longer equal the
+            // log; say so and go on from what remains.
+            self.record_error(format!("partition {index}: records {next}..{log_start} were deleted before the view applied them"));
+            log_start
+        } else {
+            next
+        };
+        self.offsets.insert(index, next);
+        self.freshness.entry(index).or_insert_with(|| Freshness::starting_at(next));
+        if next >= high_watermark {
+            return Ok(false);
+        }
+        let plan = partition.with_log(|log| log.read(next, READ_BYTES)).map_err(|error| ViewError::Source(error.message))?.map_err(|error| ViewError::Source(error.to_string()))?;
+        let log_batches: Vec<Bytes> = plan.execute().await.map_err(|error| ViewError::Source(error.to_string()))?;
+        let mut records = Vec::new();
+        let mut values = Vec::new();
+        let mut tombstones = Vec::new();
+        let mut new_next = next;
+        let upsert = self.shared.definition.kind == ViewKind::Upsert;
+        for log_batch in log_batches {
+            if records.len() + tombstones.len() >= MICRO_BATCH_RECORDS {
+                break;
+            }
+            let header = batch::parse_header(&log_batch).map_err(|error| ViewError::Source(error.to_string()))?;
+            if header.base_offset >= high_watermark {
+                break;
+            }
+            let decoded = records::decode_records(&log_batch, DECOMPRESSED_BYTES_MAX).map_err(|error| ViewError::Source(error.to_string()))?;
+            for record in decoded {
+                if record.offset < new_next || record.offset >= high_watermark {
+                    continue;
+                }
+                let key = record.key.as_ref().map(|key| String::from_utf8_lossy(key).into_owned());
+                match &record.value {
+                    None if upsert => tombstones.push(Tombstone { offset: record.offset, key }),
+                    None => {}
+                    Some(value) => match self.normaliser.normalise(index, record.offset, value) {
+                        Some(row) => {
+                            records.push(SourceRecord { partition: index, offset: record.offset, timestamp_ms: record.timestamp_ms, key, row });
+                            values.push(value.clone());
+                        }
+                        None => {
+                            let reason = self.normaliser.dead_letters().recent().last().map(|letter| letter.error.to_string()).unwrap_or_default();
+                            self.lock_status().dead_letters.record(index, record.offset, reason, value);
+                        }
+                    },
+                }
+            }
+            new_next = new_next.max(header.last_offset() + 1).min(high_watermark);
+        }
+        if new_next == next {
+            return Ok(false);
+        }
+        if !records.is_empty() || !tombstones.is_empty() {
+            let evaluated = self.evaluate(&records, &values).await?;
+            let before = self.maintainer.value_errors;
+            self.maintainer.apply(&evaluated, &tombstones)?;
+            let value_errors = self.maintainer.value_errors - before;
+            if value_errors > 0 {
+                self.lock_status().errors += value_errors;
+            }
+        }
+        self.offsets.insert(index, new_next);
+        self.dirty = true;
+        let now = Instant::now();
+        self.freshness.get_mut(&index).expect("created above").applied(new_next, now);
+        Ok(true)
+    }
+
+    /// The micro-batch through the view's SELECT. If the batch fails (an expression failing on
+    /// some record), records are evaluated one by one and the failing ones become dead letters.
+    async fn evaluate(&mut self, records: &[SourceRecord], values: &[Bytes]) -> Result<RecordBatch, ViewError> {
+        let sql = self.shared.definition.eval_sql.clone();
+        let source = self.evaluator.source_batch(self.normaliser.schema(), records).map_err(internal)?;
+        let error = match self.evaluator.run(&sql, source).await {
+            Ok(batch) => return Ok(batch),
+            Err(error) => error,
+        };
+        tracing::debug!(view = %self.shared.definition.name, %error, "micro-batch evaluation failed; evaluating record by record");
+        let mut batches = Vec::new();
+        for (record, value) in records.iter().zip(values) {
+            let one = std::slice::from_ref(record);
+            let source = self.evaluator.source_batch(self.normaliser.schema(), one).map_err(internal)?;
+            match self.evaluator.run(&sql, source).await {
+                Ok(batch) => batches.push(batch),
+                Err(error) => self.lock_status().dead_letters.record(record.partition, record.offset, format!("evaluation failed: {error}"), value),
+            }
+        }
+        match batches.first() {
+            Some(first) => concat_batches(&first.schema(), &batches).map_err(internal),
+            None => {
+                let empty = self.evaluator.source_batch(self.normaliser.schema(), &[]).map_err(internal)?;
+                self.evaluator.run(&sql, empty).await.map_err(internal)
+            }
+        }
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, ViewStatus> {
+        self.shared.lock_status()
+    }
+
+    fn record_error(&self, message: String) {
+        tracing::warn!(view = %self.shared.definition.name, "{message}");
+        self.lock_status().errors += 1;
+    }
+
+    /// Measures freshness of what `partition` acknowledged and the view has applied, and
+    /// publishes the partition's progress.
+    fn publish(&mut self, partition: &Partition) {
+        let index = partition.index;
+        let Some(&next) = self.offsets.get(&index) else { return };
+        let freshness = self.freshness.entry(index).or_insert_with(|| Freshness::starting_at(next));
+        let acks = partition.acks.between(freshness.measured_end(), next, 4096);
+        freshness.measure(&acks);
+        let freshness = freshness.clone();
+        let mut status = self.lock_status();
+        let entry = status.partitions.entry(index).or_default();
+        entry.next_offset = next;
+        entry.freshness = freshness;
+    }
+
+    /// State and offsets, written together (see `checkpoint.rs`), plus the Parquet snapshot.
+    pub async fn checkpoint(&mut self) -> Result<(), ViewError> {
+        let offsets: Vec<(i32, i64)> = self.offsets.iter().map(|(&partition, &offset)| (partition, offset)).collect();
+        let rows = {
+            let rows = self.maintainer.store.read();
+            let schema = rows.schema();
+            rows.batch_all(&(0..schema.fields().len()).collect::<Vec<_>>(), &schema).map_err(internal)?
+        };
+        let state = match self.shared.definition.kind {
+            ViewKind::Aggregate => aggregate_state(&self.maintainer)?,
+            _ => rows.clone(),
+        };
+        let (dead_letters, errors) = {
+            let status = self.lock_status();
+            (status.dead_letters.clone(), status.errors)
+        };
+        let saved = Checkpoint { sql: self.shared.definition.sql.clone(), offsets: offsets.clone(), inferred: self.normaliser.schema().clone(), dead_letters, errors, state };
+        let directory = self.directory.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            checkpoint::write(&directory, &saved)?;
+            checkpoint::write_snapshot(&directory, &rows)
+        })
+        .await
+        .map_err(internal)?;
+        written.map_err(|error| ViewError::Internal(format!("writing the checkpoint: {error}")))?;
+        self.dirty = false;
+        let mut status = self.lock_status();
+        for (partition, offset) in offsets {
+            status.partitions.entry(partition).or_default().checkpoint_offset = offset;
+        }
+        Ok(())
+    }
+}
+
+/// The output column names of an aggregate view, as DataFusion names the SELECT's items.
+/// Names do not depend on types, but planning does (sum of a Null column is refused): columns
+/// not seen yet are tried as Null, then as numbers, then as text.
+async fn aggregate_output_names(evaluator: &Evaluator, definition: &ViewDefinition, normaliser: &JsonNormaliser) -> Result<Vec<String>, ViewError> {
+    let mut first_error = None;
+    for unseen_type in [DataType::Null, DataType::Int64, DataType::Float64, DataType::Utf8] {
+        let source = evaluator.source_batch_with(normaliser.schema(), &[], &unseen_type).map_err(internal)?;
+        match evaluator.plan_schema(&definition.select_sql, source.schema()).await {
+            Ok(schema) => return Ok(schema.fields().iter().map(|field| field.name().clone()).collect()),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    Err(ViewError::Invalid(first_error.map(|error| error.to_string()).unwrap_or_default()))
+}
+
+const GROUP_PREFIX: &str = "__yotta_g";
+
+/// An aggregate view's groups as a checkpoint batch: the group values, then per aggregate its
+/// accumulator (count, integer sum, float sum, extreme).
+fn aggregate_state(maintainer: &Maintainer) -> Result<RecordBatch, ViewError> {
+    let groups = &maintainer.groups;
+    let mut fields = Vec::new();
+    for (group, data_type) in groups.group_types.iter().enumerate() {
+        fields.push(Field::new(format!("{GROUP_PREFIX}{group}"), data_type.clone(), true));
+    }
+    for (function, data_type) in groups.argument_types.iter().enumerate() {
+        fields.push(Field::new(format!("__yotta_a{function}_count"), DataType::Int64, false));
+        fields.push(Field::new(format!("__yotta_a{function}_isum"), DataType::Int64, true));
+        fields.push(Field::new(format!("__yotta_a{function}_fsum"), DataType::Float64, true));
+        fields.push(Field::new(format!("__yotta_a{function}_ext"), data_type.clone(), true));
+    }
+    let rows: Vec<Row> = groups
+        .by_key
+        .iter()
+        .map(|(key, (_, accumulators))| {
+            let mut row: Vec<ScalarValue> = key.clone();
+            for accumulator in accumulators {
+                row.push(ScalarValue::Int64(Some(accumulator.count)));
+                row.push(ScalarValue::Int64(accumulator.int_sum));
+                row.push(ScalarValue::Float64(accumulator.float_sum));
+                row.push(accumulator.extreme.clone().unwrap_or(ScalarValue::Null));
+            }
+            row.into()
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let references: Vec<&Row> = rows.iter().collect();
+    rows_to_batch(&references, &(0..schema.fields().len()).collect::<Vec<_>>(), &schema).map_err(internal)
+}
+
+/// Loads a checkpoint's state batch into a fresh maintainer.
+fn restore(maintainer: &mut Maintainer, state: &RecordBatch) -> Result<(), ViewError> {
+    let value = |column: usize, row: usize| ScalarValue::try_from_array(state.column(column), row).map_err(internal);
+    match maintainer.definition.kind {
+        ViewKind::Append | ViewKind::Upsert => {
+            let fields: Vec<Field> = state.schema().fields().iter().map(|field| field.as_ref().clone()).collect();
+            let mut rows = maintainer.store.write();
+            rows.widen(&fields);
+            for row in 0..state.num_rows() {
+                let values: Row = (0..state.num_columns()).map(|column| value(column, row)).collect::<Result<_, _>>()?;
+                rows.insert(values);
+            }
+            drop(rows);
+            maintainer.rebuild_keys();
+        }
+        ViewKind::Aggregate => {
+            let layout = maintainer.definition.aggregate.clone().expect("aggregate views have a layout");
+            if state.num_columns() != layout.groups + 4 * layout.functions.len() {
+                return Err(ViewError::Internal("the checkpoint does not match the view's aggregates".into()));
+            }
+            let schema = state.schema();
+            maintainer.groups.group_types = (0..layout.groups).map(|group| schema.field(group).data_type().clone()).collect();
+            maintainer.groups.argument_types = (0..layout.functions.len()).map(|function| schema.field(layout.groups + 4 * function + 3).data_type().clone()).collect();
+            let mut keys = Vec::with_capacity(state.num_rows());
+            for row in 0..state.num_rows() {
+                let key: Vec<ScalarValue> = (0..layout.groups).map(|column| value(column, row)).collect::<Result<_, _>>()?;
+                let mut accumulators = Vec::with_capacity(layout.functions.len());
+                for function in 0..layout.functions.len() {
+                    let base = layout.groups + 4 * function;
+                    let count = state.column(base).as_any().downcast_ref::<Int64Array>().ok_or_else(|| internal("bad count column"))?;
+                    let int_sum = state.column(base + 1).as_any().downcast_ref::<Int64Array>().ok_or_else(|| internal("bad sum column"))?;
+                    let float_sum = state.column(base + 2).as_any().downcast_ref::<Float64Array>().ok_or_else(|| internal("bad sum column"))?;
+                    let extreme = value(base + 3, row)?;
+                    accumulators.push(Accumulator {
+                        count: count.value(row),
+                        int_sum: int_sum.is_valid(row).then(|| int_sum.value(row)),
+                        float_sum: float_sum.is_valid(row).then(|| float_sum.value(row)),
+                        extreme: (!extreme.is_null()).then_some(extreme),
+                    });
+                }
+                maintainer.groups.by_key.insert(key.clone(), (u64::MAX, accumulators));
+                keys.push(key);
+            }
+            maintainer.write_groups(keys.iter())?;
+        }
+    }
+    Ok(())
+}
+
+/// The view's task: see the module documentation. Ends when `stop` turns true, after a last
+/// checkpoint.
+pub async fn run(mut runtime: ViewRuntime, cluster: Arc<Cluster>, checkpoint_interval: Duration, mut stop: watch::Receiver<bool>) {
+    let name = runtime.shared.definition.name.clone();
+    let mut last_checkpoint = Instant::now();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let failed = runtime.lock_status().failure.is_some();
+        let partitions = match cluster.topic(&runtime.shared.definition.topic) {
+            Some(topic) if !failed => topic.partitions(),
+            _ => Vec::new(),
+        };
+        // Registered before looking, so an append between the look and the wait still wakes us.
+        let mut waits: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = partitions.iter().map(|partition| Box::pin(partition.data_ready.notified())).collect();
+        for wait in &mut waits {
+            wait.as_mut().enable();
+        }
+        let mut progressed = false;
+        for partition in &partitions {
+            match runtime.step(partition).await {
+                Ok(applied) => progressed |= applied,
+                Err(error) => {
+                    tracing::error!(view = %name, %error, "the view stopped");
+                    let mut status = runtime.lock_status();
+                    status.errors += 1;
+                    status.failure = Some(error.to_string());
+                    break;
+                }
+            }
+            runtime.publish(partition);
+        }
+        if runtime.dirty && last_checkpoint.elapsed() >= checkpoint_interval {
+            if let Err(error) = runtime.checkpoint().await {
+                tracing::error!(view = %name, %error, "checkpoint failed");
+                runtime.lock_status().errors += 1;
+            }
+            last_checkpoint = Instant::now();
+        }
+        if !progressed {
+            let any_data = async {
+                if waits.is_empty() {
+                    std::future::pending::<()>().await
+                } else {
+                    futures::future::select_all(waits).await;
+                }
+            };
+            tokio::select! {
+                _ = any_data => {}
+                _ = tokio::time::sleep(IDLE_WAKE) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+    if runtime.dirty {
+        if let Err(error) = runtime.checkpoint().await {
+            tracing::error!(view = %name, %error, "the last checkpoint failed");
+        }
+    }
+}

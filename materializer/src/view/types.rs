@@ -1,0 +1,102 @@
+//! Output column types of views and the text of indexed values.
+//!
+//! A view's output types follow its source's inferred schema, which only widens: an output
+//! column takes the wider of what it was and what the latest micro-batch produced (along the
+//! JSON lattice where both are JSON types, numbers to Float64, anything else to Utf8). Stored
+//! values keep the type they were computed with and are cast when read.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+
+use crate::json::ColumnType;
+
+pub fn widen(a: &DataType, b: &DataType) -> DataType {
+    if a == b || *b == DataType::Null {
+        return a.clone();
+    }
+    if *a == DataType::Null {
+        return b.clone();
+    }
+    match (ColumnType::from_arrow(a), ColumnType::from_arrow(b)) {
+        (Some(x), Some(y)) => x.widen(y).arrow_type(),
+        _ if a.is_numeric() && b.is_numeric() => DataType::Float64,
+        _ => DataType::Utf8,
+    }
+}
+
+/// `value` as `data_type`; NULL if it cannot be cast (a value computed under a narrower type
+/// always casts to a wider one, so this only loses what was never representable).
+pub fn cast_value(value: &ScalarValue, data_type: &DataType) -> ScalarValue {
+    if value.data_type() == *data_type {
+        return value.clone();
+    }
+    value.cast_to(data_type).unwrap_or_else(|_| ScalarValue::try_from(data_type).unwrap_or(ScalarValue::Null))
+}
+
+/// Column types whose values compare equal exactly when their texts are equal, so an index
+/// keyed by text answers `=` and `IN` without missing a row. Floats are left out (0 = -0).
+pub fn indexable(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Timestamp(_, _)
+            | DataType::Date32
+    )
+}
+
+/// The index key of `value` in a column of `data_type`: its text once cast to the column's
+/// type (what `col = literal` compares in); `None` for NULL, which `=` never matches.
+pub fn index_key(value: &ScalarValue, data_type: &DataType) -> Option<String> {
+    let value = cast_value(value, data_type);
+    if value.is_null() {
+        return None;
+    }
+    Some(match value {
+        ScalarValue::Utf8(Some(text)) | ScalarValue::LargeUtf8(Some(text)) | ScalarValue::Utf8View(Some(text)) => text,
+        other => other.to_string(),
+    })
+}
+
+/// A value as key text (upsert keys): strings as they are, others as their SQL text.
+pub fn key_text(value: &ScalarValue) -> Option<String> {
+    if value.is_null() {
+        return None;
+    }
+    Some(match value {
+        ScalarValue::Utf8(Some(text)) | ScalarValue::LargeUtf8(Some(text)) | ScalarValue::Utf8View(Some(text)) => text.clone(),
+        other => other.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening() {
+        assert_eq!(widen(&DataType::Null, &DataType::Int64), DataType::Int64);
+        assert_eq!(widen(&DataType::Int64, &DataType::Float64), DataType::Float64);
+        assert_eq!(widen(&DataType::Int32, &DataType::Float64), DataType::Float64);
+        assert_eq!(widen(&DataType::Boolean, &DataType::Int64), DataType::Utf8);
+        assert_eq!(widen(&DataType::Utf8, &DataType::Utf8), DataType::Utf8);
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(index_key(&ScalarValue::Int64(Some(5)), &DataType::Utf8).as_deref(), Some("5"));
+        assert_eq!(index_key(&ScalarValue::Utf8(Some("north".into())), &DataType::Utf8).as_deref(), Some("north"));
+        assert_eq!(index_key(&ScalarValue::Int64(None), &DataType::Int64), None);
+        assert_eq!(key_text(&ScalarValue::Int64(Some(-3))).as_deref(), Some("-3"));
+    }
+}
