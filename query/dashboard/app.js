@@ -505,8 +505,7 @@
     // totals, repeated on each of its partition rows, so they are taken once (max), not summed.
     const views = new Map();
     for (const r of rows) {
-      const v = views.get(r.name) || { name: r.name, kind: r.kind, topic: r.topic, definition: r.definition, partitions: 0, lag: 0, rows: 0, fresh_p99: null, dead_letters: 0, errors: 0 };
-      v.partitions += 1;
+      const v = views.get(r.name) || { name: r.name, kind: r.kind, topic: r.topic, definition: r.definition, lag: 0, rows: 0, fresh_p99: null, dead_letters: 0, errors: 0 };
       v.lag += r.lag || 0;
       v.rows = Math.max(v.rows, r.rows || 0);
       v.dead_letters = Math.max(v.dead_letters, r.dead_letters || 0);
@@ -522,7 +521,6 @@
       { label: "View", value: (v) => [h("div", { class: "mono" }, v.name), v.definition ? h("div", { class: "definition", title: v.definition }, v.definition) : null] },
       { label: "Kind", value: (v) => v.kind },
       { label: "Topic", value: (v) => h("span", { class: "mono" }, v.topic) },
-      { label: "Partitions", value: (v) => fmtInt(v.partitions), num: true },
       { label: "Rows", value: (v) => fmtInt(v.rows), num: true },
       { label: "Lag", value: (v) => fmtInt(v.lag), num: true },
       { label: "Freshness p99", value: (v) => fmtMs(v.fresh_p99), num: true },
