@@ -99,6 +99,14 @@ async function main() {
     await page.waitForSelector(`#page-${name}[data-loaded="true"]:not([hidden])`);
     seen.pages[name] = Object.assign(seen.pages[name] || {}, { title: await page.textContent("#page-title") });
   }
+  // Picks `value` in a page's filter and waits until the table shows only its rows.
+  async function filterTo(select, tableSelector, value) {
+    await page.selectOption(select, value);
+    await page.waitForFunction(([selector, wanted]) => {
+      const rows = [...document.querySelectorAll(`${selector} tbody tr`)];
+      return rows.length > 0 && rows.every((row) => row.cells[0].textContent.trim() === wanted);
+    }, [tableSelector, value]);
+  }
   const tableRows = (selector) => page.$$eval(`${selector} table tbody tr`, (rows) =>
     rows.map((row) => [...row.querySelectorAll("td")].map((td) => td.textContent.trim())));
 
@@ -125,11 +133,7 @@ async function main() {
 
   await step("topics", async () => {
     await open("topics");
-    await page.selectOption("#partitions-filter", args.topic);
-    await page.waitForFunction((topic) => {
-      const rows = [...document.querySelectorAll("#partitions-table tbody tr")];
-      return rows.length > 0 && rows.every((row) => row.cells[0].textContent.trim() === topic);
-    }, args.topic);
+    await filterTo("#partitions-filter", "#partitions-table", args.topic);
     Object.assign(seen.pages.topics, { topics: await tableRows("#topics-table"), partitions: await tableRows("#partitions-table") });
     await shot("topics");
   });
@@ -150,13 +154,7 @@ async function main() {
 
   await step("groups", async () => {
     await open("groups");
-    if (args.group) {
-      await page.selectOption("#groups-filter", args.group);
-      await page.waitForFunction((group) => {
-        const rows = [...document.querySelectorAll("#group-offsets-table tbody tr")];
-        return rows.length > 0 && rows.every((row) => row.cells[0].textContent.trim() === group);
-      }, args.group);
-    }
+    if (args.group) await filterTo("#groups-filter", "#group-offsets-table", args.group);
     Object.assign(seen.pages.groups, { groups: await tableRows("#groups-table"), offsets: await tableRows("#group-offsets-table") });
     await shot("groups");
   });
