@@ -7,7 +7,8 @@
 #                        (confluent-kafka, kafka-python and its codec packages)
 #   tests/kafka/node_modules
 #                        kafkajs and its codec plugins, from tests/kafka/package-lock.json (npm ci)
-#   chromium             Debian package `chromium`, driven headless by the dashboard's browser test
+#   chromium             Debian packages `chromium` and `fonts-dejavu-core`, driven headless by the
+#                        dashboard's browser test
 #   tests/browser/node_modules
 #                        playwright-core (drives /usr/bin/chromium; downloads no browser of its own),
 #                        from tests/browser/package-lock.json (npm ci)
@@ -124,7 +125,8 @@ if [ -x /usr/bin/chromium ]; then
   step "chromium: present ($(/usr/bin/chromium --version 2>/dev/null | head -n 1))"
 else
   step "chromium: installing the Debian package"
-  if apt_install chromium && [ -x /usr/bin/chromium ]; then
+  # The font named explicitly: the screenshots must show text whatever else the machine has.
+  if apt_install chromium fonts-dejavu-core && [ -x /usr/bin/chromium ]; then
     step "chromium: installed in $(elapsed "$t")"
   else
     failed+=(chromium)
