@@ -185,7 +185,10 @@ def test_browser(rk, broker):
     rk.check(want and marked == want, f"zone map marks {marked} for {topic}, system.zones says {want}")
     for cell in cells:
         if cell["match"]:
-            rk.check(cell["topic"] == topic and topic in cell["title"] and cell["state"] != "empty", f"zone cell {cell}")
+            # The hover title names the zone, its owner, its write pointer and its capacity.
+            rk.check(cell["topic"] == topic and cell["state"] != "empty" and cell["title"].startswith(f"Zone {cell['zone']} ")
+                     and f"{topic} / partition {cell['partition']}" in cell["title"]
+                     and "write pointer" in cell["title"] and "of 16 MiB" in cell["title"], f"zone cell {cell}")
         elif cell["state"] == "empty":
             rk.check(cell["topic"] == "" and cell["partition"] == "" and "free" in cell["title"], f"empty zone cell {cell}")
     rk.check(f"Zone " in pages["zones"]["detail"] and topic in pages["zones"]["detail"],
