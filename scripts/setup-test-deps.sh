@@ -7,6 +7,11 @@
 #                        (confluent-kafka, kafka-python and its codec packages)
 #   tests/kafka/node_modules
 #                        kafkajs and its codec plugins, from tests/kafka/package-lock.json (npm ci)
+#   chromium             Debian packages `chromium` and `fonts-dejavu-core`, driven headless by the
+#                        dashboard's browser test
+#   tests/browser/node_modules
+#                        playwright-core (drives /usr/bin/chromium; downloads no browser of its own),
+#                        from tests/browser/package-lock.json (npm ci)
 #
 # Exits non-zero if any step failed (after trying every step), naming what is missing.
 set -uo pipefail
@@ -26,10 +31,11 @@ as_root() {
 apt_updated=0
 apt_install() {
   if [ "$apt_updated" -eq 0 ]; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq || return 1
     apt_updated=1
   fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  # The lock timeout: another apt run on the machine waits its turn instead of failing this one.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 hash_of() { sha256sum "$@" | sha256sum | cut -c1-64; }
@@ -79,7 +85,6 @@ fi
 # --- Node: kafkajs and codec plugins ----------------------------------------------------------
 t=$SECONDS
 nodedir="$root/tests/kafka"
-nstamp="$nodedir/node_modules/.yottastore-kafka-tests.sha256"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   step "node: not found, installing Debian's nodejs and npm"
   apt_install nodejs npm || true
@@ -87,24 +92,49 @@ fi
 node_ok() {
   (cd "$nodedir" && node -e "require('kafkajs'); require('kafkajs-snappy'); require('kafkajs-lz4'); require('lz4'); require('zstd-codec')") >/dev/null 2>&1
 }
-if command -v npm >/dev/null; then
-  nwant=$(hash_of "$nodedir/package.json" "$nodedir/package-lock.json")
-  if [ "$(cat "$nstamp" 2>/dev/null)" = "$nwant" ] && node_ok; then
-    step "node: tests/kafka/node_modules up to date"
-  else
-    step "node: npm ci in tests/kafka"
-    # lz4 (under kafkajs-lz4) is a native module built by node-gyp against the local node headers.
-    (cd "$nodedir" && npm ci --no-audit --no-fund --loglevel=error 2>&1) | grep -v 'Unknown user config "nodedir"'
-    if node_ok; then
-      echo "$nwant" >"$nstamp"
-      step "node: installed in $(elapsed "$t")"
-    else
-      failed+=(node-modules)
-    fi
+# npm_ci NAME DIR CHECK: `npm ci` in DIR unless its stamp (a hash of package.json and the
+# lockfile) is current and CHECK (a function) passes; NAME is what a failure is called.
+npm_ci() {
+  local name=$1 dir=$2 check=$3 t=$SECONDS
+  local stamp="$dir/node_modules/.yottastore-tests.sha256" rel=${2#"$root"/}
+  if ! command -v npm >/dev/null; then
+    failed+=(node)
+    return
   fi
+  local want
+  want=$(hash_of "$dir/package.json" "$dir/package-lock.json")
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && "$check"; then
+    step "$name: $rel/node_modules up to date"
+    return
+  fi
+  step "$name: npm ci in $rel"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error 2>&1) | grep -v 'Unknown user config "nodedir"'
+  if "$check"; then
+    echo "$want" >"$stamp"
+    step "$name: installed in $(elapsed "$t")"
+  else
+    failed+=("$name-modules")
+  fi
+}
+# lz4 (under kafkajs-lz4) is a native module built by node-gyp against the local node headers.
+npm_ci node "$nodedir" node_ok
+
+# --- Chromium and playwright-core (the dashboard's browser test) ------------------------------
+t=$SECONDS
+if [ -x /usr/bin/chromium ]; then
+  step "chromium: present ($(/usr/bin/chromium --version 2>/dev/null | head -n 1))"
 else
-  failed+=(node)
+  step "chromium: installing the Debian package"
+  # The font named explicitly: the screenshots must show text whatever else the machine has.
+  if apt_install chromium fonts-dejavu-core && [ -x /usr/bin/chromium ]; then
+    step "chromium: installed in $(elapsed "$t")"
+  else
+    failed+=(chromium)
+  fi
 fi
+browserdir="$root/tests/browser"
+browser_ok() { (cd "$browserdir" && node -e "require('playwright-core')") >/dev/null 2>&1; }
+npm_ci browser "$browserdir" browser_ok
 
 if [ "${#failed[@]}" -gt 0 ]; then
   step "FAILED to install: ${failed[*]} (took $(elapsed "$t_all"))"

@@ -44,8 +44,8 @@ pub struct ServeArgs {
     /// next batch is then accepted at any sequence). Kafka's default: 1 day.
     #[arg(long, default_value_t = broker::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT)]
     pub producer_id_expiration_ms: i64,
-    /// Address of the SQL endpoint (`POST /sql`, what `yottastore sql` talks to); `none` turns
-    /// it off.
+    /// Address of the HTTP endpoints: SQL (`POST /sql`, what `yottastore sql` talks to), the web
+    /// dashboard (`GET /`) and metrics (`GET /metrics`); `none` turns them off.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http_addr: OptionalAddr,
     /// A query's planning and execution together may take this long.
@@ -151,6 +151,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
                 serving.push(("SQL", format!("http://{http_addr}/sql (yottastore sql --http-addr {http_addr})")));
+                serving.push(("dashboard", format!("http://{http_addr}/")));
                 serving.push(("metrics", format!("http://{http_addr}/metrics")));
                 serving.push(("health", format!("http://{http_addr}/health")));
                 let metrics = std::sync::Arc::new(broker::metrics::MetricsRegistry::new(cluster.clone()));

@@ -32,6 +32,7 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
     Router::new()
         .route("/sql", post(sql))
         .route("/health", get(|| async { "ok" }))
+        .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(body_bytes_max))
         .with_state(engine)
 }

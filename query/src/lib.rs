@@ -3,12 +3,14 @@
 //! - `engine` — `QueryEngine`: the session template, catalogs and per-query limits.
 //! - `topic_table` — every topic as a table, scans bounded by partition, offset and time.
 //! - `bounds` — what a scan may skip, from the pushed-down filters.
+//! - `dashboard` — the web dashboard, `GET /`, embedded in the binary.
 //! - `system_tables` — `system.topics`, `topic_configs`, `partitions`, `zones`.
 //! - `http` — `POST /sql` (JSON or Arrow IPC answers).
 //! - `view_table` — materialized views as tables, with index pushdown.
 //! - `view_system_tables` — `system.views` and `system.dead_letters`.
 
 pub mod bounds;
+pub mod dashboard;
 pub mod engine;
 pub mod http;
 pub mod system_tables;

@@ -29,6 +29,8 @@ Modules and tests:
   restart              produce, SIGTERM, restart on the same directory: data and configs survive.
   idempotence          idempotent producers through a connection-cutting proxy, and resends
                        after a restart (tests/kafka/idempotence_tests.py).
+  dashboard            the web dashboard in headless Chromium (issue 7): see
+                       tests/kafka/dashboard_tests.py.
   group-*              consumer groups (issue 4): see tests/kafka/group_tests.py.
   sql                  SQL over HTTP and `yottastore sql` (issue 6): see tests/kafka/sql_tests.py.
   views                materialized views of vehicle records against a Python reference, across
@@ -1045,6 +1047,8 @@ def build_modules():
     import group_tests  # consumer groups (issue 4); it uses this module's helpers
     group_tests.R = sys.modules[__name__]
     mods.extend(group_tests.modules())
+    import dashboard_tests  # the web dashboard in a browser (issue 7)
+    mods.append(("dashboard", dashboard_tests.tests(sys.modules[__name__])))
     return mods
 
 
