@@ -154,7 +154,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 serving.push(("dashboard", format!("http://{http_addr}/")));
                 serving.push(("metrics", format!("http://{http_addr}/metrics")));
                 serving.push(("health", format!("http://{http_addr}/health")));
-                let metrics = std::sync::Arc::new(broker::metrics::MetricsRegistry::new(cluster.clone()));
+                let mut metrics = broker::metrics::MetricsRegistry::new(cluster.clone());
+                metrics.register_collector(Box::new(query::materializer::view::metrics::ViewMetrics::new(materializer.clone())));
+                let metrics = std::sync::Arc::new(metrics);
                 let mut http_stopped = stopped.clone();
                 let shutdown = async move {
                     let _ = http_stopped.wait_for(|stopped| *stopped).await;

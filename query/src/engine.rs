@@ -118,7 +118,7 @@ impl QueryEngine {
             None => catalog.register_schema("system", Arc::new(SystemSchema::new(cluster.clone())))?,
             Some(materializer) => catalog.register_schema(
                 "system",
-                Arc::new(ViewSystemSchema { inner: SystemSchema::new(cluster.clone()), cluster: cluster.clone(), materializer: materializer.clone() }),
+                Arc::new(ViewSystemSchema { inner: SystemSchema::new(cluster.clone()), materializer: materializer.clone() }),
             )?,
         };
         context.register_catalog(CATALOG, Arc::new(catalog));

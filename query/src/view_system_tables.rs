@@ -6,7 +6,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use broker::cluster::Cluster;
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -65,7 +64,6 @@ impl ViewTableKind {
 
 struct ViewSystemTable {
     kind: ViewTableKind,
-    cluster: Arc<Cluster>,
     materializer: Arc<Materializer>,
     schema: SchemaRef,
 }
@@ -101,32 +99,23 @@ impl ViewSystemTable {
         let mut errors = Vec::new();
         let mut checkpoint = Vec::new();
         let mut definition = Vec::new();
-        for view in self.materializer.views() {
-            let row_count = view.store.read().len() as i64;
-            // The topic's partitions now; a partition the view has not reached yet shows
-            // nothing applied.
-            let marks: Vec<(i32, i64)> = match self.cluster.topic(&view.definition.topic) {
-                Some(topic) => topic.partitions().iter().filter_map(|p| p.with_log(|log| (p.index, log.high_watermark())).ok()).collect(),
-                None => Vec::new(),
-            };
-            let status = view.lock_status();
-            for (index, mark) in marks {
-                let progress = status.partitions.get(&index);
-                let next = progress.map_or(0, |progress| progress.next_offset);
+        for progress in self.materializer.progress() {
+            let view = &progress.view;
+            for p in &progress.partitions {
                 name.push(view.definition.name.clone());
                 kind.push(view.definition.kind.as_str());
                 topic.push(view.definition.topic.clone());
-                partition.push(index);
-                last_applied.push(next - 1);
-                high_watermark.push(mark);
-                lag.push((mark - next).max(0));
-                rows.push(row_count);
-                last_ms.push(progress.and_then(|progress| progress.freshness.last_ms()));
-                p50_ms.push(progress.and_then(|progress| progress.freshness.quantile_ms(0.5)));
-                p99_ms.push(progress.and_then(|progress| progress.freshness.quantile_ms(0.99)));
-                dead_letters.push(status.dead_letters.total as i64);
-                errors.push(status.errors as i64);
-                checkpoint.push(progress.map_or(-1, |progress| progress.checkpoint_offset - 1).max(-1));
+                partition.push(p.partition);
+                last_applied.push(p.last_applied_offset);
+                high_watermark.push(p.high_watermark);
+                lag.push(p.lag);
+                rows.push(progress.rows as i64);
+                last_ms.push(p.freshness_ms_last);
+                p50_ms.push(p.freshness_ms_p50);
+                p99_ms.push(p.freshness_ms_p99);
+                dead_letters.push(progress.dead_letters as i64);
+                errors.push(progress.errors as i64);
+                checkpoint.push(p.checkpoint_offset);
                 definition.push(view.definition.sql.clone());
             }
         }
@@ -190,7 +179,6 @@ impl TableProvider for ViewSystemTable {
 /// Schema `system` with the view tables added to the broker's.
 pub struct ViewSystemSchema {
     pub inner: SystemSchema,
-    pub cluster: Arc<Cluster>,
     pub materializer: Arc<Materializer>,
 }
 
@@ -210,7 +198,7 @@ impl SchemaProvider for ViewSystemSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         if let Some(kind) = ViewTableKind::ALL.into_iter().find(|kind| kind.name() == name) {
-            let table = ViewSystemTable { kind, cluster: self.cluster.clone(), materializer: self.materializer.clone(), schema: kind.schema() };
+            let table = ViewSystemTable { kind, materializer: self.materializer.clone(), schema: kind.schema() };
             return Ok(Some(Arc::new(table)));
         }
         self.inner.table(name).await

@@ -291,6 +291,24 @@ def wait_caught_up(rk, broker, counts, timeout=VIEW_CATCH_UP_TIMEOUT_S):
     raise rk.TestFailure(f"views did not catch up with end offsets {counts} in {timeout} s: {last}")
 
 
+def check_view_metrics(rk, broker, dead):
+    """/metrics shows the same progress as system.views: no lag, the dead letters counted."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{broker.http_addr}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("yotta_view_"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    for view in (LATEST_VIEW, COUNTS_VIEW, MAINTENANCE_VIEW):
+        name = f'yotta_view_dead_letters_total{{view="{view}"}}'
+        rk.check(samples.get(name) == dead, f"/metrics {name} = {samples.get(name)}, expected {dead}")
+        for p in range(PARTITIONS):
+            name = f'yotta_view_lag_records{{view="{view}",partition="{p}"}}'
+            rk.check(samples.get(name) == 0, f"/metrics {name} = {samples.get(name)}, expected 0")
+
+
 def check_views(rk, broker, topic, phase):
     records, counts = consume_all(rk, broker, topic)
     wait_caught_up(rk, broker, counts)
@@ -306,6 +324,7 @@ def check_views(rk, broker, topic, phase):
     # dropped silently, and survive restarts like the rest of the view's state.
     for row in q("SELECT name, max(dead_letters) AS dead FROM system.views GROUP BY name"):
         rk.check(row["dead"] == dead, f"{phase}: view {row['name']} counts {row['dead']} dead letters, the topic has {dead}")
+    check_view_metrics(rk, broker, dead)
     reasons = q("SELECT view, count(*) AS n FROM system.dead_letters GROUP BY view")
     rk.check(reasons and all(r["n"] >= 1 for r in reasons), f"{phase}: system.dead_letters {reasons}")
     # Index pushdown: answers equal the reference, and EXPLAIN shows the index walked.

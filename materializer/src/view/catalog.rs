@@ -162,6 +162,11 @@ impl Materializer {
         self.published.read().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
     }
 
+    /// Every view's progress against its topic's high watermarks (`system.views`, `/metrics`).
+    pub fn progress(&self) -> Vec<super::progress::ViewProgress> {
+        self.views().iter().map(|view| super::progress::view_progress(&self.cluster, view)).collect()
+    }
+
     pub fn view_names(&self) -> Vec<String> {
         self.published.read().unwrap_or_else(|poisoned| poisoned.into_inner()).keys().cloned().collect()
     }

@@ -12,6 +12,8 @@
 //! - `checkpoint` — state and offsets in one atomic file; the Parquet snapshot.
 //! - `freshness` — ack-to-visible times; `letters` — dead letters as shown to queries.
 //! - `catalog` — `Materializer`: the views, their durable definitions, DDL.
+//! - `progress` — a view's progress per partition (what `system.views` shows); `metrics` — the
+//!   same as Prometheus metrics, computed at scrape time.
 
 mod aggregate;
 pub mod catalog;
@@ -21,6 +23,8 @@ mod eval;
 pub mod freshness;
 pub mod letters;
 mod maintain;
+pub mod metrics;
+pub mod progress;
 mod runner;
 pub mod statement;
 pub mod store;
