@@ -47,6 +47,8 @@ pub struct ViewRuntime {
     freshness: HashMap<i32, Freshness>,
     /// Applied since the last checkpoint.
     dirty: bool,
+    /// The checkpoint being written, and the offsets it covers.
+    writing: Option<(tokio::task::JoinHandle<std::io::Result<()>>, Vec<(i32, i64)>)>,
 }
 
 fn internal(error: impl std::fmt::Display) -> ViewError {
@@ -99,7 +101,7 @@ impl ViewRuntime {
             maintainer.ensure_global_group()?;
         }
         let shared = Arc::new(ViewShared { definition, store, status: std::sync::Mutex::new(status) });
-        Ok(ViewRuntime { shared, directory, maintainer, normaliser, evaluator, offsets, freshness: HashMap::new(), dirty: false })
+        Ok(ViewRuntime { shared, directory, maintainer, normaliser, evaluator, offsets, freshness: HashMap::new(), dirty: false, writing: None })
     }
 
     /// Reads and applies what `partition` has beyond the view's offset, one micro-batch at
@@ -230,8 +232,11 @@ impl ViewRuntime {
         entry.freshness = freshness;
     }
 
-    /// State and offsets, written together (see `checkpoint.rs`), plus the Parquet snapshot.
-    pub async fn checkpoint(&mut self) -> Result<(), ViewError> {
+    /// Starts writing a checkpoint: state and offsets captured together now (under the rows'
+    /// read lock, a copy), written to disk by a blocking task while the view keeps applying.
+    /// One write at a time: `finish_checkpoint` collects it.
+    fn start_checkpoint(&mut self) -> Result<(), ViewError> {
+        debug_assert!(self.writing.is_none());
         let offsets: Vec<(i32, i64)> = self.offsets.iter().map(|(&partition, &offset)| (partition, offset)).collect();
         let rows = {
             let rows = self.maintainer.store.read();
@@ -248,17 +253,37 @@ impl ViewRuntime {
         };
         let saved = Checkpoint { sql: self.shared.definition.sql.clone(), offsets: offsets.clone(), inferred: self.normaliser.schema().clone(), dead_letters, errors, state };
         let directory = self.directory.clone();
-        let written = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             checkpoint::write(&directory, &saved)?;
             checkpoint::write_snapshot(&directory, &rows)
-        })
-        .await
-        .map_err(internal)?;
-        written.map_err(|error| ViewError::Internal(format!("writing the checkpoint: {error}")))?;
+        });
+        self.writing = Some((task, offsets));
         self.dirty = false;
+        Ok(())
+    }
+
+    /// Waits for the checkpoint being written, if any, and publishes the offsets it covers.
+    async fn finish_checkpoint(&mut self) -> Result<(), ViewError> {
+        let Some((task, offsets)) = self.writing.take() else { return Ok(()) };
+        let written = task.await.map_err(internal)?;
+        if let Err(error) = written {
+            // The state it held is still in memory: the next checkpoint writes it again.
+            self.dirty = true;
+            return Err(ViewError::Internal(format!("writing the checkpoint: {error}")));
+        }
         let mut status = self.lock_status();
         for (partition, offset) in offsets {
             status.partitions.entry(partition).or_default().checkpoint_offset = offset;
+        }
+        Ok(())
+    }
+
+    /// A checkpoint of everything applied so far, written before returning (shutdown).
+    pub async fn checkpoint(&mut self) -> Result<(), ViewError> {
+        self.finish_checkpoint().await?;
+        if self.dirty {
+            self.start_checkpoint()?;
+            self.finish_checkpoint().await?;
         }
         Ok(())
     }
@@ -398,8 +423,14 @@ pub async fn run(mut runtime: ViewRuntime, cluster: Arc<Cluster>, checkpoint_int
             }
             runtime.publish(partition);
         }
-        if runtime.dirty && last_checkpoint.elapsed() >= checkpoint_interval {
-            if let Err(error) = runtime.checkpoint().await {
+        if runtime.writing.as_ref().is_some_and(|(task, _)| task.is_finished()) {
+            if let Err(error) = runtime.finish_checkpoint().await {
+                tracing::error!(view = %name, %error, "checkpoint failed");
+                runtime.lock_status().errors += 1;
+            }
+        }
+        if runtime.dirty && runtime.writing.is_none() && last_checkpoint.elapsed() >= checkpoint_interval {
+            if let Err(error) = runtime.start_checkpoint() {
                 tracing::error!(view = %name, %error, "checkpoint failed");
                 runtime.lock_status().errors += 1;
             }
@@ -420,7 +451,7 @@ pub async fn run(mut runtime: ViewRuntime, cluster: Arc<Cluster>, checkpoint_int
             }
         }
     }
-    if runtime.dirty {
+    {
         if let Err(error) = runtime.checkpoint().await {
             tracing::error!(view = %name, %error, "the last checkpoint failed");
         }
