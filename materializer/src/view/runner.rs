@@ -15,7 +15,7 @@ use broker::log::records::{self, DECOMPRESSED_BYTES_MAX};
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use tokio::sync::watch;
 
@@ -238,23 +238,29 @@ impl ViewRuntime {
     fn start_checkpoint(&mut self) -> Result<(), ViewError> {
         debug_assert!(self.writing.is_none());
         let offsets: Vec<(i32, i64)> = self.offsets.iter().map(|(&partition, &offset)| (partition, offset)).collect();
-        let rows = {
+        // Only a copy of the rows is taken here, on the view's task (the writer must not change
+        // them before the copy matches the offsets); the Arrow conversion and the writes run on
+        // the blocking task.
+        let (schema, rows): (SchemaRef, Vec<Row>) = {
             let rows = self.maintainer.store.read();
-            let schema = rows.schema();
-            rows.batch_all(&(0..schema.fields().len()).collect::<Vec<_>>(), &schema).map_err(internal)?
+            (rows.schema(), rows.iter().map(|(_, row)| row.clone()).collect())
         };
-        let state = match self.shared.definition.kind {
-            ViewKind::Aggregate => aggregate_state(&self.maintainer)?,
-            _ => rows.clone(),
+        let aggregate = match self.shared.definition.kind {
+            ViewKind::Aggregate => Some(aggregate_state(&self.maintainer)?),
+            _ => None,
         };
         let (dead_letters, errors) = {
             let status = self.lock_status();
             (status.dead_letters.clone(), status.errors)
         };
-        let saved = Checkpoint { sql: self.shared.definition.sql.clone(), offsets: offsets.clone(), inferred: self.normaliser.schema().clone(), dead_letters, errors, state };
+        let (sql, inferred) = (self.shared.definition.sql.clone(), self.normaliser.schema().clone());
         let directory = self.directory.clone();
+        let covered = offsets.clone();
         let task = tokio::task::spawn_blocking(move || {
-            checkpoint::write(&directory, &saved)?;
+            let references: Vec<&Row> = rows.iter().collect();
+            let rows = rows_to_batch(&references, &(0..schema.fields().len()).collect::<Vec<_>>(), &schema).map_err(std::io::Error::other)?;
+            let state = aggregate.unwrap_or_else(|| rows.clone());
+            checkpoint::write(&directory, &Checkpoint { sql, offsets: covered, inferred, dead_letters, errors, state })?;
             checkpoint::write_snapshot(&directory, &rows)
         });
         self.writing = Some((task, offsets));
