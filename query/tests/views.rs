@@ -234,6 +234,9 @@ async fn a_crash_between_checkpoints_resumes_and_equals_from_scratch() {
     produce(&cluster, 1200..1500).await;
 
     let (materializer, engine) = open(&cluster, directory.path(), 100).await;
+    // Resumed from the checkpoint, not from the start of the log.
+    let resumed = rows(&engine, "SELECT count(*) FROM system.views WHERE checkpoint_offset >= 0").await;
+    assert_eq!(resumed, ["6"], "every view and partition resumes from a checkpoint");
     wait_caught_up(&materializer).await;
     assert_views_equal_from_scratch(&materializer, &engine, "_scratch").await;
     let explain = rows(&engine, "EXPLAIN SELECT * FROM latest WHERE region = 'north'").await.join("\n");
