@@ -226,7 +226,12 @@ async fn a_crash_between_checkpoints_resumes_and_equals_from_scratch() {
     sql(&engine, "CREATE INDEX latest_region ON latest (region)").await;
     produce(&cluster, 0..800).await;
     wait_caught_up(&materializer).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // a checkpoint covers this
+    // Wait until a checkpoint covers this.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows(&engine, "SELECT count(*) FROM system.views WHERE checkpoint_offset < last_applied_offset").await != ["0"] {
+        assert!(Instant::now() < deadline, "no checkpoint covered what was applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     produce(&cluster, 800..1200).await;
     wait_caught_up(&materializer).await;
     // Applied but (likely) not checkpointed: lost by the crash, re-applied after it.

@@ -35,6 +35,8 @@ const READ_BYTES: usize = 1 << 20;
 const MICRO_BATCH_RECORDS: usize = 8192;
 /// A caught-up view also wakes this often (new partitions, a topic created after the view).
 const IDLE_WAKE: Duration = Duration::from_millis(500);
+/// How often an idle view looks whether its checkpoint write has finished.
+const WRITING_POLL: Duration = Duration::from_millis(10);
 
 pub struct ViewRuntime {
     pub shared: Arc<ViewShared>,
@@ -450,9 +452,18 @@ pub async fn run(mut runtime: ViewRuntime, cluster: Arc<Cluster>, checkpoint_int
                     futures::future::select_all(waits).await;
                 }
             };
+            // A caught-up view still owes its checkpoint when due, and collects one being
+            // written soon after it completes.
+            let wake = if runtime.writing.is_some() {
+                WRITING_POLL
+            } else if runtime.dirty {
+                checkpoint_interval.saturating_sub(last_checkpoint.elapsed()).clamp(Duration::from_millis(1), IDLE_WAKE)
+            } else {
+                IDLE_WAKE
+            };
             tokio::select! {
                 _ = any_data => {}
-                _ = tokio::time::sleep(IDLE_WAKE) => {}
+                _ = tokio::time::sleep(wake) => {}
                 _ = stop.changed() => {}
             }
         }
