@@ -2,6 +2,7 @@
 
 pub mod index;
 pub mod json;
+pub mod plan;
 pub mod view;
 
 pub use view::{Materializer, MaterializerConfig};

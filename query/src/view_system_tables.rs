@@ -1,6 +1,13 @@
 //! `system.views` (one row per view and partition of its topic: progress, lag, freshness,
 //! errors) and `system.dead_letters` (the records views could not decode or evaluate). Served
 //! beside the broker's system tables (`system_tables`), as snapshots per scan.
+//!
+//! In `system.views`: `last_applied_offset` is the last offset the view has applied (-1 if
+//! none), `lag` the records between it and the high watermark, `checkpoint_offset` the last
+//! offset the newest checkpoint covers (-1 if none: a restart would re-apply everything after
+//! it), `rows` the whole view's, `dead_letters` and `errors` the view's totals (repeated on each
+//! of its partitions), freshness in milliseconds from a produce's acknowledgement to the view
+//! having applied it (NULL until measured on that partition).
 
 use std::fmt;
 use std::sync::Arc;

@@ -33,6 +33,14 @@ async fn open(cluster: &Arc<Cluster>, directory: &std::path::Path, checkpoint_in
     (materializer, engine)
 }
 
+/// A cluster with topic `vehicles`, a scratch data directory, views over both.
+async fn setup(checkpoint_interval_ms: u64) -> (Arc<Cluster>, tempfile::TempDir, Arc<Materializer>, QueryEngine) {
+    let cluster = cluster().await;
+    let directory = tempfile::tempdir().unwrap();
+    let (materializer, engine) = open(&cluster, directory.path(), checkpoint_interval_ms).await;
+    (cluster, directory, materializer, engine)
+}
+
 /// The vehicle stream: Kafka key = vehicle id; regions and statuses change over time; some
 /// values are not JSON, some are tombstones.
 fn vehicle_record(i: usize) -> SimpleRecord {
@@ -149,9 +157,7 @@ async fn assert_views_equal_from_scratch(materializer: &Materializer, engine: &Q
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_are_maintained_incrementally_and_equal_from_scratch() {
-    let cluster = cluster().await;
-    let directory = tempfile::tempdir().unwrap();
-    let (materializer, engine) = open(&cluster, directory.path(), 50).await;
+    let (cluster, directory, materializer, engine) = setup(50).await;
     produce(&cluster, 0..300).await;
     for (name, _) in DEFINITIONS {
         let answer = rows(&engine, &create_statement(name, "")).await;
@@ -213,16 +219,19 @@ async fn views_are_maintained_incrementally_and_equal_from_scratch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_checkpoints_resumes_and_equals_from_scratch() {
-    let cluster = cluster().await;
-    let directory = tempfile::tempdir().unwrap();
-    let (materializer, engine) = open(&cluster, directory.path(), 100).await;
+    let (cluster, directory, materializer, engine) = setup(100).await;
     for (name, _) in DEFINITIONS {
         sql(&engine, &create_statement(name, "")).await;
     }
     sql(&engine, "CREATE INDEX latest_region ON latest (region)").await;
     produce(&cluster, 0..800).await;
     wait_caught_up(&materializer).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // a checkpoint covers this
+    // Wait until a checkpoint covers this.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows(&engine, "SELECT count(*) FROM system.views WHERE checkpoint_offset < last_applied_offset").await != ["0"] {
+        assert!(Instant::now() < deadline, "no checkpoint covered what was applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     produce(&cluster, 800..1200).await;
     wait_caught_up(&materializer).await;
     // Applied but (likely) not checkpointed: lost by the crash, re-applied after it.
@@ -230,6 +239,9 @@ async fn a_crash_between_checkpoints_resumes_and_equals_from_scratch() {
     produce(&cluster, 1200..1500).await;
 
     let (materializer, engine) = open(&cluster, directory.path(), 100).await;
+    // Resumed from the checkpoint, not from the start of the log.
+    let resumed = rows(&engine, "SELECT count(*) FROM system.views WHERE checkpoint_offset >= 0").await;
+    assert_eq!(resumed, ["6"], "every view and partition resumes from a checkpoint");
     wait_caught_up(&materializer).await;
     assert_views_equal_from_scratch(&materializer, &engine, "_scratch").await;
     let explain = rows(&engine, "EXPLAIN SELECT * FROM latest WHERE region = 'north'").await.join("\n");
@@ -239,9 +251,7 @@ async fn a_crash_between_checkpoints_resumes_and_equals_from_scratch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn equality_on_an_indexed_column_reads_only_the_matching_rows() {
-    let cluster = cluster().await;
-    let directory = tempfile::tempdir().unwrap();
-    let (materializer, engine) = open(&cluster, directory.path(), 1000).await;
+    let (cluster, _directory, materializer, engine) = setup(1000).await;
     sql(&engine, &create_statement("maintenance_log", "")).await;
     sql(&engine, "CREATE INDEX log_region ON maintenance_log (region)").await;
     produce(&cluster, 0..3000).await;
@@ -275,9 +285,7 @@ async fn equality_on_an_indexed_column_reads_only_the_matching_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upsert_moves_rows_between_index_lists() {
-    let cluster = cluster().await;
-    let directory = tempfile::tempdir().unwrap();
-    let (materializer, engine) = open(&cluster, directory.path(), 1000).await;
+    let (cluster, _directory, materializer, engine) = setup(1000).await;
     sql(&engine, &create_statement("latest", "")).await;
     sql(&engine, "CREATE INDEX latest_status ON latest (status)").await;
     for start in (0..1500).step_by(100) {
@@ -294,9 +302,7 @@ async fn upsert_moves_rows_between_index_lists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn definitions_are_refused_with_clear_messages_and_survive_restarts() {
-    let cluster = cluster().await;
-    let directory = tempfile::tempdir().unwrap();
-    let (materializer, engine) = open(&cluster, directory.path(), 1000).await;
+    let (cluster, directory, materializer, engine) = setup(1000).await;
     assert!(sql_error(&engine, "CREATE MATERIALIZED VIEW vehicles AS SELECT a FROM vehicles").await.contains("is a topic"));
     assert!(sql_error(&engine, "CREATE MATERIALIZED VIEW v AS SELECT a FROM nowhere").await.contains("no topic nowhere"));
     assert!(sql_error(&engine, "CREATE MATERIALIZED VIEW v AS SELECT a, count(*) FROM vehicles").await.contains("GROUP BY expression"));

@@ -7,6 +7,7 @@ mod limits;
 mod produce;
 mod progress;
 mod storage;
+mod views;
 
 use clap::Subcommand;
 
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     Produce(produce::KafkaBenchArgs),
     /// Kafka consumer load (kafka-consumer-perf-test style) vs. loopback TCP bandwidth.
     Consume(consume::ConsumeBenchArgs),
+    /// Materialized views: materialization throughput vs JSON parsing, freshness under load,
+    /// an indexed 1%-selective query vs the same query as a full scan.
+    Views(views::ViewsBenchArgs),
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -25,5 +29,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Storage(args) => storage::run(args),
         BenchCommand::Produce(args) => produce::run(args),
         BenchCommand::Consume(args) => consume::run(args),
+        BenchCommand::Views(args) => views::run(args),
     }
 }

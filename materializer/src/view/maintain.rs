@@ -25,7 +25,7 @@ pub struct ViewLimits {
 
 impl Default for ViewLimits {
     fn default() -> Self {
-        ViewLimits { rows_max: 20_000_000, groups_max: 1_000_000 }
+        ViewLimits { rows_max: 5_000_000, groups_max: 1_000_000 }
     }
 }
 

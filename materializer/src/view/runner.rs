@@ -15,7 +15,7 @@ use broker::log::records::{self, DECOMPRESSED_BYTES_MAX};
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, Float64Array, Int64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use tokio::sync::watch;
 
@@ -35,6 +35,8 @@ const READ_BYTES: usize = 1 << 20;
 const MICRO_BATCH_RECORDS: usize = 8192;
 /// A caught-up view also wakes this often (new partitions, a topic created after the view).
 const IDLE_WAKE: Duration = Duration::from_millis(500);
+/// How often an idle view looks whether its checkpoint write has finished.
+const WRITING_POLL: Duration = Duration::from_millis(10);
 
 pub struct ViewRuntime {
     pub shared: Arc<ViewShared>,
@@ -47,6 +49,8 @@ pub struct ViewRuntime {
     freshness: HashMap<i32, Freshness>,
     /// Applied since the last checkpoint.
     dirty: bool,
+    /// The checkpoint being written, and the offsets it covers.
+    writing: Option<(tokio::task::JoinHandle<std::io::Result<()>>, Vec<(i32, i64)>)>,
 }
 
 fn internal(error: impl std::fmt::Display) -> ViewError {
@@ -99,7 +103,7 @@ impl ViewRuntime {
             maintainer.ensure_global_group()?;
         }
         let shared = Arc::new(ViewShared { definition, store, status: std::sync::Mutex::new(status) });
-        Ok(ViewRuntime { shared, directory, maintainer, normaliser, evaluator, offsets, freshness: HashMap::new(), dirty: false })
+        Ok(ViewRuntime { shared, directory, maintainer, normaliser, evaluator, offsets, freshness: HashMap::new(), dirty: false, writing: None })
     }
 
     /// Reads and applies what `partition` has beyond the view's offset, one micro-batch at
@@ -230,35 +234,64 @@ impl ViewRuntime {
         entry.freshness = freshness;
     }
 
-    /// State and offsets, written together (see `checkpoint.rs`), plus the Parquet snapshot.
-    pub async fn checkpoint(&mut self) -> Result<(), ViewError> {
+    /// Starts writing a checkpoint: state and offsets captured together now (under the rows'
+    /// read lock, a copy), written to disk by a blocking task while the view keeps applying.
+    /// One write at a time: `finish_checkpoint` collects it.
+    fn start_checkpoint(&mut self) -> Result<(), ViewError> {
+        debug_assert!(self.writing.is_none());
         let offsets: Vec<(i32, i64)> = self.offsets.iter().map(|(&partition, &offset)| (partition, offset)).collect();
-        let rows = {
+        // Only a copy of the rows is taken here, on the view's task (the writer must not change
+        // them before the copy matches the offsets); the Arrow conversion and the writes run on
+        // the blocking task.
+        let (schema, rows): (SchemaRef, Vec<Row>) = {
             let rows = self.maintainer.store.read();
-            let schema = rows.schema();
-            rows.batch_all(&(0..schema.fields().len()).collect::<Vec<_>>(), &schema).map_err(internal)?
+            (rows.schema(), rows.iter().map(|(_, row)| row.clone()).collect())
         };
-        let state = match self.shared.definition.kind {
-            ViewKind::Aggregate => aggregate_state(&self.maintainer)?,
-            _ => rows.clone(),
+        let aggregate = match self.shared.definition.kind {
+            ViewKind::Aggregate => Some(aggregate_state(&self.maintainer)?),
+            _ => None,
         };
         let (dead_letters, errors) = {
             let status = self.lock_status();
             (status.dead_letters.clone(), status.errors)
         };
-        let saved = Checkpoint { sql: self.shared.definition.sql.clone(), offsets: offsets.clone(), inferred: self.normaliser.schema().clone(), dead_letters, errors, state };
+        let (sql, inferred) = (self.shared.definition.sql.clone(), self.normaliser.schema().clone());
         let directory = self.directory.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            checkpoint::write(&directory, &saved)?;
+        let covered = offsets.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let references: Vec<&Row> = rows.iter().collect();
+            let rows = rows_to_batch(&references, &(0..schema.fields().len()).collect::<Vec<_>>(), &schema).map_err(std::io::Error::other)?;
+            let state = aggregate.unwrap_or_else(|| rows.clone());
+            checkpoint::write(&directory, &Checkpoint { sql, offsets: covered, inferred, dead_letters, errors, state })?;
             checkpoint::write_snapshot(&directory, &rows)
-        })
-        .await
-        .map_err(internal)?;
-        written.map_err(|error| ViewError::Internal(format!("writing the checkpoint: {error}")))?;
+        });
+        self.writing = Some((task, offsets));
         self.dirty = false;
+        Ok(())
+    }
+
+    /// Waits for the checkpoint being written, if any, and publishes the offsets it covers.
+    async fn finish_checkpoint(&mut self) -> Result<(), ViewError> {
+        let Some((task, offsets)) = self.writing.take() else { return Ok(()) };
+        let written = task.await.map_err(internal)?;
+        if let Err(error) = written {
+            // The state it held is still in memory: the next checkpoint writes it again.
+            self.dirty = true;
+            return Err(ViewError::Internal(format!("writing the checkpoint: {error}")));
+        }
         let mut status = self.lock_status();
         for (partition, offset) in offsets {
             status.partitions.entry(partition).or_default().checkpoint_offset = offset;
+        }
+        Ok(())
+    }
+
+    /// A checkpoint of everything applied so far, written before returning (shutdown).
+    pub async fn checkpoint(&mut self) -> Result<(), ViewError> {
+        self.finish_checkpoint().await?;
+        if self.dirty {
+            self.start_checkpoint()?;
+            self.finish_checkpoint().await?;
         }
         Ok(())
     }
@@ -398,8 +431,14 @@ pub async fn run(mut runtime: ViewRuntime, cluster: Arc<Cluster>, checkpoint_int
             }
             runtime.publish(partition);
         }
-        if runtime.dirty && last_checkpoint.elapsed() >= checkpoint_interval {
-            if let Err(error) = runtime.checkpoint().await {
+        if runtime.writing.as_ref().is_some_and(|(task, _)| task.is_finished()) {
+            if let Err(error) = runtime.finish_checkpoint().await {
+                tracing::error!(view = %name, %error, "checkpoint failed");
+                runtime.lock_status().errors += 1;
+            }
+        }
+        if runtime.dirty && runtime.writing.is_none() && last_checkpoint.elapsed() >= checkpoint_interval {
+            if let Err(error) = runtime.start_checkpoint() {
                 tracing::error!(view = %name, %error, "checkpoint failed");
                 runtime.lock_status().errors += 1;
             }
@@ -413,14 +452,23 @@ pub async fn run(mut runtime: ViewRuntime, cluster: Arc<Cluster>, checkpoint_int
                     futures::future::select_all(waits).await;
                 }
             };
+            // A caught-up view still owes its checkpoint when due, and collects one being
+            // written soon after it completes.
+            let wake = if runtime.writing.is_some() {
+                WRITING_POLL
+            } else if runtime.dirty {
+                checkpoint_interval.saturating_sub(last_checkpoint.elapsed()).clamp(Duration::from_millis(1), IDLE_WAKE)
+            } else {
+                IDLE_WAKE
+            };
             tokio::select! {
                 _ = any_data => {}
-                _ = tokio::time::sleep(IDLE_WAKE) => {}
+                _ = tokio::time::sleep(wake) => {}
                 _ = stop.changed() => {}
             }
         }
     }
-    if runtime.dirty {
+    {
         if let Err(error) = runtime.checkpoint().await {
             tracing::error!(view = %name, %error, "the last checkpoint failed");
         }
