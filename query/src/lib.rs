@@ -5,14 +5,16 @@
 //! - `bounds` — what a scan may skip, from the pushed-down filters.
 //! - `system_tables` — `system.topics`, `topic_configs`, `partitions`, `zones`.
 //! - `http` — `POST /sql` (JSON or Arrow IPC answers).
+//! - `pg` — the Postgres wire protocol (psql, psycopg, Grafana).
 
 pub mod bounds;
 pub mod engine;
 pub mod http;
+pub mod pg;
 pub mod system_tables;
 pub mod topic_table;
 
-pub use engine::{QueryEngine, QueryError, QueryLimits, QueryOutput};
+pub use engine::{PreparedStatement, QueryEngine, QueryError, QueryLimits, QueryOutput};
 
 /// The DataFusion this crate is built on, for front ends that render its Arrow answers.
 pub use datafusion;

@@ -31,6 +31,8 @@ Modules and tests:
                        after a restart (tests/kafka/idempotence_tests.py).
   group-*              consumer groups (issue 4): see tests/kafka/group_tests.py.
   sql                  SQL over HTTP and `yottastore sql` (issue 6): see tests/kafka/sql_tests.py.
+  pg                   the Postgres wire protocol (psql, psycopg, Grafana's queries; issue 6): see
+                       tests/kafka/pg_tests.py.
 """
 
 import argparse
@@ -128,6 +130,13 @@ class Broker:
             self._http_port = free_port()
         return f"127.0.0.1:{self._http_port}"
 
+    @property
+    def pg_addr(self):
+        # The Postgres endpoint: likewise a port of its own per broker.
+        if getattr(self, "_pg_port", None) is None:
+            self._pg_port = free_port()
+        return f"127.0.0.1:{self._pg_port}"
+
     def command(self):
         return [
             OPTS.broker_bin, "serve",
@@ -137,7 +146,8 @@ class Broker:
             "--zone-size-mib", "16",
             "--zone-count", "64",
             "--http-addr", self.http_addr,
-        ]
+            "--pg-addr", self.pg_addr,
+        ] + list(getattr(self, "extra_args", []))
 
     def log_tail(self, lines=25):
         try:
@@ -1032,6 +1042,8 @@ def build_modules():
     mods.append(("idempotence", idempotence_tests.tests(sys.modules[__name__])))
     import sql_tests
     mods.append(("sql", sql_tests.tests(sys.modules[__name__])))
+    import pg_tests
+    mods.append(("pg", pg_tests.tests(sys.modules[__name__])))
     import group_tests  # consumer groups (issue 4); it uses this module's helpers
     group_tests.R = sys.modules[__name__]
     mods.extend(group_tests.modules())
