@@ -102,6 +102,10 @@ impl QueryEngine {
         // Errors carry the span of the SQL they are about: the Postgres front end reports it as
         // the error's position.
         config.options_mut().sql_parser.collect_spans = true;
+        // Each sort reserves this much of the query's pool up front for merging what it spills
+        // (DataFusion's default, 10 MiB, is most of a small pool: two sorts of an ORDER BY
+        // over two partitions would not fit in 16 MiB).
+        config.options_mut().execution.sort_spill_reservation_bytes = (limits.memory_bytes_max / 16).min(10 << 20);
         let mut context = SessionContext::new_with_config(config);
         let catalog = MemoryCatalogProvider::new();
         catalog.register_schema("public", Arc::new(TopicSchema { cluster: cluster.clone() }))?;

@@ -248,7 +248,14 @@ def test_psql_catalog(rk, broker):
     rk.check("pg-tests" in lines and "42" in lines and "yottastore|t" in lines, f"SET/SHOW/BEGIN answers:\n{out}")
 
     # Grafana: the texts it sends, through the simple protocol (psql) and the extended one
-    # (psycopg prepared statements, as Go's pgx sends them).
+    # (psycopg prepared statements, as Go's pgx sends them). Its search_path subquery is one
+    # DataFusion cannot plan (datafusion-pg-catalog rewrites it to match no schema), so the
+    # table list names every table with its schema, and the editor asks for the columns of
+    # that qualified name. Grafana's column query cannot find a qualified name that needs
+    # quoting (hyphens) in Postgres either, so this topic's name needs none.
+    import uuid
+    table = f"grafana_{uuid.uuid4().hex[:8]}"
+    rk.create_topic(broker, table, partitions=1)
     version, _ = psql(rk, broker, "-A", "-t", "-c", GRAFANA_VERSION)
     rk.check(version.strip().isdigit() and int(version) >= 900, f"Grafana's version check: {version!r}")
     out, _ = psql(rk, broker, "-A", "-t", "-c", GRAFANA_TIMESCALEDB)
@@ -257,15 +264,14 @@ def test_psql_catalog(rk, broker):
     rk.check("yottastore" in out.split(), f"Grafana's database list: {out!r}")
     out, _ = psql(rk, broker, "-A", "-t", "-c", GRAFANA_TABLES)
     tables = out.split()
-    listed = [t for t in tables if t.endswith(f'"{topic}"') or t.endswith(f".{topic}") or t == topic]
-    rk.check(listed, f"Grafana's table list lacks {topic}: {tables}")
-    out, _ = psql(rk, broker, "-A", "-t", "-F", " ", "-c", grafana_columns(f'"{topic}"'))
+    rk.check(f"public.{table}" in tables and f'public."{topic}"' in tables and "system.partitions" in tables,
+             f"Grafana's table list lacks public.{table}, public.\"{topic}\" or system.partitions: {tables}")
+    out, _ = psql(rk, broker, "-A", "-t", "-F", " ", "-c", grafana_columns(f"public.{table}"))
     columns = dict(line.split(" ", 1) for line in out.splitlines() if line)
-    rk.check(set(columns) >= {"partition", '"offset"', '"timestamp"', "key", "value"} or
-             set(columns) >= {"partition", "offset", "timestamp", "key", "value"},
-             f"Grafana's column list for {topic}: {columns}")
+    rk.check(list(columns) == ["partition", '"offset"', "timestamp", "key", "value", "key_bytes", "value_bytes", "headers"],
+             f"Grafana's column list for public.{table}: {columns}")
     with psycopg_connect(broker, autocommit=True) as conn:
-        for sql in [GRAFANA_VERSION, GRAFANA_TIMESCALEDB, GRAFANA_DATABASES, GRAFANA_TABLES, grafana_columns(f'"{topic}"')]:
+        for sql in [GRAFANA_VERSION, GRAFANA_TIMESCALEDB, GRAFANA_DATABASES, GRAFANA_TABLES, grafana_columns(f"public.{table}")]:
             with conn.cursor() as cur:
                 cur.execute(sql.replace("%", "%%"), prepare=True)
                 rows = cur.fetchall()
