@@ -455,6 +455,26 @@ def test_hostile_client(rk, broker):
         rk.check(len(rows) == 1, "the connection after a long statement")
     finally:
         sock.close()
+    # Named prepared statements are bounded per connection (1024): the next one is refused,
+    # the connection stays.
+    sock = startup(broker)
+    try:
+        def parse(name):
+            body = name.encode() + b"\0SELECT 1\0" + struct.pack("!h", 0)
+            return b"P" + struct.pack("!i", 4 + len(body)) + body
+        sock.sendall(b"".join(parse(f"s{i}") for i in range(1025)) + b"S\0\0\0\x04")
+        kinds, errors = [], []
+        while not kinds or kinds[-1] != b"Z":
+            kind, body = read_message(sock)
+            rk.check(kind is not None, f"connection closed after {len(kinds)} messages")
+            kinds.append(kind)
+            if kind == b"E":
+                errors.append(error_fields(body))
+        rk.check(kinds.count(b"1") == 1024 and [e["C"] for e in errors] == ["54000"], f"statement budget: {kinds.count(b'1')} parsed, {errors}")
+        rows = [body for kind, body in simple_query(sock, "SELECT 8") if kind == b"D"]
+        rk.check(len(rows) == 1, "the connection after the statement budget")
+    finally:
+        sock.close()
     # Too many connections: the 9th is told so, and once they close a client gets in again.
     held = [startup(broker) for _ in range(8)]
     try:

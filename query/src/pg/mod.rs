@@ -6,11 +6,13 @@
 //! - `handler` — simple and extended query protocols over the engine, startup.
 //! - `session` — SET, SHOW, BEGIN/COMMIT and the like, answered per connection.
 //! - `errors` — ErrorResponse fields: SQLSTATE, message, position.
+//! - `budget` — named prepared statements and portals per connection, bounded.
 //!
 //! The protocol itself (message codec, portals, statement store, cancel requests) is pgwire's;
 //! this module owns the accept loop and the per-connection loop so it can bound connections and
 //! message sizes, which pgwire's `process_socket` does not.
 
+mod budget;
 mod errors;
 mod framing;
 mod handler;
@@ -132,6 +134,7 @@ async fn serve_connection(mut stream: TcpStream, handlers: &Handlers, config: &P
     let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, false));
     let mut socket = Framed::new(stream, codec);
     socket.set_state(PgWireConnectionState::AwaitingStartup);
+    let mut names = budget::NameBudget::default();
     let startup_deadline = tokio::time::sleep(config.startup_timeout);
     tokio::pin!(startup_deadline);
     loop {
@@ -160,6 +163,13 @@ async fn serve_connection(mut stream: TcpStream, handlers: &Handlers, config: &P
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
         };
+        // Only messages pgwire will act on count (after an error it skips them until Sync).
+        if !matches!(socket.state(), PgWireConnectionState::AwaitingSync) {
+            if let Err(info) = names.admit(&message) {
+                process_error(&mut socket, errors::user_error(info), extended).await?;
+                continue;
+            }
+        }
         let result = process_message(
             message,
             &mut socket,
