@@ -192,11 +192,14 @@ impl PgSession {
         };
         match command {
             SessionCommand::Set { name, value } => {
-                let stored = {
+                let (stored, warning) = {
                     let mut settings = settings.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    settings.set(name, value).map_err(|message| errors::error(sqlstate::CANT_CHANGE_RUNTIME_PARAM, message))?;
-                    settings.get(name).map(str::to_string)
+                    let warning = settings.set(name, value).map_err(|message| errors::error(sqlstate::CANT_CHANGE_RUNTIME_PARAM, message))?;
+                    (settings.get(name).map(str::to_string), warning)
                 };
+                if let Some(warning) = warning {
+                    self.warn(client, warning).await?;
+                }
                 if let (Some(reported), Some(value)) = (reported_name(name), stored) {
                     let status = PgWireBackendMessage::ParameterStatus(ParameterStatus::new(reported.to_string(), value));
                     client.send(status).await.map_err(|error| errors::error(sqlstate::INTERNAL_ERROR, format!("{:?}", PgWireError::from(error))))?;
@@ -229,6 +232,19 @@ impl PgSession {
         }
     }
 
+    /// A WARNING notice (SQLSTATE 01000) to the client, which shows it and goes on.
+    async fn warn<C>(&self, client: &mut C, message: String) -> Result<(), ErrorInfo>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut warning = errors::error("01000", message);
+        warning.severity = "WARNING".into();
+        let notice = PgWireBackendMessage::NoticeResponse(NoticeResponse::from(warning));
+        client.send(notice).await.map_err(|error| errors::error(sqlstate::INTERNAL_ERROR, format!("{:?}", PgWireError::from(error))))
+    }
+
     /// The engine's answer as Postgres rows, with a warning when the row limit cut it.
     async fn answer<C>(&self, client: &mut C, output: QueryOutput, format: &Format) -> Result<Response, ErrorInfo>
     where
@@ -237,10 +253,7 @@ impl PgSession {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if output.truncated {
-            let mut warning = errors::error("01000", format!("the answer was cut at the server's row limit of {} rows", self.engine.limits().rows_max));
-            warning.severity = "WARNING".into();
-            let notice = PgWireBackendMessage::NoticeResponse(NoticeResponse::from(warning));
-            client.send(notice).await.map_err(|error| errors::error(sqlstate::INTERNAL_ERROR, format!("{:?}", PgWireError::from(error))))?;
+            self.warn(client, format!("the answer was cut at the server's row limit of {} rows", self.engine.limits().rows_max)).await?;
         }
         encode(output.schema, output.batches, format).map(Response::Query).map_err(|error| errors::error(sqlstate::INTERNAL_ERROR, error.to_string()))
     }

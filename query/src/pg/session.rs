@@ -101,7 +101,10 @@ pub const SERVER_VERSION: &str = "16.6";
 pub const SERVER_VERSION_NUM: &str = "160006";
 
 /// Settings a session may not change: they describe the server.
-const FIXED: &[&str] = &["server_version", "server_version_num", "server_encoding", "statement_timeout", "is_superuser", "integer_datetimes", "max_identifier_length"];
+const FIXED: &[&str] = &["server_version", "server_version_num", "server_encoding", "is_superuser", "integer_datetimes", "max_identifier_length"];
+/// Settings clients set at start (pg_dump, DBeaver: `SET statement_timeout = 0`) that are the
+/// server's here: accepted with a warning, so those clients work, and not changed.
+const SERVERS: &[&str] = &["statement_timeout"];
 
 /// The ParameterStatus name a setting is reported under, for the settings clients track.
 pub fn reported_name(name: &str) -> Option<&'static str> {
@@ -184,10 +187,15 @@ impl Settings {
         Settings { values: default_settings(statement_timeout_ms).into_iter().map(|(name, value)| (name.to_string(), value)).collect() }
     }
 
-    /// Applies `SET name = value`; an error says why it is refused.
-    pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
+    /// Applies `SET name = value`: `Ok(Some(warning))` when accepted without effect, an error
+    /// saying why it is refused.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<Option<String>, String> {
         if name.is_empty() {
-            return Ok(());
+            return Ok(None);
+        }
+        if SERVERS.contains(&name) {
+            let current = self.get(name).unwrap_or_default();
+            return Ok(Some(format!("\"{name}\" is the server's ({current}); SET does not change it")));
         }
         if FIXED.contains(&name) {
             return Err(format!("parameter \"{name}\" cannot be changed: it is the server's"));
@@ -203,7 +211,7 @@ impl Settings {
         }
         let value = if value.eq_ignore_ascii_case("default") { self.default_of(name).unwrap_or_default() } else { value.to_string() };
         self.values.insert(name.to_string(), value);
-        Ok(())
+        Ok(None)
     }
 
     /// `RESET name` (or every setting for `None`).
@@ -276,7 +284,9 @@ mod tests {
     fn settings_are_bounded_and_server_ones_fixed() {
         let mut settings = Settings::new(60_000);
         assert_eq!(settings.get("statement_timeout"), Some("60000ms"));
-        assert!(settings.set("statement_timeout", "5").is_err());
+        assert!(settings.set("statement_timeout", "5").unwrap().is_some());
+        assert_eq!(settings.get("statement_timeout"), Some("60000ms"));
+        assert!(settings.set("server_version", "9.0").is_err());
         assert!(settings.set("datafusion.execution.batch_size", "1").is_err());
         settings.set("application_name", "psql").unwrap();
         assert_eq!(settings.get("application_name"), Some("psql"));
