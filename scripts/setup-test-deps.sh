@@ -5,6 +5,7 @@
 #   kcat                 Debian package `kcat` (librdkafka 2.0.2 from Debian; gzip/snappy/lz4/zstd)
 #   .venv/               Python virtualenv with tests/kafka/requirements.txt
 #                        (confluent-kafka, kafka-python and its codec packages)
+#   psql                 Debian package `postgresql-client` (the Postgres front end's tests)
 #   tests/kafka/node_modules
 #                        kafkajs and its codec plugins, from tests/kafka/package-lock.json (npm ci)
 #   chromium             Debian packages `chromium` and `fonts-dejavu-core`, driven headless by the
@@ -53,6 +54,19 @@ else
   fi
 fi
 
+# --- psql (Debian package postgresql-client) ---------------------------------------------------
+t=$SECONDS
+if command -v psql >/dev/null; then
+  step "psql: present ($(psql --version 2>/dev/null))"
+else
+  step "psql: installing the Debian package postgresql-client"
+  if apt_install postgresql-client && command -v psql >/dev/null; then
+    step "psql: installed in $(elapsed "$t")"
+  else
+    failed+=(psql)
+  fi
+fi
+
 # --- Python virtualenv ------------------------------------------------------------------------
 t=$SECONDS
 venv="$root/.venv"
@@ -61,7 +75,7 @@ stamp="$venv/.yottastore-kafka-tests.sha256"
 want=$(hash_of "$reqs")
 py_ok() {
   "$venv/bin/python" - <<'EOF' >/dev/null 2>&1
-import confluent_kafka, kafka, kafka.codec as c, snappy, lz4.frame, zstandard, datafusion
+import confluent_kafka, kafka, kafka.codec as c, snappy, lz4.frame, zstandard, datafusion, psycopg
 assert c.has_gzip() and c.has_snappy() and c.has_lz4() and c.has_zstd()
 EOF
 }

@@ -1,5 +1,5 @@
 //! `yottastore serve`: opens the data directory, recovers the logs and the topic metadata, and
-//! serves Kafka clients (and SQL over HTTP) until SIGTERM or Ctrl-C, then stops accepting, finishes the requests in
+//! serves Kafka clients (and SQL over HTTP and the Postgres protocol) until SIGTERM or Ctrl-C, then stops accepting, finishes the requests in
 //! flight, flushes, and exits 0.
 
 use std::net::SocketAddr;
@@ -48,6 +48,13 @@ pub struct ServeArgs {
     /// dashboard (`GET /`) and metrics (`GET /metrics`); `none` turns them off.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http_addr: OptionalAddr,
+    /// Address of the Postgres wire protocol endpoint (psql, Postgres drivers, Grafana's
+    /// PostgreSQL data source); `none` turns it off.
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    pub pg_addr: OptionalAddr,
+    /// Postgres connections served at once; more are refused (SQLSTATE 53300).
+    #[arg(long, default_value_t = 256)]
+    pub pg_max_connections: usize,
     /// A query's planning and execution together may take this long.
     #[arg(long, default_value_t = 60_000)]
     pub query_timeout_ms: u64,
@@ -136,17 +143,37 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             ("data", storage.device_path().display().to_string()),
         ];
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let http = match args.http_addr.0 {
-            None => None,
-            Some(http_addr) => {
-                let limits = query::QueryLimits {
-                    timeout: std::time::Duration::from_millis(args.query_timeout_ms),
-                    memory_bytes_max: args.query_memory_mib << 20,
-                    rows_max: args.query_rows_max,
-                    ..Default::default()
+        // One engine for every SQL front end: the same catalog, functions and limits.
+        let engine = if args.http_addr.0.is_some() || args.pg_addr.0.is_some() {
+            let limits = query::QueryLimits {
+                timeout: std::time::Duration::from_millis(args.query_timeout_ms),
+                memory_bytes_max: args.query_memory_mib << 20,
+                rows_max: args.query_rows_max,
+                ..Default::default()
+            };
+            anyhow::ensure!(limits.rows_max >= 1 && args.query_memory_mib >= 1, "--query-rows-max and --query-memory-mib must be at least 1");
+            Some(std::sync::Arc::new(query::QueryEngine::with_materializer(cluster.clone(), limits, Some(materializer.clone()))?))
+        } else {
+            None
+        };
+        let pg = match (args.pg_addr.0, &engine) {
+            (Some(pg_addr), Some(engine)) => {
+                anyhow::ensure!(args.pg_max_connections >= 1, "--pg-max-connections must be at least 1");
+                let listener = tokio::net::TcpListener::bind(pg_addr)
+                    .await
+                    .with_context(|| format!("binding the Postgres listener to {pg_addr}"))?;
+                serving.push(("Postgres", format!("{pg_addr} (psql -h {} -p {})", pg_addr.ip(), pg_addr.port())));
+                let config = query::pg::PgConfig::for_engine(engine, args.pg_max_connections);
+                let mut pg_stopped = stopped.clone();
+                let shutdown = async move {
+                    let _ = pg_stopped.wait_for(|stopped| *stopped).await;
                 };
-                anyhow::ensure!(limits.rows_max >= 1 && args.query_memory_mib >= 1, "--query-rows-max and --query-memory-mib must be at least 1");
-                let engine = std::sync::Arc::new(query::QueryEngine::with_materializer(cluster.clone(), limits, Some(materializer.clone()))?);
+                Some(tokio::spawn(query::pg::serve(listener, engine.clone(), config, shutdown)))
+            }
+            _ => None,
+        };
+        let http = match (args.http_addr.0, engine) {
+            (Some(http_addr), Some(engine)) => {
                 let listener = tokio::net::TcpListener::bind(http_addr)
                     .await
                     .with_context(|| format!("binding the HTTP listener to {http_addr}"))?;
@@ -163,6 +190,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 };
                 Some(tokio::spawn(query::http::serve(listener, query::http::router(engine).merge(query::http::metrics_router(metrics)), shutdown)))
             }
+            _ => None,
         };
         let width = serving.iter().map(|(what, _)| what.len()).max().unwrap_or(0);
         let block: String = serving.iter().map(|(what, address)| format!("  {what:<width$}  {address}\n")).collect();
@@ -188,6 +216,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::error!(%error, "the HTTP front end failed"),
                 Err(error) => tracing::error!(%error, "the HTTP front end panicked"),
+            }
+        }
+        if let Some(pg) = pg {
+            match pg.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "the Postgres front end failed"),
+                Err(error) => tracing::error!(%error, "the Postgres front end panicked"),
             }
         }
         // Views checkpoint what they applied, so a restart resumes without re-reading it.

@@ -36,7 +36,7 @@ fn start_broker() -> Broker {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = Command::new(BINARY)
-        .args(["serve", "--http-addr", "none", "--zone-size-mib", "4", "--zone-count", "32", "--kafka-addr", &addr.to_string(), "--data-dir"])
+        .args(["serve", "--http-addr", "none", "--pg-addr", "none", "--zone-size-mib", "4", "--zone-count", "32", "--kafka-addr", &addr.to_string(), "--data-dir"])
         .arg(data.path())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

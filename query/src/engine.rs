@@ -14,15 +14,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use broker::cluster::Cluster;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider};
 use datafusion::catalog::CatalogProvider;
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, ParamValues, Result};
 use datafusion::datasource::TableProvider;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
 use crate::system_tables::SystemSchema;
@@ -107,10 +108,17 @@ impl QueryEngine {
 
     /// An engine that also serves `materializer`'s views and view statements.
     pub fn with_materializer(cluster: Arc<Cluster>, limits: QueryLimits, materializer: Option<Arc<Materializer>>) -> Result<QueryEngine> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_create_default_catalog_and_schema(false);
+        // Errors carry the span of the SQL they are about: the Postgres front end reports it as
+        // the error's position.
+        config.options_mut().sql_parser.collect_spans = true;
+        // Each sort reserves this much of the query's pool up front for merging what it spills
+        // (DataFusion's default, 10 MiB, is most of a small pool: two sorts of an ORDER BY
+        // over two partitions would not fit in 16 MiB).
+        config.options_mut().execution.sort_spill_reservation_bytes = (limits.memory_bytes_max / 16).min(10 << 20);
         let mut context = SessionContext::new_with_config(config);
         let catalog = MemoryCatalogProvider::new();
         catalog.register_schema("public", Arc::new(TopicSchema { cluster: cluster.clone(), materializer: materializer.clone() }))?;
@@ -123,6 +131,13 @@ impl QueryEngine {
         };
         context.register_catalog(CATALOG, Arc::new(catalog));
         datafusion_functions_json::register_all(&mut context)?;
+        // Schema `pg_catalog` and Postgres' functions (pg_table_is_visible, format_type,
+        // current_database, quote_ident ...) for the Postgres front end's clients (psql's `\d`,
+        // Grafana). They live in the one template, so catalog queries see the same tables, run
+        // under the same limits and are answered the same over HTTP.
+        datafusion_pg_catalog::setup_pg_catalog(&context, CATALOG, datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider)
+            .map_err(|error| *error)?;
+        context.register_udf(crate::pg::current_setting_udf(limits.timeout.as_millis()));
         Ok(QueryEngine { cluster, materializer, limits, template: context.state() })
     }
 
@@ -163,8 +178,47 @@ impl QueryEngine {
             return Ok(QueryOutput { schema: batch.schema(), batches: vec![batch], truncated: false });
         }
         let session = self.session()?;
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let frame = session.sql_with_options(sql, options).await?;
+        let frame = session.sql_with_options(sql, read_only()).await?;
+        self.collect(frame).await
+    }
+
+    /// Plans one read-only statement that may hold `$1`-style parameters, without running it:
+    /// the extended query protocol's Parse. The plan's parameter and result types answer
+    /// Describe; `execute_prepared` runs it with the values bound.
+    pub async fn prepare(&self, sql: &str) -> Result<PreparedStatement, QueryError> {
+        if sql.len() > self.limits.sql_bytes_max {
+            return Err(QueryError::TooLong { bytes: sql.len(), limit_bytes: self.limits.sql_bytes_max });
+        }
+        let timeout = self.limits.timeout;
+        let planned = async {
+            let session = self.session()?;
+            let plan = session.state().create_logical_plan(sql).await?;
+            read_only().verify_plan(&plan)?;
+            Ok::<_, QueryError>(PreparedStatement { plan })
+        };
+        match tokio::time::timeout(timeout, planned).await {
+            Ok(result) => result,
+            Err(_) => Err(QueryError::Timeout(timeout)),
+        }
+    }
+
+    /// Runs a prepared statement with its parameters bound, under the same limits as `execute`
+    /// (a fresh memory pool, the timeout, the row limit).
+    pub async fn execute_prepared(&self, statement: &PreparedStatement, parameters: ParamValues) -> Result<QueryOutput, QueryError> {
+        let timeout = self.limits.timeout;
+        let run = async {
+            let plan = statement.plan.clone().replace_params_with_values(&parameters)?;
+            let frame = self.session()?.execute_logical_plan(plan).await?;
+            self.collect(frame).await
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(QueryError::Timeout(timeout)),
+        }
+    }
+
+    /// Runs `frame`, keeping at most `rows_max` rows.
+    async fn collect(&self, frame: DataFrame) -> Result<QueryOutput, QueryError> {
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let mut stream = frame.execute_stream().await?;
         let mut batches = Vec::new();
@@ -182,6 +236,51 @@ impl QueryEngine {
             batches.push(batch);
         }
         Ok(QueryOutput { schema, batches, truncated })
+    }
+}
+
+/// SQL only reads: DDL, DML and statements (SET, PREPARE ...) are refused at planning.
+fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+/// A planned statement whose `$n` parameters are not bound yet.
+#[derive(Clone, Debug)]
+pub struct PreparedStatement {
+    plan: LogicalPlan,
+}
+
+impl PreparedStatement {
+    /// The parameters' types, `$1` first; `None` where the plan does not fix one.
+    pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>> {
+        let types = self.plan.get_parameter_types()?;
+        let mut numbered: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
+        for (id, data_type) in types {
+            let number = id.trim_start_matches('$').parse::<usize>().map_err(|_| {
+                DataFusionError::Plan(format!("parameter {id} is not of the form $n (n from 1)"))
+            })?;
+            numbered.push((number, data_type));
+        }
+        numbered.sort_by_key(|(number, _)| *number);
+        // `$1, $3` without `$2`: the missing one has no type, as in Postgres. The wire protocol
+        // counts parameters in 16 bits, which bounds the list.
+        let count = numbered.last().map_or(0, |(number, _)| *number);
+        if count > usize::from(u16::MAX) {
+            return Err(DataFusionError::Plan(format!("parameter ${count} is beyond the limit of {} parameters", u16::MAX)));
+        }
+        let mut ordered = vec![None; count];
+        for (number, data_type) in numbered {
+            if number == 0 {
+                return Err(DataFusionError::Plan("parameters are numbered from $1".into()));
+            }
+            ordered[number - 1] = data_type;
+        }
+        Ok(ordered)
+    }
+
+    /// The columns the statement answers.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.plan.schema().as_arrow().clone())
     }
 }
 

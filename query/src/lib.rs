@@ -8,17 +8,19 @@
 //! - `http` — `POST /sql` (JSON or Arrow IPC answers).
 //! - `view_table` — materialized views as tables, with index pushdown.
 //! - `view_system_tables` — `system.views` and `system.dead_letters`.
+//! - `pg` — the Postgres wire protocol (psql, psycopg, Grafana).
 
 pub mod bounds;
 pub mod dashboard;
 pub mod engine;
 pub mod http;
+pub mod pg;
 pub mod system_tables;
 pub mod topic_table;
 pub mod view_system_tables;
 pub mod view_table;
 
-pub use engine::{QueryEngine, QueryError, QueryLimits, QueryOutput};
+pub use engine::{PreparedStatement, QueryEngine, QueryError, QueryLimits, QueryOutput};
 
 /// The DataFusion this crate is built on, for front ends that render its Arrow answers.
 pub use datafusion;

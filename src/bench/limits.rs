@@ -184,6 +184,8 @@ impl BrokerChild {
             // The benchmark measures Kafka traffic only.
             .arg("--http-addr")
             .arg("none")
+            .arg("--pg-addr")
+            .arg("none")
             .args(extra_args)
             .env(
                 "RUST_LOG",

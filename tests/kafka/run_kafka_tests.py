@@ -37,6 +37,8 @@ Modules and tests:
                        a SIGKILL (issue 5): see tests/kafka/views_tests.py.
   metrics              GET /metrics after known traffic (issue 7): see tests/kafka/metrics_tests.py.
   cli                  `yottastore topic|produce|consume` (issue 7): see tests/kafka/cli_tests.py.
+  pg                   the Postgres wire protocol (psql, psycopg, Grafana's queries; issue 6): see
+                       tests/kafka/pg_tests.py.
 """
 
 import argparse
@@ -134,6 +136,13 @@ class Broker:
             self._http_port = free_port()
         return f"127.0.0.1:{self._http_port}"
 
+    @property
+    def pg_addr(self):
+        # The Postgres endpoint: likewise a port of its own per broker.
+        if getattr(self, "_pg_port", None) is None:
+            self._pg_port = free_port()
+        return f"127.0.0.1:{self._pg_port}"
+
     def command(self):
         return [
             OPTS.broker_bin, "serve",
@@ -143,7 +152,8 @@ class Broker:
             "--zone-size-mib", "16",
             "--zone-count", "64",
             "--http-addr", self.http_addr,
-        ]
+            "--pg-addr", self.pg_addr,
+        ] + list(getattr(self, "extra_args", []))
 
     def log_tail(self, lines=25):
         try:
@@ -1044,6 +1054,8 @@ def build_modules():
     mods.append(("metrics", metrics_tests.tests(sys.modules[__name__])))
     import cli_tests
     mods.append(("cli", cli_tests.tests(sys.modules[__name__])))
+    import pg_tests
+    mods.append(("pg", pg_tests.tests(sys.modules[__name__])))
     import group_tests  # consumer groups (issue 4); it uses this module's helpers
     group_tests.R = sys.modules[__name__]
     mods.extend(group_tests.modules())
