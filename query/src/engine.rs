@@ -30,6 +30,7 @@ use crate::system_tables::SystemSchema;
 use crate::topic_table::TopicTable;
 use crate::view_system_tables::ViewSystemSchema;
 use crate::view_table::ViewTable;
+use materializer::view::ViewStatement;
 use materializer::Materializer;
 
 pub const CATALOG: &str = "yottastore";
@@ -171,15 +172,19 @@ impl QueryEngine {
     async fn run(&self, sql: &str) -> Result<QueryOutput, QueryError> {
         // View statements are the only DDL served; everything else stays refused below.
         if let Some(statement) = materializer::view::parse_statement(sql) {
-            let Some(materializer) = &self.materializer else {
-                return Err(QueryError::View(materializer::view::ViewError::Invalid("materialized views are not enabled on this server".into())));
-            };
-            let batch = materializer.execute(statement?).await?;
-            return Ok(QueryOutput { schema: batch.schema(), batches: vec![batch], truncated: false });
+            return self.run_view_statement(statement?).await;
         }
         let session = self.session()?;
         let frame = session.sql_with_options(sql, read_only()).await?;
         self.collect(frame).await
+    }
+
+    async fn run_view_statement(&self, statement: ViewStatement) -> Result<QueryOutput, QueryError> {
+        let Some(materializer) = &self.materializer else {
+            return Err(QueryError::View(materializer::view::ViewError::Invalid("materialized views are not enabled on this server".into())));
+        };
+        let batch = materializer.execute(statement).await?;
+        Ok(QueryOutput { schema: batch.schema(), batches: vec![batch], truncated: false })
     }
 
     /// Plans one read-only statement that may hold `$1`-style parameters, without running it:
@@ -190,11 +195,16 @@ impl QueryEngine {
             return Err(QueryError::TooLong { bytes: sql.len(), limit_bytes: self.limits.sql_bytes_max });
         }
         let timeout = self.limits.timeout;
+        // A view statement is only parsed here (it has no parameters); it runs at Execute, as
+        // through `execute`.
+        if let Some(statement) = materializer::view::parse_statement(sql) {
+            return Ok(PreparedStatement { prepared: Prepared::View(statement?) });
+        }
         let planned = async {
             let session = self.session()?;
             let plan = session.state().create_logical_plan(sql).await?;
             read_only().verify_plan(&plan)?;
-            Ok::<_, QueryError>(PreparedStatement { plan })
+            Ok::<_, QueryError>(PreparedStatement { prepared: Prepared::Plan(plan) })
         };
         match tokio::time::timeout(timeout, planned).await {
             Ok(result) => result,
@@ -207,9 +217,14 @@ impl QueryEngine {
     pub async fn execute_prepared(&self, statement: &PreparedStatement, parameters: ParamValues) -> Result<QueryOutput, QueryError> {
         let timeout = self.limits.timeout;
         let run = async {
-            let plan = statement.plan.clone().replace_params_with_values(&parameters)?;
-            let frame = self.session()?.execute_logical_plan(plan).await?;
-            self.collect(frame).await
+            match &statement.prepared {
+                Prepared::Plan(plan) => {
+                    let plan = plan.clone().replace_params_with_values(&parameters)?;
+                    let frame = self.session()?.execute_logical_plan(plan).await?;
+                    self.collect(frame).await
+                }
+                Prepared::View(view_statement) => self.run_view_statement(view_statement.clone()).await,
+            }
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(result) => result,
@@ -247,13 +262,24 @@ fn read_only() -> SQLOptions {
 /// A planned statement whose `$n` parameters are not bound yet.
 #[derive(Clone, Debug)]
 pub struct PreparedStatement {
-    plan: LogicalPlan,
+    prepared: Prepared,
+}
+
+#[derive(Clone, Debug)]
+enum Prepared {
+    Plan(LogicalPlan),
+    /// A view statement (CREATE MATERIALIZED VIEW ...): no parameters, run by the materializer.
+    View(ViewStatement),
 }
 
 impl PreparedStatement {
     /// The parameters' types, `$1` first; `None` where the plan does not fix one.
     pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>> {
-        let types = self.plan.get_parameter_types()?;
+        let plan = match &self.prepared {
+            Prepared::Plan(plan) => plan,
+            Prepared::View(_) => return Ok(Vec::new()),
+        };
+        let types = plan.get_parameter_types()?;
         let mut numbered: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
         for (id, data_type) in types {
             let number = id.trim_start_matches('$').parse::<usize>().map_err(|_| {
@@ -280,7 +306,10 @@ impl PreparedStatement {
 
     /// The columns the statement answers.
     pub fn schema(&self) -> SchemaRef {
-        Arc::new(self.plan.schema().as_arrow().clone())
+        match &self.prepared {
+            Prepared::Plan(plan) => Arc::new(plan.schema().as_arrow().clone()),
+            Prepared::View(statement) => statement.answer_schema(),
+        }
     }
 }
 

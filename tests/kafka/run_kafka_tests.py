@@ -37,6 +37,8 @@ Modules and tests:
                        a SIGKILL (issue 5): see tests/kafka/views_tests.py.
   metrics              GET /metrics after known traffic (issue 7): see tests/kafka/metrics_tests.py.
   cli                  `yottastore topic|produce|consume` (issue 7): see tests/kafka/cli_tests.py.
+  quickstart           the README's quick start, word by word, on the default addresses (issue 7):
+                       see tests/kafka/quickstart_tests.py.
   pg                   the Postgres wire protocol (psql, psycopg, Grafana's queries; issue 6): see
                        tests/kafka/pg_tests.py.
 """
@@ -1054,6 +1056,8 @@ def build_modules():
     mods.append(("metrics", metrics_tests.tests(sys.modules[__name__])))
     import cli_tests
     mods.append(("cli", cli_tests.tests(sys.modules[__name__])))
+    import quickstart_tests
+    mods.append(("quickstart", quickstart_tests.tests(sys.modules[__name__])))
     import pg_tests
     mods.append(("pg", pg_tests.tests(sys.modules[__name__])))
     import group_tests  # consumer groups (issue 4); it uses this module's helpers

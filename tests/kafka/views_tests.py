@@ -15,7 +15,10 @@ Module `views` (one broker, killed and restarted by the tests):
                        on an indexed column must be answered through the index (EXPLAIN).
                        After a clean stop, each view's Parquet snapshot, read by the `datafusion`
                        Python package, equals the reference too; after the restart the views
-                       (definitions and state) are the same.
+                       (definitions and state) are the same, and the same queries answer the
+                       same rows through HTTP, `yottastore sql`, psql, psycopg and the
+                       `datafusion` package over the snapshots; view statements work over the
+                       Postgres protocol (extended and simple).
   views/errors         invalid definitions are refused with a clear message, and the server
                        keeps serving.
 
@@ -368,6 +371,65 @@ def check_parquet_snapshots(rk, broker, records):
                 numeric=numeric, timestamps=timestamps)
 
 
+# Queries over the views whose answers every front end renders alike (integers and text).
+SAME_ROWS_QUERIES = [
+    (f"SELECT region, count(*) AS n FROM {LATEST_VIEW} GROUP BY region ORDER BY region", ()),
+    (f"SELECT vehicle_id, region, status FROM {LATEST_VIEW} WHERE region = $1 ORDER BY vehicle_id", ("north",)),
+    (f"SELECT region, status, n FROM {COUNTS_VIEW} ORDER BY region, status", ()),
+    (f"SELECT service, count(*) AS n, min(_offset) AS first FROM {MAINTENANCE_VIEW} GROUP BY service ORDER BY service", ()),
+]
+
+
+def via_parquet_snapshots(rk, broker, sql, params):
+    """The query run by the `datafusion` Python package over the views' Parquet snapshots."""
+    import datafusion
+    import pg_tests
+    context = datafusion.SessionContext()
+    for view in (LATEST_VIEW, COUNTS_VIEW, MAINTENANCE_VIEW):
+        context.register_parquet(view, snapshot_path(broker, view))
+    frame = context.sql(pg_tests.inline(sql, params))
+    names = [field.name for field in frame.schema()]
+    return names, [tuple(pg_tests.text(row[name]) for name in names) for row in frame.to_pylist()]
+
+
+def check_same_rows_everywhere(rk, broker):
+    """The same queries answer the same rows through HTTP, `yottastore sql`, psql, psycopg and
+    the `datafusion` Python package over the Parquet snapshots (once a checkpoint has caught up
+    with what the views show)."""
+    import pg_tests
+    deadline = time.monotonic() + VIEW_CATCH_UP_TIMEOUT_S
+    while True:
+        rows = sql_tests.query_json(rk, broker, "SELECT name, partition, last_applied_offset, checkpoint_offset FROM system.views")["rows"]
+        if all(row["checkpoint_offset"] == row["last_applied_offset"] for row in rows):
+            break
+        rk.check(time.monotonic() < deadline, f"no checkpoint caught up with the views: {rows}")
+        time.sleep(0.2)
+    front_ends = pg_tests.FRONT_ENDS + [("datafusion over Parquet", via_parquet_snapshots)]
+    for sql, params in SAME_ROWS_QUERIES:
+        answers = {name: run(rk, broker, sql, params) for name, run in front_ends}
+        reference_name, reference = front_ends[0][0], answers[front_ends[0][0]]
+        rk.check(reference[1], f"{sql}: no rows through {reference_name}")
+        for name, answer in answers.items():
+            rk.check(answer == reference, f"{sql}: {name} answered {answer}, {reference_name} answered {reference}")
+
+
+def check_ddl_over_postgres(rk, broker, topic):
+    """View statements work from Postgres clients too: psycopg's extended protocol (Parse, Bind,
+    Execute) and psql's simple protocol."""
+    import pg_tests
+    with pg_tests.psycopg_connect(broker, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE MATERIALIZED VIEW idle_vehicles AS SELECT vehicle_id FROM \"{topic}\" WHERE status = 'idle'")
+            rk.check([d.name for d in cur.description] == ["result"], f"CREATE over psycopg: {cur.description}")
+            cur.execute("SHOW MATERIALIZED VIEWS")
+            names = [row[0] for row in cur.fetchall()]
+            rk.check("idle_vehicles" in names, f"SHOW MATERIALIZED VIEWS over psycopg: {names}")
+    out, _ = pg_tests.psql(rk, broker, "-c", "DROP MATERIALIZED VIEW idle_vehicles")
+    rk.check("idle_vehicles" in out, f"DROP over psql: {out}")
+    out, _ = pg_tests.psql(rk, broker, "--csv", "-c", "SHOW MATERIALIZED VIEWS")
+    rk.check("idle_vehicles" not in out and LATEST_VIEW in out, f"SHOW over psql after DROP: {out}")
+
+
 def test_vehicles(rk, broker):
     topic = rk.topic_name("vehicles")
     rk.create_topic(broker, topic, partitions=PARTITIONS)
@@ -425,6 +487,8 @@ def test_vehicles(rk, broker):
     check_parquet_snapshots(rk, broker, records)
     broker.start()
     check_views(rk, broker, topic, "after a clean restart")
+    check_same_rows_everywhere(rk, broker)
+    check_ddl_over_postgres(rk, broker, topic)
 
 
 def test_errors(rk, broker):

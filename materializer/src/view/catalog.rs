@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use broker::cluster::Cluster;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
@@ -32,6 +31,12 @@ pub const DEFINITIONS_FILE: &str = "definitions.json";
 pub const VIEWS_MAX: usize = 256;
 /// Indexes per view: each is maintained on every change of a row.
 pub const INDEXES_PER_VIEW_MAX: usize = 16;
+/// CREATE MATERIALIZED VIEW waits this long at most for the new view to apply what its topic
+/// held when it was created, so that a query right after it sees those records (as a
+/// Postgres CREATE MATERIALIZED VIEW is populated when it returns). A larger topic goes on
+/// being applied in the background; the answer says so.
+pub const CREATE_CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+const CATCH_UP_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Clone, Debug)]
 pub struct MaterializerConfig {
@@ -215,7 +220,10 @@ impl Materializer {
                     stop(view).await;
                     return Err(error);
                 }
-                format!("created materialized view {name} ({kind} over topic {topic})")
+                let shared = running.get(&name).expect("inserted above").shared.clone();
+                let caught_up = self.wait_for_catch_up(&shared, CREATE_CATCH_UP_WAIT).await;
+                let progress = if caught_up { "caught up with the topic" } else { "still catching up: see system.views" };
+                format!("created materialized view {name} ({kind} over topic {topic}; {progress})")
             }
             ViewStatement::CreateIndex { name, view, column, if_not_exists } => {
                 if let Some((owner, _)) = running.iter().find(|(_, running)| running.indexes.iter().any(|(index, _)| *index == name)) {
@@ -278,9 +286,8 @@ impl Materializer {
     fn show(&self, running: &BTreeMap<String, Running>) -> RecordBatch {
         let column = |values: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(values)) };
         let views: Vec<&Running> = running.values().collect();
-        let schema = Schema::new(["name", "kind", "topic", "indexes", "definition"].map(|name| Field::new(name, DataType::Utf8, false)).to_vec());
         RecordBatch::try_new(
-            Arc::new(schema),
+            ViewStatement::ShowViews.answer_schema(),
             vec![
                 column(views.iter().map(|view| view.shared.definition.name.clone()).collect()),
                 column(views.iter().map(|view| view.shared.definition.kind.as_str().to_string()).collect()),
@@ -313,6 +320,24 @@ impl Materializer {
         }
     }
 
+    /// Waits until `view` has applied its topic up to the high watermarks of now, for `wait`
+    /// at most (and not once the view has stopped on a failure): whether it has.
+    async fn wait_for_catch_up(&self, view: &Arc<ViewShared>, wait: Duration) -> bool {
+        let marks: Vec<(i32, i64)> = super::progress::view_progress(&self.cluster, view).partitions.iter().map(|p| (p.partition, p.high_watermark)).collect();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let progress = super::progress::view_progress(&self.cluster, view);
+            let applied = |partition: i32| progress.partitions.iter().find(|p| p.partition == partition).map_or(i64::MAX, |p| p.last_applied_offset + 1);
+            if marks.iter().all(|(partition, mark)| applied(*partition) >= *mark) {
+                return true;
+            }
+            if view.lock_status().failure.is_some() || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(CATCH_UP_POLL).await;
+        }
+    }
+
     /// Whether every view has applied its topic up to the high watermark now.
     pub fn caught_up(&self) -> bool {
         self.views().iter().all(|view| {
@@ -327,8 +352,7 @@ impl Materializer {
 }
 
 fn result(text: String) -> RecordBatch {
-    let schema = Schema::new(vec![Field::new("result", DataType::Utf8, false)]);
-    RecordBatch::try_new(Arc::new(schema), vec![Arc::new(StringArray::from(vec![text]))]).expect("one column")
+    RecordBatch::try_new(super::statement::result_schema(), vec![Arc::new(StringArray::from(vec![text]))]).expect("one column")
 }
 
 async fn stop(view: Running) {

@@ -9,7 +9,14 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
 use super::ViewError;
+
+/// The columns of `SHOW MATERIALIZED VIEWS`.
+pub const SHOW_VIEWS_COLUMNS: [&str; 5] = ["name", "kind", "topic", "indexes", "definition"];
 
 /// One view statement, parsed.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +33,27 @@ pub enum ViewStatement {
     DropView { name: String, if_exists: bool },
     DropIndex { name: String, if_exists: bool },
     ShowViews,
+}
+
+impl ViewStatement {
+    /// The columns the statement answers, known before it runs (what the Postgres front end's
+    /// Describe reports): `SHOW MATERIALIZED VIEWS` lists the views, every other statement
+    /// answers one `result` row saying what was done.
+    pub fn answer_schema(&self) -> SchemaRef {
+        match self {
+            ViewStatement::ShowViews => utf8_schema(&SHOW_VIEWS_COLUMNS),
+            _ => result_schema(),
+        }
+    }
+}
+
+/// The one `result` column of every view statement but `SHOW MATERIALIZED VIEWS`.
+pub fn result_schema() -> SchemaRef {
+    utf8_schema(&["result"])
+}
+
+fn utf8_schema(columns: &[&str]) -> SchemaRef {
+    Arc::new(Schema::new(columns.iter().map(|name| Field::new(*name, DataType::Utf8, false)).collect::<Vec<_>>()))
 }
 
 /// The first words of a statement, upper case, SQL comments and parentheses not considered
