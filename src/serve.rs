@@ -85,6 +85,10 @@ impl std::str::FromStr for OptionalAddr {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Before any thread allocates: produce frames live in the read cache (broker::malloc).
+    if !broker::malloc::keep_large_buffers_in_heap(args.storage.config().log.recent_cache_bytes_max) {
+        tracing::debug!("the allocator has no mmap/trim thresholds to set");
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let storage = args.storage.config();

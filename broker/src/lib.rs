@@ -7,6 +7,7 @@ pub mod buf;
 pub mod cluster;
 pub mod group;
 pub mod log;
+pub mod malloc;
 pub mod metrics;
 pub mod pending;
 pub mod server;

@@ -15,7 +15,7 @@ use broker::zone::{ZoneGeometry, ZonedDevice};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ProduceRequest, RequestHeader, TopicName};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -96,6 +96,103 @@ async fn a_failed_acks_zero_produce_closes_the_connection() {
     let end = cluster.topic("events").unwrap().partition(0).unwrap().with_log(|log| log.log_end_offset()).unwrap();
     assert_eq!(end, 1);
 
+    shutdown_tx.send(true).unwrap();
+    server.await.unwrap();
+}
+
+/// A produce request of several partitions' batches (`(topic, partition, batch)`), acks=all.
+fn produce_frame_of(correlation_id: i32, batches: &[(&str, i32, Bytes)]) -> Vec<u8> {
+    let topics = batches
+        .iter()
+        .map(|(topic, partition, records)| {
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default().with_index(*partition).with_records(Some(records.clone()))])
+        })
+        .collect();
+    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(topics);
+    frame(ApiKey::Produce, 9, correlation_id, &request)
+}
+
+/// A batch of `count` records of `value_bytes` each, values distinct per `seed`.
+fn batch_of(seed: u8, count: usize, value_bytes: usize) -> Bytes {
+    let values: Vec<Vec<u8>> = (0..count).map(|index| (0..value_bytes).map(|at| seed ^ (index as u8).wrapping_add(at as u8)).collect()).collect();
+    let records: Vec<SimpleRecord> = values.iter().map(|value| SimpleRecord::new(None, Some(value), &[], now_ms())).collect();
+    Bytes::from(batch::encode_batch(&records, Compression::None).unwrap())
+}
+
+/// Large produce requests are read into buffers of their own and their one batch is kept in
+/// place (no copy); small and several-partition requests share the input buffer and are
+/// copied. Pipelined on one connection and written in odd-sized pieces so that frames straddle
+/// socket reads, every batch must be stored and read back byte for byte as sent (but for the
+/// base offset the log assigns), LogAppendTime stamping included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_small_pipelined_produce_requests_are_stored_as_sent() {
+    let geometry = ZoneGeometry { zone_size_bytes: 4 << 20, zone_capacity_bytes: 4 << 20, zone_count: 24, max_open_zones: 8, max_active_zones: 24 };
+    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+    let recovered = LogStore::open(device, LogConfig::default()).await.unwrap();
+    let cluster = Cluster::open(recovered.store, recovered.partitions, BrokerConfig::default()).await.unwrap();
+    cluster.create_topic("events", 2, &BTreeMap::new(), false).await.unwrap();
+    let stamped = BTreeMap::from([("message.timestamp.type".to_string(), "LogAppendTime".to_string())]);
+    cluster.create_topic("stamped", 1, &stamped, false).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(run(listener, cluster.clone(), ServerConfig::default(), shutdown));
+
+    // (topic, partition, batch) per request.
+    let requests: Vec<Vec<(&str, i32, Bytes)>> = vec![
+        vec![("events", 0, batch_of(1, 1000, 1000))],
+        vec![("events", 1, batch_of(2, 1, 10))],
+        vec![("events", 1, batch_of(3, 200, 1024))],
+        vec![("events", 0, batch_of(4, 100, 700)), ("events", 1, batch_of(5, 100, 900))],
+        vec![("stamped", 0, batch_of(6, 300, 1024))],
+        vec![("events", 0, batch_of(7, 60, 1000))],
+        vec![("events", 0, batch_of(8, 1010, 1024))],
+    ];
+    let mut wire = Vec::new();
+    for (index, batches) in requests.iter().enumerate() {
+        wire.extend(produce_frame_of(index as i32, batches));
+    }
+    let (mut reader, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
+    let writing = tokio::spawn(async move {
+        for piece in wire.chunks(7919) {
+            writer.write_all(piece).await.unwrap();
+        }
+        writer
+    });
+    for (index, batches) in requests.iter().enumerate() {
+        let mut size = [0u8; 4];
+        reader.read_exact(&mut size).await.unwrap();
+        let mut response = Bytes::from({
+            let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+            reader.read_exact(&mut response).await.unwrap();
+            response
+        });
+        let header = kafka_protocol::messages::ResponseHeader::decode(&mut response, ApiKey::Produce.response_header_version(9)).unwrap();
+        assert_eq!(header.correlation_id, index as i32);
+        let response = kafka_protocol::messages::ProduceResponse::decode(&mut response, 9).unwrap();
+        let answers: Vec<_> = response.responses.iter().flat_map(|topic| topic.partition_responses.iter().map(move |answer| (topic.name.as_str().to_string(), answer))).collect();
+        assert_eq!(answers.len(), batches.len());
+        for ((topic, partition, sent), (answered_topic, answer)) in batches.iter().zip(answers) {
+            assert_eq!((answered_topic.as_str(), answer.index, answer.error_code), (*topic, *partition, 0), "request {index}");
+            let plan = cluster.topic(topic).unwrap().partition(*partition).unwrap().with_log(|log| log.read(answer.base_offset, 1)).unwrap().unwrap();
+            let stored = plan.execute().await.unwrap();
+            let mut expected = sent.to_vec();
+            expected[..8].copy_from_slice(&answer.base_offset.to_be_bytes());
+            if *topic == "stamped" {
+                // The broker stamps the batch: the timestamp type bit, the max timestamp and the CRC.
+                assert_ne!(stored[0][..], expected[..]);
+                let header = batch::validate_integrity(&stored[0]).unwrap();
+                assert_eq!(header.timestamp_type(), batch::TimestampType::LogAppendTime);
+                assert_eq!(header.max_timestamp_ms, answer.log_append_time_ms);
+                assert_eq!(stored[0][61..], expected[61..], "records are stored as sent");
+            } else {
+                assert_eq!(stored[0][..], expected[..], "request {index}: {topic}/{partition} stored as sent");
+            }
+        }
+    }
+    drop(writing.await.unwrap());
     shutdown_tx.send(true).unwrap();
     server.await.unwrap();
 }

@@ -79,13 +79,16 @@ pub async fn handle_from(cluster: &Arc<Cluster>, api_version: i16, body: Request
 
 /// Starts a Produce request: its batches are appended before this returns; the future waits
 /// for durability and yields the response (`None` for acks=0). The flag asks the server to
-/// close the connection (a failed acks=0 produce, as in Kafka). See `produce::start`.
+/// close the connection (a failed acks=0 produce, as in Kafka). `frame`: the request frame it
+/// was decoded from, which lets a one-batch request give its batch to the log without a copy.
+/// See `produce::start`.
 pub fn start_produce(
     cluster: &Arc<Cluster>,
     api_version: i16,
     request: kafka_protocol::messages::ProduceRequest,
+    frame: Option<bytes::Bytes>,
 ) -> (impl std::future::Future<Output = Option<ResponseKind>> + Send + 'static, bool) {
-    let produce::Started { completion, close_connection } = produce::start(cluster, api_version, request);
+    let produce::Started { completion, close_connection } = produce::start(cluster, api_version, request, frame);
     (async move { completion.await.map(ResponseKind::Produce) }, close_connection)
 }
 

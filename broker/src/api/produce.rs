@@ -55,7 +55,7 @@ struct Appended {
 type Outcome = Result<Appended, ApiError>;
 
 pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
-    start(cluster, api_version, request).completion.await
+    start(cluster, api_version, request, None).completion.await
 }
 
 /// Appends every partition of the request now, before returning; the returned future waits
@@ -63,12 +63,18 @@ pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: ProduceRe
 /// connection, so pipelined Produce requests for one partition are appended in the order the
 /// client sent them (Kafka handles one request per connection at a time), while their flushes
 /// still overlap (group commit).
+///
+/// `frame`: the request frame `request` was decoded from, when the caller has it; a request
+/// whose one batch is most of its frame then hands that batch to the log in place instead of
+/// copying it (see `take_records`).
 pub fn start(
     cluster: &Arc<Cluster>,
     api_version: i16,
-    request: ProduceRequest,
+    mut request: ProduceRequest,
+    frame: Option<Bytes>,
 ) -> Started<impl Future<Output = Option<ProduceResponse>> + Send + 'static> {
     let now = now_ms();
+    let mut records = take_records(&mut request, frame).into_iter();
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
     // v13 (KIP-516) addresses topics by id; earlier versions by name.
@@ -85,10 +91,11 @@ pub fn start(
         let config = topic.as_ref().map(|topic| topic.shared_config());
         let mut outcomes = Vec::with_capacity(topic_data.partition_data.len());
         for partition_data in topic_data.partition_data {
+            let records = records.next().expect("one taken record set per partition");
             let outcome = if !acks_valid {
                 Err(ApiError::new(ResponseError::InvalidRequiredAcks, format!("Invalid required acks {acks}: only -1, 0 and 1 are allowed")))
             } else {
-                append_partition(topic.as_deref().zip(config.as_deref()), by_id, partition_data.index, partition_data.records, api_version, now)
+                append_partition(topic.as_deref().zip(config.as_deref()), by_id, partition_data.index, records, api_version, now)
             };
             let outcome = outcome.map(|(appended, partition, flush)| {
                 flushes.push(complete_flush(partition, flush));
@@ -100,6 +107,85 @@ pub fn start(
         topics.push((topic_data.name, topic_data.topic_id, outcomes));
     }
     Started { completion: async move { respond(api_version, acks, by_id, topics, flushes).await }, close_connection }
+}
+
+/// The most bytes of a request's allocation besides its one batch (request header, topic name,
+/// spare capacity) for the batch to be kept in place: the read cache holds a batch kept in place
+/// with its whole allocation, and counts only the batch against its budget.
+const IN_PLACE_OVERHEAD_BYTES_MAX: usize = 64 << 10;
+
+/// Takes each partition's records out of `request` (in topic, then partition order) as buffers
+/// of their own that the log can rewrite and keep.
+///
+/// A request with exactly one partition (what a producer with one batch in flight per request
+/// sends, and the large-batch case that matters for throughput) gives its batch in place when
+/// `frame`, the request it was decoded from, is otherwise unreferenced and mostly that batch:
+/// no copy, and no second buffer to fault in. The byte fields that are slices of the frame
+/// (topic names, transactional id, unknown tagged fields) are copied out first so that nothing
+/// else holds it. Every other case copies the records, as a batch kept in place would pin the
+/// whole frame (other partitions' records, rejected or not) in the cache.
+fn take_records(request: &mut ProduceRequest, frame: Option<Bytes>) -> Vec<Option<BytesMut>> {
+    let mut taken: Vec<Option<Bytes>> =
+        request.topic_data.iter_mut().flat_map(|topic| topic.partition_data.iter_mut()).map(|partition| partition.records.take()).collect();
+    if let (Some(frame), [Some(records)]) = (frame, taken.as_mut_slice()) {
+        if let Some(range) = range_within(&frame, records) {
+            if frame.len() - range.len() <= IN_PLACE_OVERHEAD_BYTES_MAX {
+                *records = Bytes::new();
+                detach_from_frame(request);
+                return vec![Some(in_place(frame, range))];
+            }
+        }
+    }
+    taken.into_iter().map(|records| records.map(|records| BytesMut::from(&records[..]))).collect()
+}
+
+/// `range` of `frame` as a buffer of its own: in place when nothing else references the frame
+/// and its allocation is not much larger than the range, else a copy.
+fn in_place(frame: Bytes, range: std::ops::Range<usize>) -> BytesMut {
+    match frame.try_into_mut() {
+        Ok(mut whole) => {
+            bytes::Buf::advance(&mut whole, range.start);
+            let spare_bytes = whole.capacity() - range.len();
+            if range.start + spare_bytes <= IN_PLACE_OVERHEAD_BYTES_MAX {
+                whole.truncate(range.len());
+                whole
+            } else {
+                BytesMut::from(&whole[..range.len()])
+            }
+        }
+        Err(frame) => BytesMut::from(&frame[range]),
+    }
+}
+
+/// Where `part` lies in `frame`, if it is a slice of it.
+fn range_within(frame: &Bytes, part: &Bytes) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(frame.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= frame.len()).then_some(start..end)
+}
+
+/// Replaces the request's byte fields that may be slices of its frame with copies (the records
+/// were taken out already).
+fn detach_from_frame(request: &mut ProduceRequest) {
+    fn copy_str(text: &kafka_protocol::protocol::StrBytes) -> kafka_protocol::protocol::StrBytes {
+        str_bytes(text.as_str())
+    }
+    fn copy_tagged(fields: &mut std::collections::BTreeMap<i32, Bytes>) {
+        for value in fields.values_mut() {
+            *value = Bytes::copy_from_slice(value);
+        }
+    }
+    if let Some(id) = request.transactional_id.as_mut() {
+        id.0 = copy_str(&id.0);
+    }
+    copy_tagged(&mut request.unknown_tagged_fields);
+    for topic in &mut request.topic_data {
+        topic.name.0 = copy_str(&topic.name.0);
+        copy_tagged(&mut topic.unknown_tagged_fields);
+        for partition in &mut topic.partition_data {
+            copy_tagged(&mut partition.unknown_tagged_fields);
+        }
+    }
 }
 
 type TopicOutcomes = Vec<(kafka_protocol::messages::TopicName, uuid::Uuid, Vec<(i32, Outcome)>)>;
@@ -207,7 +293,7 @@ fn append_partition(
     topic: Option<(&Topic, &TopicConfig)>,
     by_id: bool,
     index: i32,
-    records: Option<Bytes>,
+    records: Option<BytesMut>,
     api_version: i16,
     now: i64,
 ) -> Result<(Appended, Arc<Partition>, Flush), ApiError> {
@@ -219,20 +305,26 @@ fn append_partition(
         });
     };
     let partition = topic.partition(index).ok_or_else(unknown_partition)?;
-    let records = records.unwrap_or_default();
+    let mut records = records.unwrap_or_default();
 
     // Kafka's ProduceRequest.validateRecords: v3+ carries exactly one v2 batch per partition.
     let mut batches = batch::BatchIter::new(&records);
-    let (header, bytes) = match batches.next() {
+    let header = match batches.next() {
         None => return Err(invalid_record(format!("Produce requests with version {api_version} must have at least one record batch per partition"))),
         Some(Err(error)) => return Err(batch_error(error)),
-        Some(Ok(first)) => first,
+        Some(Ok((header, bytes))) => {
+            debug_assert_eq!(bytes.len(), header.total_bytes());
+            header
+        }
     };
     if batches.next().is_some() {
         return Err(invalid_record(format!(
             "Produce requests with version {api_version} are only allowed to contain exactly one record batch per partition"
         )));
     }
+    // The one batch is all of `records` (anything after it was refused above as a second batch).
+    records.truncate(header.total_bytes());
+    let batch = records;
     if api_version < 7 && header.compression().ok() == Some(Compression::Zstd) {
         return Err(ApiError::new(
             ResponseError::UnsupportedCompressionType,
@@ -241,8 +333,9 @@ fn append_partition(
     }
     // max.message.bytes, on the whole batch, before anything reads its body.
     let max_message_bytes = config.max_message_bytes();
-    if bytes.len() > max_message_bytes {
-        return Err(batch_error(BatchError::BatchTooLarge { batch_bytes: bytes.len(), max_batch_bytes: max_message_bytes }));
+    let batch_bytes = batch.len();
+    if batch_bytes > max_message_bytes {
+        return Err(batch_error(BatchError::BatchTooLarge { batch_bytes, max_batch_bytes: max_message_bytes }));
     }
     // The CRC and Kafka's client rules are checked by PartitionLog::append, in its single pass
     // over the batch; the checks here need only the header. A header check that fails first
@@ -250,16 +343,13 @@ fn append_partition(
     let log_append_time = config.timestamp_type() == TimestampType::LogAppendTime;
     if !log_append_time {
         if let Err(error) = check_timestamps(&[header.base_timestamp_ms, header.max_timestamp_ms], config.timestamp_bounds_ms(), now) {
-            batch::validate(bytes).map_err(batch_error)?;
+            batch::validate(&batch).map_err(batch_error)?;
             return Err(error);
         }
     }
-    // The one copy of the batch: the log rewrites its base offset (and, for LogAppendTime, its
-    // timestamps) and keeps it in the partition's recent-batch cache for tailing consumers.
-    // `bytes` cannot be taken over instead: it is a slice of the whole request frame, shared
-    // with the other partitions' batches and the topic names, which the cache would pin. Made
-    // before the lock, so the lock covers memory work only.
-    let batch = BytesMut::from(bytes);
+    // The log rewrites the batch's base offset (and, for LogAppendTime, its timestamps) and
+    // keeps it in the partition's recent-batch cache for tailing consumers: `take_records` made
+    // it a buffer of its own, before the lock, so the lock covers memory work only.
     let appended = partition.with_log(|log| -> Result<_, LogError> {
         // For LogAppendTime topics the log validates the batch as sent, then stamps it; its max
         // timestamp is then the append time (the original's, for a producer's resend).
@@ -271,7 +361,7 @@ fn append_partition(
     })?;
     let (base_offset, log_append_time_ms, log_start_offset, flush, duplicate) = appended?;
     if !duplicate {
-        crate::metrics::global().count_produced(bytes.len(), header.record_count);
+        crate::metrics::global().count_produced(batch_bytes, header.record_count);
     }
     Ok((Appended { base_offset, log_append_time_ms, log_start_offset }, partition, flush))
 }
@@ -301,4 +391,95 @@ fn invalid_record(message: String) -> ApiError {
 fn batch_error(error: BatchError) -> ApiError {
     let code = ResponseError::try_from_code(error.kafka_error_code()).unwrap_or(ResponseError::UnknownServerError);
     ApiError::new(code, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    /// The encoded body of a Produce v9 request with one batch per `(topic, records)`.
+    fn encoded(batches: &[(&str, Vec<u8>)]) -> Bytes {
+        let topics = batches
+            .iter()
+            .map(|(topic, records)| {
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(records.clone())))])
+            })
+            .collect();
+        let request = ProduceRequest::default().with_acks(-1).with_transactional_id(Some(StrBytes::from_static_str("tx").into())).with_topic_data(topics);
+        let mut buf = BytesMut::new();
+        request.encode(&mut buf, 9).unwrap();
+        // An exact allocation, as the connection reads a large frame into.
+        Bytes::from(buf.to_vec())
+    }
+
+    fn decoded(frame: &Bytes) -> ProduceRequest {
+        ProduceRequest::decode(&mut frame.clone(), 9).unwrap()
+    }
+
+    fn lies_in(part: &[u8], whole: &std::ops::Range<usize>) -> bool {
+        whole.contains(&(part.as_ptr() as usize))
+    }
+
+    #[test]
+    fn a_one_batch_request_gives_its_batch_in_place_and_other_requests_copy() {
+        let batch: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+
+        // One batch, frame otherwise unreferenced: the batch stays where it arrived.
+        let frame = encoded(&[("events", batch.clone())]);
+        let span = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let mut request = decoded(&frame);
+        let taken = take_records(&mut request, Some(frame));
+        assert_eq!(taken.len(), 1);
+        let records = taken[0].as_ref().unwrap();
+        assert_eq!(&records[..], &batch[..]);
+        assert!(lies_in(records, &span), "kept in place");
+        // The fields left in the request no longer point into the frame.
+        assert_eq!(request.topic_data[0].name.0.as_str(), "events");
+        assert!(!lies_in(request.topic_data[0].name.0.as_bytes(), &span));
+        assert_eq!(request.transactional_id.as_ref().unwrap().0.as_str(), "tx");
+
+        // Someone else still holds the frame: copied.
+        let frame = encoded(&[("events", batch.clone())]);
+        let span = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let held = frame.clone();
+        let mut request = decoded(&frame);
+        let taken = take_records(&mut request, Some(frame));
+        let records = taken[0].as_ref().unwrap();
+        assert_eq!(&records[..], &batch[..]);
+        assert!(!lies_in(records, &span), "copied");
+        drop(held);
+
+        // Two batches: copied, in request order.
+        let other: Vec<u8> = batch.iter().rev().copied().collect();
+        let frame = encoded(&[("events", batch.clone()), ("other", other.clone())]);
+        let span = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let mut request = decoded(&frame);
+        let taken = take_records(&mut request, Some(frame));
+        assert_eq!(taken.len(), 2);
+        assert_eq!(&taken[0].as_ref().unwrap()[..], &batch[..]);
+        assert_eq!(&taken[1].as_ref().unwrap()[..], &other[..]);
+        assert!(taken.iter().all(|records| !lies_in(records.as_ref().unwrap(), &span)));
+
+        // A small batch in a frame that is mostly something else: copied, so that the cache
+        // does not pin the rest.
+        let mut frame = encoded(&[("events", batch[..100].to_vec())]).to_vec();
+        frame.extend(std::iter::repeat_n(0u8, IN_PLACE_OVERHEAD_BYTES_MAX + 1));
+        let frame = Bytes::from(frame);
+        let span = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let mut request = decoded(&frame);
+        let taken = take_records(&mut request, Some(frame));
+        assert_eq!(&taken[0].as_ref().unwrap()[..], &batch[..100]);
+        assert!(!lies_in(taken[0].as_ref().unwrap(), &span));
+
+        // No frame: copied.
+        let frame = encoded(&[("events", batch.clone())]);
+        let mut request = decoded(&frame);
+        let taken = take_records(&mut request, None);
+        assert_eq!(&taken[0].as_ref().unwrap()[..], &batch[..]);
+    }
 }

@@ -91,6 +91,15 @@ impl FrameDecoder {
         Ok(Some(frame))
     }
 
+    /// The whole length (size prefix included) of the frame that starts `input`, once its size
+    /// prefix has arrived; an error for a size `next_frame` refuses.
+    pub fn announced_frame_bytes(&self, input: &[u8]) -> Result<Option<usize>, FrameError> {
+        let Some(prefix) = input.first_chunk::<SIZE_PREFIX_BYTES>() else {
+            return Ok(None);
+        };
+        Ok(Some(SIZE_PREFIX_BYTES + self.check_size(i32::from_be_bytes(*prefix))?))
+    }
+
     fn check_size(&self, size_bytes: i32) -> Result<usize, FrameError> {
         if size_bytes < 0 {
             return Err(FrameError::Negative { size_bytes });

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use bytes::BufMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -16,10 +17,16 @@ use super::ServerConfig;
 use crate::api;
 use crate::cluster::Cluster;
 use crate::protocol::codec::{self, DecodeError, Request};
-use crate::protocol::frame::FrameDecoder;
+use crate::protocol::frame::{FrameDecoder, RESERVE_AHEAD_BYTES_MAX, SIZE_PREFIX_BYTES};
 
 /// Bytes read from the socket at a time (the buffer grows to a frame's size when needed).
 const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// Frames at least this long (size prefix included) are read into a buffer of their own rather
+/// than the connection's shared input buffer: then nothing else holds a produce request's
+/// allocation, and its batch can go to the log and the read cache in place, without a copy
+/// (`api::start_produce`). Smaller frames share the input buffer, which saves an allocation each.
+const OWN_BUFFER_FRAME_BYTES_MIN: usize = READ_CHUNK_BYTES;
 
 /// A response in the making: its bytes (segments written in order: a Fetch response
 /// references the batches it carries instead of copying them), or `None` when the request gets
@@ -88,49 +95,97 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, cluster: Arc<Cluster>, c
     });
     let mut frames = FrameDecoder::new(config.request_bytes_max);
     let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    'connection: loop {
-        loop {
-            let frame = match frames.next_frame(&mut input) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::info!(%peer, %error, "closing connection");
-                    break 'connection;
-                }
-            };
-            // Only Produce (api key 0) may use the full request size. Frames are at least
-            // FRAME_BYTES_MIN (8) long: the decoder refuses shorter ones.
-            let api_key = i16::from_be_bytes([frame[0], frame[1]]);
-            if api_key != ApiKey::Produce as i16 && frame.len() > config.control_request_bytes_max {
-                tracing::info!(%peer, api_key, frame_bytes = frame.len(), max_bytes = config.control_request_bytes_max, "request too large for its API; closing connection");
-                break 'connection;
+    loop {
+        let frame = match frames.announced_frame_bytes(&input) {
+            Err(error) => {
+                tracing::info!(%peer, %error, "closing connection");
+                break;
             }
-            match dispatch(frame, &cluster, &peer).await {
-                Ok(slot) => {
-                    // Waits when the connection already has its maximum of requests in flight.
-                    if slots.send(slot).await.is_err() {
-                        break 'connection;
+            Ok(Some(frame_bytes)) if frame_bytes >= OWN_BUFFER_FRAME_BYTES_MIN && input.len() < frame_bytes => {
+                match read_own_frame(&mut reader, &mut shutdown, &mut input, frame_bytes).await {
+                    Some(frame) => frame,
+                    None => break,
+                }
+            }
+            _ => match frames.next_frame(&mut input) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    if input.capacity() - input.len() < READ_CHUNK_BYTES {
+                        input.reserve(READ_CHUNK_BYTES);
+                    }
+                    tokio::select! {
+                        read = reader.read_buf(&mut input) => match read {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => continue,
+                        },
+                        _ = shutdown.changed() => break,
                     }
                 }
                 Err(error) => {
                     tracing::info!(%peer, %error, "closing connection");
-                    break 'connection;
+                    break;
                 }
-            }
-        }
-        if input.capacity() - input.len() < READ_CHUNK_BYTES {
-            input.reserve(READ_CHUNK_BYTES);
-        }
-        tokio::select! {
-            read = reader.read_buf(&mut input) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
             },
-            _ = shutdown.changed() => break,
+        };
+        if !accept(frame, &cluster, &peer, &config, &slots).await {
+            break;
         }
     }
     drop(slots);
     let _ = writing.await;
+}
+
+/// Reads the rest of the frame of `frame_bytes` (size prefix included) that `input` starts with
+/// into a buffer of its own, and returns the frame without its prefix; `None` when the
+/// connection ends first. As `FrameDecoder` does, it never reserves more than
+/// `RESERVE_AHEAD_BYTES_MAX` beyond the bytes that have arrived: the size is only a claim.
+async fn read_own_frame(
+    reader: &mut (impl AsyncReadExt + Unpin),
+    shutdown: &mut watch::Receiver<bool>,
+    input: &mut BytesMut,
+    frame_bytes: usize,
+) -> Option<Bytes> {
+    debug_assert!(input.len() < frame_bytes, "a whole frame is taken by the decoder");
+    let mut own = BytesMut::with_capacity(frame_bytes.min(input.len() + RESERVE_AHEAD_BYTES_MAX));
+    own.extend_from_slice(input);
+    input.clear();
+    while own.len() < frame_bytes {
+        if own.len() == own.capacity() {
+            own.reserve((frame_bytes - own.len()).min(RESERVE_AHEAD_BYTES_MAX));
+        }
+        // Never past the frame: the next one goes to the shared input buffer.
+        let wanted = (frame_bytes - own.len()).min(own.capacity() - own.len());
+        let mut room = (&mut own).limit(wanted);
+        tokio::select! {
+            read = reader.read_buf(&mut room) => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+            _ = shutdown.changed() => return None,
+        }
+    }
+    bytes::Buf::advance(&mut own, SIZE_PREFIX_BYTES);
+    Some(own.freeze())
+}
+
+/// Checks one frame against its API's size limit and starts its request; false when the
+/// connection must close.
+async fn accept(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr, config: &ServerConfig, slots: &mpsc::Sender<ResponseSlot>) -> bool {
+    // Only Produce (api key 0) may use the full request size. Frames are at least
+    // FRAME_BYTES_MIN (8) long: the decoder refuses shorter ones.
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    if api_key != ApiKey::Produce as i16 && frame.len() > config.control_request_bytes_max {
+        tracing::info!(%peer, api_key, frame_bytes = frame.len(), max_bytes = config.control_request_bytes_max, "request too large for its API; closing connection");
+        return false;
+    }
+    match dispatch(frame, cluster, peer).await {
+        // Waits when the connection already has its maximum of requests in flight.
+        Ok(slot) => slots.send(slot).await.is_ok(),
+        Err(error) => {
+            tracing::info!(%peer, %error, "closing connection");
+            false
+        }
+    }
 }
 
 /// Handles one request in connection order; its response arrives through the returned slot.
@@ -143,7 +198,8 @@ async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr) -> Re
     let (respond, slot) = oneshot::channel();
     let started = std::time::Instant::now();
     let metrics = &crate::metrics::global().kafka;
-    let request = match codec::decode_request(frame) {
+    // The frame itself goes on to Produce, which may keep its batch in place.
+    let request = match codec::decode_request(frame.clone()) {
         Ok(request) => request,
         Err(DecodeError::UnsupportedApiVersionsVersion { correlation_id, .. }) => {
             // An encoding failure drops `respond`, which closes the connection.
@@ -160,7 +216,9 @@ async fn dispatch(frame: Bytes, cluster: &Arc<Cluster>, peer: &SocketAddr) -> Re
     let response = match body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(codec::api_versions_response(api_version, 0))),
         RequestKind::Produce(produce) => {
-            let (completion, close_connection) = api::start_produce(cluster, api_version, produce);
+            // The header's fields are slices of the frame too.
+            drop(header);
+            let (completion, close_connection) = api::start_produce(cluster, api_version, produce, Some(frame));
             tokio::spawn(async move {
                 let response = completion.await;
                 // Produce's latency includes the wait for durability: what its client waits.
