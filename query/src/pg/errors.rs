@@ -5,6 +5,8 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::common::{DataFusionError, SchemaError};
 use pgwire::error::{ErrorInfo, PgWireError};
 
+use materializer::view::ViewError;
+
 use crate::engine::QueryError;
 
 /// SQLSTATE codes used (Postgres' appendix A).
@@ -23,6 +25,7 @@ pub mod sqlstate {
     pub const DIVISION_BY_ZERO: &str = "22012";
     pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const INVALID_OBJECT_DEFINITION: &str = "42P17";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
 }
@@ -49,12 +52,23 @@ pub fn query_error(failure: &QueryError, position_in: Option<&str>) -> ErrorInfo
         QueryError::TooLong { .. } => sqlstate::PROGRAM_LIMIT_EXCEEDED,
         QueryError::Timeout(_) => sqlstate::QUERY_CANCELED,
         QueryError::DataFusion(error) => datafusion_code(error),
+        QueryError::View(error) => view_code(error),
     };
     let mut info = error(code, failure.to_string());
     if let (QueryError::DataFusion(error), Some(sql)) = (failure, position_in) {
         info.position = error_location(error).and_then(|(line, column)| char_position(sql, line, column)).map(|p| p.to_string());
     }
     info
+}
+
+/// A refused view statement (a bad definition, an unknown view or index, one that exists) is
+/// the user's to fix; a limit reached is Postgres' program limit; the rest is ours.
+fn view_code(error: &ViewError) -> &'static str {
+    match error {
+        ViewError::Invalid(_) => sqlstate::INVALID_OBJECT_DEFINITION,
+        ViewError::Limit(_) => sqlstate::PROGRAM_LIMIT_EXCEEDED,
+        ViewError::Source(_) | ViewError::Internal(_) => sqlstate::INTERNAL_ERROR,
+    }
 }
 
 fn datafusion_code(error: &DataFusionError) -> &'static str {
