@@ -198,7 +198,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         let width = serving.iter().map(|(what, _)| what.len()).max().unwrap_or(0);
         let block: String = serving.iter().map(|(what, address)| format!("  {what:<width$}  {address}\n")).collect();
-        eprint!("yottastore {} serving:\n{block}", env!("CARGO_PKG_VERSION"));
+        // One write, so a reader of the log never sees half the block.
+        let banner = format!("yottastore {} serving:\n{block}", env!("CARGO_PKG_VERSION"));
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), banner.as_bytes());
         tokio::spawn(async move {
             let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(terminate) => terminate,

@@ -52,7 +52,12 @@ def test_help(rk, broker):
     # `serve` printed every address it serves in one block.
     with open(broker.log_path, encoding="utf-8", errors="replace") as log:
         text = log.read()
-    block = text[text.rfind("serving:\n"):].splitlines()[1:6]
+    # The block: the indented lines after `serving:`.
+    block = []
+    for line in text[text.rfind("serving:\n"):].splitlines()[1:]:
+        if not line.startswith("  "):
+            break
+        block.append(line)
     for what, address in [("Kafka", broker.addr), ("SQL", f"http://{broker.http_addr}/sql"),
                           ("metrics", f"http://{broker.http_addr}/metrics")]:
         rk.check(any(line.split()[:2] == [what, address] for line in block),
