@@ -338,15 +338,12 @@ impl Materializer {
         }
     }
 
-    /// Whether every view has applied its topic up to the high watermark now.
+    /// Whether every view has applied its topic up to the high watermark now (a view whose
+    /// topic is gone never has).
     pub fn caught_up(&self) -> bool {
         self.views().iter().all(|view| {
-            let Some(topic) = self.cluster.topic(&view.definition.topic) else { return false };
-            let status = view.lock_status();
-            topic.partitions().iter().all(|partition| {
-                let Ok(high_watermark) = partition.with_log(|log| log.high_watermark()) else { return true };
-                status.partitions.get(&partition.index).map_or(high_watermark == 0, |progress| progress.next_offset >= high_watermark)
-            })
+            self.cluster.topic(&view.definition.topic).is_some()
+                && super::progress::view_progress(&self.cluster, view).partitions.iter().all(|partition| partition.lag == 0)
         })
     }
 }
