@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// at shutdown); after a crash they re-apply at most this much of the log.
     #[arg(long, default_value_t = 2_000)]
     pub view_checkpoint_interval_ms: u64,
+    /// Arrow data that materialized views keep in memory, all views together, in MiB. Past
+    /// it, chunks a checkpoint has written are dropped from memory and queries read them from
+    /// their files in the data directory.
+    #[arg(long, default_value_t = 4096)]
+    pub view_memory_mib: usize,
 }
 
 /// A listener address, or `none` for a front end that is off.
@@ -122,12 +127,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::msg)?;
         anyhow::ensure!(args.view_checkpoint_interval_ms >= 1, "--view-checkpoint-interval-ms must be at least 1");
+        anyhow::ensure!(args.view_memory_mib >= 1, "--view-memory-mib must be at least 1");
         let materializer = query::materializer::Materializer::open(
             cluster.clone(),
             query::materializer::MaterializerConfig {
                 data_dir: storage.data_dir.clone(),
                 checkpoint_interval: std::time::Duration::from_millis(args.view_checkpoint_interval_ms),
-                limits: Default::default(),
+                limits: query::materializer::view::ViewLimits {
+                    memory_bytes_max: args.view_memory_mib << 20,
+                    ..Default::default()
+                },
             },
         )
         .await
@@ -155,8 +164,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 rows_max: args.query_rows_max,
                 ..Default::default()
             };
-            anyhow::ensure!(limits.rows_max >= 1 && args.query_memory_mib >= 1, "--query-rows-max and --query-memory-mib must be at least 1");
-            Some(std::sync::Arc::new(query::QueryEngine::with_materializer(cluster.clone(), limits, Some(materializer.clone()))?))
+            anyhow::ensure!(
+                limits.rows_max >= 1 && args.query_memory_mib >= 1,
+                "--query-rows-max and --query-memory-mib must be at least 1"
+            );
+            Some(std::sync::Arc::new(query::QueryEngine::with_materializer(
+                cluster.clone(),
+                limits,
+                Some(materializer.clone()),
+            )?))
         } else {
             None
         };
@@ -192,7 +208,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let shutdown = async move {
                     let _ = http_stopped.wait_for(|stopped| *stopped).await;
                 };
-                Some(tokio::spawn(query::http::serve(listener, query::http::router(engine).merge(query::http::metrics_router(metrics)), shutdown)))
+                Some(tokio::spawn(query::http::serve(
+                    listener,
+                    query::http::router(engine).merge(query::http::metrics_router(metrics)),
+                    shutdown,
+                )))
             }
             _ => None,
         };
