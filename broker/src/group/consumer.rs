@@ -22,8 +22,12 @@ use kafka_protocol::error::ResponseError;
 pub type TopicPartition = ([u8; 16], i32);
 
 /// Kafka's group.consumer.session.timeout.ms and group.consumer.heartbeat.interval.ms are 45 s
-/// and 5 s; a shorter interval makes reconciliation (one step per heartbeat) quicker.
+/// and 5 s; a shorter interval makes reconciliation (one step per heartbeat) quicker. The
+/// session timeout is the default of `serve --group-consumer-session-timeout-ms`.
 pub const SESSION_TIMEOUT_MS: i64 = 45_000;
+/// The bounds of that setting: a session must outlast a few heartbeat intervals.
+pub const SESSION_TIMEOUT_MIN_MS: i64 = 3 * HEARTBEAT_INTERVAL_MS as i64;
+pub const SESSION_TIMEOUT_MAX_MS: i64 = 1_800_000;
 pub const HEARTBEAT_INTERVAL_MS: i32 = 2_000;
 /// Subscribed topics per member.
 pub const SUBSCRIBED_TOPICS_MAX: usize = 10_000;
@@ -103,11 +107,18 @@ pub struct ConsumerGroup {
     target: BTreeMap<String, BTreeSet<TopicPartition>>,
     /// The subscribed topics' (id, partition count) the target was computed from.
     metadata: BTreeMap<String, ([u8; 16], i32)>,
+    /// A member that sends no heartbeat this long is removed.
+    session_timeout_ms: i64,
 }
 
 impl ConsumerGroup {
     pub fn new(group_id: &str) -> ConsumerGroup {
-        ConsumerGroup { group_id: group_id.to_string(), assignor: ASSIGNORS[0], ..ConsumerGroup::default() }
+        ConsumerGroup::with_session_timeout(group_id, SESSION_TIMEOUT_MS)
+    }
+
+    pub fn with_session_timeout(group_id: &str, session_timeout_ms: i64) -> ConsumerGroup {
+        assert!((SESSION_TIMEOUT_MIN_MS..=SESSION_TIMEOUT_MAX_MS).contains(&session_timeout_ms));
+        ConsumerGroup { group_id: group_id.to_string(), assignor: ASSIGNORS[0], session_timeout_ms, ..ConsumerGroup::default() }
     }
 
     /// The name of the assignor that computed the current target assignment.
@@ -249,7 +260,7 @@ impl ConsumerGroup {
         let full_request = request.subscribed_topic_names.is_some();
         {
             let member = self.members.get_mut(&member_id).expect("present");
-            member.session_deadline_ms = now_ms + SESSION_TIMEOUT_MS;
+            member.session_deadline_ms = now_ms + self.session_timeout_ms;
             if let Some(owned) = &request.owned {
                 if member.pending_revocation.iter().all(|tp| !owned.contains(tp)) {
                     member.pending_revocation.clear();
@@ -473,6 +484,15 @@ mod tests {
         assert_eq!(a4.assignment.map(|a| a.len()), Some(6));
         // Sessions end.
         assert!(group.expire(SESSION_TIMEOUT_MS + 10));
+        assert!(group.members.is_empty());
+    }
+
+    #[test]
+    fn sessions_last_the_configured_timeout() {
+        let mut group = ConsumerGroup::with_session_timeout("g", 6_000);
+        group.heartbeat(request("a", 0, Some(&BTreeSet::new())), || unreachable!(), &topics(), 10, 1_000);
+        assert!(!group.expire(6_999));
+        assert!(group.expire(7_000), "a member silent for the session timeout is removed");
         assert!(group.members.is_empty());
     }
 
