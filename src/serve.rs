@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Rows a query answers over HTTP at most; the answer says when it was cut.
     #[arg(long, default_value_t = 100_000)]
     pub query_rows_max: usize,
+    /// group.consumer.session.timeout.ms: a KIP-848 consumer (`group.protocol=consumer`) that
+    /// sends no heartbeat this long leaves its group, and its partitions go to the others.
+    #[arg(long, default_value_t = broker::group::consumer::SESSION_TIMEOUT_MS)]
+    pub group_consumer_session_timeout_ms: i64,
     /// Materialized views checkpoint their state with the offsets it reflects this often (and
     /// at shutdown); after a crash they re-apply at most this much of the log.
     #[arg(long, default_value_t = 2_000)]
@@ -123,7 +127,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         anyhow::ensure!(args.producer_id_expiration_ms >= 1, "--producer-id-expiration-ms must be at least 1");
         anyhow::ensure!(args.default_partitions >= 1, "--default-partitions must be at least 1");
-        let cluster = broker::cluster::Cluster::open(recovered.store, recovered.partitions, broker_config)
+        use broker::group::consumer::{SESSION_TIMEOUT_MAX_MS, SESSION_TIMEOUT_MIN_MS};
+        let consumer_session_timeout_ms = args.group_consumer_session_timeout_ms;
+        anyhow::ensure!(
+            (SESSION_TIMEOUT_MIN_MS..=SESSION_TIMEOUT_MAX_MS).contains(&consumer_session_timeout_ms),
+            "--group-consumer-session-timeout-ms must be between {} and {}",
+            SESSION_TIMEOUT_MIN_MS,
+            SESSION_TIMEOUT_MAX_MS
+        );
+        let group_config = broker::group::GroupConfig { consumer_session_timeout_ms, ..Default::default() };
+        let cluster = broker::cluster::Cluster::open_with_groups(recovered.store, recovered.partitions, broker_config, group_config)
             .await
             .map_err(anyhow::Error::msg)?;
         anyhow::ensure!(args.view_checkpoint_interval_ms >= 1, "--view-checkpoint-interval-ms must be at least 1");
