@@ -30,6 +30,14 @@ pub struct ServeArgs {
     /// num.partitions of auto-created topics.
     #[arg(long, default_value_t = 1)]
     pub default_partitions: i32,
+    /// Partitions of all topics together (the internal logs aside): creating topics or
+    /// partitions beyond it, or auto-creating a topic, answers POLICY_VIOLATION (KIP-578's
+    /// max.broker.partitions).
+    #[arg(long, default_value_t = broker::cluster::PARTITIONS_MAX_DEFAULT as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub partitions_max: u64,
+    /// Topics (the internal logs aside): creating more answers POLICY_VIOLATION.
+    #[arg(long, default_value_t = broker::cluster::TOPICS_MAX_DEFAULT as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub topics_max: u64,
     /// socket.request.max.bytes: larger requests close their connection.
     #[arg(long, default_value_t = 100 << 20)]
     pub request_max_bytes: usize,
@@ -123,6 +131,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             listener_addr: args.kafka_addr.to_string(),
             request_bytes_max: args.request_max_bytes,
             producer_id_expiration_ms: args.producer_id_expiration_ms,
+            // At most 1,000,000 each (the parsers' range): lossless.
+            partitions_max: args.partitions_max as usize,
+            topics_max: args.topics_max as usize,
             ..Default::default()
         };
         anyhow::ensure!(args.producer_id_expiration_ms >= 1, "--producer-id-expiration-ms must be at least 1");

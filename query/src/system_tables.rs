@@ -155,16 +155,15 @@ impl SystemTable {
         let mut rows = Vec::new();
         for topic in self.cluster.topics() {
             for partition in topic.partitions() {
-                let read = partition.with_log(|log| {
-                    (
-                        (log.log_start_offset(), log.high_watermark(), log.log_end_offset()),
-                        log.size_bytes(),
-                        log.zone_ids().len(),
-                        log.failure(),
-                    )
-                });
-                if let Ok((offsets, size_bytes, zones, failure)) = read {
-                    rows.push(Row { topic: topic.name.clone(), partition: partition.index, offsets, size_bytes, zones, failure });
+                if let Ok(status) = partition.reader().status() {
+                    rows.push(Row {
+                        topic: topic.name.clone(),
+                        partition: partition.index,
+                        offsets: (status.bounds.log_start_offset, status.bounds.high_watermark, status.log_end_offset),
+                        size_bytes: status.size_bytes,
+                        zones: status.zones.len(),
+                        failure: status.failure,
+                    });
                 }
             }
         }
@@ -184,7 +183,7 @@ impl SystemTable {
         let mut owners: HashMap<u32, (String, i32)> = HashMap::new();
         for topic in self.cluster.topics() {
             for partition in topic.partitions() {
-                if let Ok(zones) = partition.with_log(|log| log.zone_ids()) {
+                if let Ok(zones) = partition.reader().zones() {
                     for zone in zones {
                         owners.insert(zone, (topic.name.clone(), partition.index));
                     }
@@ -243,7 +242,7 @@ impl SystemTable {
             }
         }
         let high_watermark = |topic: &str, partition: i32| {
-            self.cluster.topic(topic)?.partition(partition)?.with_log(|log| log.high_watermark()).ok()
+            self.cluster.topic(topic)?.partition(partition)?.reader().bounds().ok().map(|bounds| bounds.high_watermark)
         };
         let watermarks: Vec<Option<i64>> =
             rows.iter().map(|row| row.offset.as_ref().and_then(|(topic, partition, _, _)| high_watermark(topic, *partition))).collect();

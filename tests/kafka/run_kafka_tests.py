@@ -26,6 +26,8 @@ Modules and tests:
                        kafkajs/<codec>/consume (kafkajs reads with a consumer group + seek(0),
                        which needs the group APIs: FindCoordinator, JoinGroup, SyncGroup, ...).
   admin                confluent-kafka AdminClient round trips.
+  limits               the broker's partition and topic limits (POLICY_VIOLATION) with
+                       confluent-kafka and kafka-python: see tests/kafka/limits_tests.py.
   restart              produce, SIGTERM, restart on the same directory: data and configs survive.
   idempotence          idempotent producers through a connection-cutting proxy, and resends
                        after a restart (tests/kafka/idempotence_tests.py).
@@ -1046,6 +1048,8 @@ def build_modules():
         ("admin/describe_cluster", test_admin_describe_cluster),
     ]))
     mods.append(("restart", [("restart/data_and_configs", test_restart)]))
+    import limits_tests
+    mods.append(("limits", limits_tests.tests(sys.modules[__name__])))
     import idempotence_tests
     mods.append(("idempotence", idempotence_tests.tests(sys.modules[__name__])))
     import sql_tests

@@ -38,11 +38,7 @@ pub struct ViewProgress {
 pub fn view_progress(cluster: &Cluster, view: &Arc<ViewShared>) -> ViewProgress {
     let rows = view.store.snapshot().live_rows as u64;
     let marks: Vec<(i32, i64)> = match cluster.topic(&view.definition.topic) {
-        Some(topic) => topic
-            .partitions()
-            .iter()
-            .filter_map(|p| p.with_log(|log| (p.index, log.high_watermark())).ok())
-            .collect(),
+        Some(topic) => topic.partitions().iter().filter_map(|p| p.reader().bounds().ok().map(|bounds| (p.index, bounds.high_watermark))).collect(),
         None => Vec::new(),
     };
     let status = view.lock_status();

@@ -1,5 +1,5 @@
 //! One task per view: reads each partition of its topic from the view's applied offset through
-//! the broker's `PartitionLog` read API, in bounded micro-batches, normalises, evaluates and
+//! the broker's `PartitionReader`, in bounded micro-batches, normalises, evaluates and
 //! applies them; sleeps on the partitions' `Notify` when caught up; checkpoints on an interval
 //! and when stopped.
 
@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::cluster::{Cluster, Partition};
+use broker::cluster::{Bounds, Cluster, Partition};
 use broker::log::batch;
 use broker::log::records::{self, DECOMPRESSED_BYTES_MAX};
 use bytes::Bytes;
@@ -164,9 +164,8 @@ impl ViewRuntime {
     /// most. True if anything was applied.
     async fn step(&mut self, partition: &Arc<Partition>) -> Result<bool, ViewError> {
         let index = partition.index;
-        let (log_start, high_watermark) = partition
-            .with_log(|log| (log.log_start_offset(), log.high_watermark()))
-            .map_err(|error| ViewError::Source(error.message))?;
+        let reader = partition.reader();
+        let Bounds { log_start_offset: log_start, high_watermark } = reader.bounds().map_err(|error| ViewError::Source(error.message))?;
         let next = *self.offsets.entry(index).or_insert(log_start);
         let next = if next < log_start {
             // Retention removed records the view had not applied: it can no longer equal the
@@ -183,11 +182,7 @@ impl ViewRuntime {
         if next >= high_watermark {
             return Ok(false);
         }
-        let plan = partition
-            .with_log(|log| log.read(next, READ_BYTES))
-            .map_err(|error| ViewError::Source(error.message))?
-            .map_err(|error| ViewError::Source(error.to_string()))?;
-        let log_batches: Vec<Bytes> = plan.execute().await.map_err(|error| ViewError::Source(error.to_string()))?;
+        let log_batches: Vec<Bytes> = reader.read(next, READ_BYTES).await.map_err(|error| ViewError::Source(error.message))?;
         let mut records = Vec::new();
         let mut values = Vec::new();
         let mut tombstones = Vec::new();
@@ -551,8 +546,8 @@ pub async fn run(mut runtime: ViewRuntime, cluster: Arc<Cluster>, checkpoint_int
             _ => Vec::new(),
         };
         // Registered before looking, so an append between the look and the wait still wakes us.
-        let mut waits: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
-            partitions.iter().map(|partition| Box::pin(partition.data_ready.notified())).collect();
+        let readers: Vec<_> = partitions.iter().map(|partition| partition.reader()).collect();
+        let mut waits: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = readers.iter().map(|reader| Box::pin(reader.notified())).collect();
         for wait in &mut waits {
             wait.as_mut().enable();
         }
