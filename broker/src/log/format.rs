@@ -199,6 +199,39 @@ pub struct FrameEntry {
 pub const SUMMARY_ENTRY_BYTES: usize = 84;
 
 impl FrameEntry {
+    /// The entry of a record batch frame (its position and length filled in when placed).
+    pub fn for_batch(key: PartitionKey, boot: u64, header: &super::batch::BatchHeader, min_timestamp_ms: i64) -> FrameEntry {
+        FrameEntry {
+            base_offset: header.base_offset,
+            last_offset_delta: header.last_offset_delta,
+            max_timestamp_ms: header.max_timestamp_ms,
+            min_timestamp_ms,
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            base_sequence: header.base_sequence,
+            kind: FrameKind::RecordBatch,
+            ..FrameEntry::for_log_start(key, boot, 0)
+        }
+    }
+
+    /// The entry of a log start offset frame.
+    pub fn for_log_start(key: PartitionKey, boot: u64, offset: i64) -> FrameEntry {
+        FrameEntry {
+            key,
+            kind: FrameKind::LogStartOffset,
+            boot,
+            position_bytes: 0,
+            frame_bytes: 0,
+            base_offset: offset,
+            last_offset_delta: 0,
+            max_timestamp_ms: -1,
+            min_timestamp_ms: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+
     pub fn last_offset(&self) -> i64 {
         self.base_offset
             .saturating_add(i64::from(self.last_offset_delta))

@@ -180,43 +180,12 @@ fn copy_frames(
     Ok(placements)
 }
 
-fn entry_for_copy(
-    kind: FrameKind,
-    key: format::PartitionKey,
-    boot: u64,
-    payload: &[u8],
-) -> Option<FrameEntry> {
-    let blank = FrameEntry {
-        key,
-        kind,
-        boot,
-        position_bytes: 0,
-        frame_bytes: 0,
-        base_offset: 0,
-        last_offset_delta: 0,
-        max_timestamp_ms: -1,
-        min_timestamp_ms: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        base_sequence: -1,
-    };
+fn entry_for_copy(kind: FrameKind, key: format::PartitionKey, boot: u64, payload: &[u8]) -> Option<FrameEntry> {
     match kind {
-        FrameKind::LogStartOffset => Some(FrameEntry {
-            base_offset: i64::from_be_bytes(payload.try_into().ok()?),
-            ..blank
-        }),
+        FrameKind::LogStartOffset => Some(FrameEntry::for_log_start(key, boot, i64::from_be_bytes(payload.try_into().ok()?))),
         FrameKind::RecordBatch => {
             let header = batch::parse_header(payload).ok()?;
-            Some(FrameEntry {
-                base_offset: header.base_offset,
-                last_offset_delta: header.last_offset_delta,
-                max_timestamp_ms: header.max_timestamp_ms,
-                min_timestamp_ms: records::timestamp_lower_bound_ms(payload, &header),
-                producer_id: header.producer_id,
-                producer_epoch: header.producer_epoch,
-                base_sequence: header.base_sequence,
-                ..blank
-            })
+            Some(FrameEntry::for_batch(key, boot, &header, records::timestamp_lower_bound_ms(payload, &header)))
         }
     }
 }

@@ -361,20 +361,7 @@ impl PartitionLog {
             ..header
         };
         let min_timestamp_ms = records::timestamp_lower_bound_ms(&batch, &header);
-        let entry = FrameEntry {
-            key: self.id.key(),
-            kind: FrameKind::RecordBatch,
-            boot: self.streams.boot(),
-            position_bytes: 0,
-            frame_bytes: 0,
-            base_offset,
-            last_offset_delta: header.last_offset_delta,
-            max_timestamp_ms: header.max_timestamp_ms,
-            min_timestamp_ms,
-            producer_id: header.producer_id,
-            producer_epoch: header.producer_epoch,
-            base_sequence: header.base_sequence,
-        };
+        let entry = FrameEntry::for_batch(self.id.key(), self.streams.boot(), &header, min_timestamp_ms);
         // A full device refuses here, before anything changed.
         let placement = self.streams.append(
             self.stream,
@@ -662,20 +649,7 @@ impl PartitionLog {
     /// this works on a full device), the previous marker released.
     fn move_log_start(&mut self, offset: i64, now_ms: i64) -> Result<(), LogError> {
         let internal = self.streams.for_lifetime(Lifetime::Internal);
-        let entry = FrameEntry {
-            key: self.id.key(),
-            kind: FrameKind::LogStartOffset,
-            boot: self.streams.boot(),
-            position_bytes: 0,
-            frame_bytes: 0,
-            base_offset: offset,
-            last_offset_delta: 0,
-            max_timestamp_ms: -1,
-            min_timestamp_ms: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            base_sequence: -1,
-        };
+        let entry = FrameEntry::for_log_start(self.id.key(), self.streams.boot(), offset);
         let placement = self.streams.append(
             internal,
             &self.id.key(),

@@ -403,52 +403,22 @@ async fn scan_zone(device: &dyn ZonedDevice, info: ZoneInfo) -> Result<ZoneRead,
 }
 
 /// The entry of a scanned frame; `None` if its payload does not verify.
-fn entry_of(
-    kind: FrameKind,
-    key: PartitionKey,
-    boot: u64,
-    payload: &[u8],
-    start_bytes: u64,
-    end_bytes: u64,
-) -> Option<FrameEntry> {
-    let frame_bytes = (end_bytes - start_bytes) as u32;
-    match kind {
+fn entry_of(kind: FrameKind, key: PartitionKey, boot: u64, payload: &[u8], start_bytes: u64, end_bytes: u64) -> Option<FrameEntry> {
+    let entry = match kind {
         FrameKind::RecordBatch => {
             // The frame CRC covers only the batch's prefix: the batch CRC covers the rest.
             let header = batch::validate_integrity(payload).ok()?;
-            Some(FrameEntry {
-                key,
-                kind,
-                boot,
-                position_bytes: start_bytes,
-                frame_bytes,
-                base_offset: header.base_offset,
-                last_offset_delta: header.last_offset_delta,
-                max_timestamp_ms: header.max_timestamp_ms,
-                min_timestamp_ms: records::timestamp_lower_bound_ms(payload, &header),
-                producer_id: header.producer_id,
-                producer_epoch: header.producer_epoch,
-                base_sequence: header.base_sequence,
-            })
+            FrameEntry::for_batch(key, boot, &header, records::timestamp_lower_bound_ms(payload, &header))
         }
         FrameKind::LogStartOffset => {
             let offset = i64::from_be_bytes(<[u8; 8]>::try_from(payload).ok()?);
-            (offset >= 0).then_some(FrameEntry {
-                key,
-                kind,
-                boot,
-                position_bytes: start_bytes,
-                frame_bytes,
-                base_offset: offset,
-                last_offset_delta: 0,
-                max_timestamp_ms: -1,
-                min_timestamp_ms: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                base_sequence: -1,
-            })
+            if offset < 0 {
+                return None;
+            }
+            FrameEntry::for_log_start(key, boot, offset)
         }
-    }
+    };
+    Some(FrameEntry { position_bytes: start_bytes, frame_bytes: (end_bytes - start_bytes) as u32, ..entry })
 }
 
 /// Rebuilds one partition from its frames, wherever they are.
