@@ -43,6 +43,9 @@ Modules and tests:
                        see tests/kafka/quickstart_tests.py.
   pg                   the Postgres wire protocol (psql, psycopg, Grafana's queries; issue 6): see
                        tests/kafka/pg_tests.py.
+  storage              partitions sharing zones (issue 13): 10,000 partitions on the default
+                       device, 1,000 on 14 open/active zones, a full device: see
+                       tests/kafka/storage_tests.py.
 """
 
 import argparse
@@ -1064,6 +1067,8 @@ def build_modules():
     mods.append(("quickstart", quickstart_tests.tests(sys.modules[__name__])))
     import pg_tests
     mods.append(("pg", pg_tests.tests(sys.modules[__name__])))
+    import storage_tests
+    mods.append(("storage", storage_tests.tests(sys.modules[__name__])))
     import group_tests  # consumer groups (issue 4); it uses this module's helpers
     group_tests.R = sys.modules[__name__]
     mods.extend(group_tests.modules())

@@ -223,16 +223,20 @@ impl Cluster {
         broker: BrokerConfig,
         group_config: GroupConfig,
     ) -> Result<Arc<Cluster>, String> {
-        let mut logs: BTreeMap<(String, i32), PartitionLog> = BTreeMap::new();
+        // Recovered logs are known by topic id (zones store no names): named here.
+        let mut logs: BTreeMap<([u8; 16], i32), PartitionLog> = BTreeMap::new();
         let mut metadata_log = None;
         let mut groups_log = None;
-        for log in recovered {
-            if *log.id() == metadata_partition_id() {
+        for mut log in recovered {
+            let key = (log.id().topic_id, log.id().partition);
+            if key == (metadata_partition_id().topic_id, metadata_partition_id().partition) {
+                log.rename(&metadata_partition_id().topic);
                 metadata_log = Some(log);
-            } else if *log.id() == groups_partition_id() {
+            } else if key == (groups_partition_id().topic_id, groups_partition_id().partition) {
+                log.rename(&groups_partition_id().topic);
                 groups_log = Some(log);
             } else {
-                logs.insert((log.id().topic.clone(), log.id().partition), log);
+                logs.insert(key, log);
             }
         }
         let metadata_log = metadata_log.unwrap_or_else(|| store.create_partition(metadata_partition_id()));
@@ -242,14 +246,12 @@ impl Cluster {
             let config = TopicConfig::from_entries(&configs).map_err(|error| format!("topic {name}: {error}"))?;
             let partitions = (0..partition_count)
                 .map(|index| {
-                    let log = match logs.remove(&(name.clone(), index)) {
-                        Some(log) if log.id().topic_id == id => log,
-                        other => {
-                            if let Some(stale) = other {
-                                stale.delete();
-                            }
-                            store.create_partition(PartitionId { topic: name.clone(), topic_id: id, partition: index })
+                    let log = match logs.remove(&(id, index)) {
+                        Some(mut log) => {
+                            log.rename(&name);
+                            log
                         }
+                        None => store.create_partition(PartitionId { topic: name.clone(), topic_id: id, partition: index }),
                     };
                     Partition::new(index, log)
                 })
@@ -257,7 +259,8 @@ impl Cluster {
             let topic = Topic { name: name.clone(), id, partitions: RwLock::new(partitions), config: RwLock::new(Arc::new(config)) };
             topics.insert(name, Arc::new(topic));
         }
-        for ((topic, partition), log) in logs {
+        for ((topic_id, partition), log) in logs {
+            let topic = topic_id_to_hex(&topic_id);
             tracing::warn!(%topic, partition, "partition log of a topic that no longer exists; releasing its zones");
             log.delete();
         }
@@ -478,6 +481,7 @@ impl Cluster {
                 released += partition
                     .with_log(|log| {
                         log.expire_producers(now_ms, expiration_ms);
+                        log.set_lifetime(crate::log::Lifetime::for_retention(config.retention_ms()));
                         log.apply_retention(now_ms, config.retention_ms(), config.retention_bytes())
                     })
                     .unwrap_or(0);

@@ -116,6 +116,11 @@ impl PartitionReader {
         self.partition.with_log(|log| log.zone_ids())
     }
 
+    /// The bytes of the partition's batches in each zone holding some (zones are shared).
+    pub fn zone_bytes(&self) -> Result<Vec<(ZoneId, u64)>, ApiError> {
+        self.partition.with_log(|log| log.zone_bytes())
+    }
+
     pub fn status(&self) -> Result<PartitionStatus, ApiError> {
         self.partition.with_log(|log| PartitionStatus {
             bounds: Bounds {
