@@ -62,7 +62,9 @@ def produce_confluent(rk, broker, topic, partitions, tag):
 def produce_kafka_python(rk, broker, topic, partitions, tag):
     from kafka import KafkaProducer
     producer = KafkaProducer(bootstrap_servers=broker.addr, acks="all", linger_ms=20,
-                             request_timeout_ms=PRODUCE_TIMEOUT_S * 1000, max_block_ms=60000)
+                             request_timeout_ms=PRODUCE_TIMEOUT_S * 1000, max_block_ms=60000,
+                             # kafka-python refuses a delivery timeout below linger + request timeout.
+                             delivery_timeout_ms=PRODUCE_TIMEOUT_S * 1000 + 5000)
     try:
         futures = [producer.send(topic, value=b"%s-%d" % (tag, partition), partition=partition)
                    for partition in range(partitions)]
@@ -174,8 +176,8 @@ def test_full_device(rk, broker):
             break
     rk.check(full_latency_s is not None, "the 24 MiB device never filled")
     rk.check(full_latency_s < 1.0, f"KAFKA_STORAGE_ERROR after {full_latency_s:.2f} s, not within a second")
-    refused = metric(broker, "appends_refused_storage_full")
-    rk.check(refused is not None and refused >= 1, f"/metrics appends_refused_storage_full = {refused}")
+    refused = metric(broker, "yotta_appends_refused_storage_full")
+    rk.check(refused is not None and refused >= 1, f"/metrics yotta_appends_refused_storage_full = {refused}")
     # Still full: a consumer group commits offsets (internal logs have reserved zones).
     group = rk.topic_name("group")
     consumer = Consumer({"bootstrap.servers": broker.addr, "group.id": group, "enable.auto.commit": False, "log_level": 2})

@@ -219,7 +219,15 @@ impl LogStore {
     pub async fn settle(&self) -> Result<(), LogError> {
         let dead = self.allocator().dead_zones().take(Duration::ZERO);
         self.streams.flush_all().complete().await?;
-        super::reclaim::pass(&self.streams, dead);
+        // `reclaim::pass` blocks on device writes (it is the reclaimer thread's work): run it
+        // on a thread of its own, never on the async caller's (a runtime thread cannot block).
+        let streams = Arc::clone(&self.streams);
+        let (done, passed) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new().name("settle-reclaim".into()).spawn(move || {
+            super::reclaim::pass(&streams, dead);
+            let _ = done.send(());
+        })?;
+        passed.await.map_err(|_| LogError::Failed("the reclaim pass of settle() panicked".into()))?;
         self.allocator().settle().await?;
         Ok(())
     }
