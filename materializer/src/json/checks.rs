@@ -10,6 +10,23 @@ use super::limits::DecodeLimits;
 /// Field-name prefixes quoted in errors are cut to this, so a dead letter's reason stays small.
 pub const ERROR_FIELD_NAME_BYTES_MAX: usize = 64;
 
+/// `StringTooLong` for a string (or an array's text) of field `name` past `string_bytes_max`.
+pub fn check_string(
+    name: &str,
+    string_bytes: usize,
+    limits: &DecodeLimits,
+) -> Result<(), DecodeError> {
+    let string_bytes_max = limits.string_bytes_max;
+    if string_bytes > string_bytes_max as usize {
+        return Err(DecodeError::StringTooLong {
+            field: truncated(name, ERROR_FIELD_NAME_BYTES_MAX),
+            string_bytes,
+            string_bytes_max,
+        });
+    }
+    Ok(())
+}
+
 /// The value as text, if it is within `value_bytes_max` and UTF-8.
 pub fn checked_text<'v>(value: &'v [u8], limits: &DecodeLimits) -> Result<&'v str, DecodeError> {
     if value.len() > limits.value_bytes_max as usize {

@@ -30,7 +30,7 @@ use arrow_schema::ArrowError;
 use serde::de::DeserializeSeed;
 use serde_json::Value;
 
-use super::checks::{check_depth, checked_text, json_error, json_kind, truncated};
+use super::checks::{check_depth, check_string, checked_text, json_error, json_kind, truncated};
 use super::columns::ColumnBuffer;
 use super::datetime::{
     epoch_float_to_micros, epoch_integer_to_micros, epoch_text_to_micros, parse_datetime_text,
@@ -498,17 +498,7 @@ fn classify<'t>(
     name: &str,
     number_text: &'t mut String,
 ) -> Result<(ColumnType, i64, &'t str), DecodeError> {
-    let check_string = |string_bytes: usize| {
-        let string_bytes_max = limits.string_bytes_max;
-        if string_bytes > string_bytes_max as usize {
-            return Err(DecodeError::StringTooLong {
-                field: truncated(name, ERROR_FIELD_NAME_BYTES_MAX),
-                string_bytes,
-                string_bytes_max,
-            });
-        }
-        Ok(())
-    };
+    let check_string = |string_bytes: usize| check_string(name, string_bytes, limits);
     Ok(match scalar {
         Scalar::Null => (ColumnType::Null, 0, ""),
         Scalar::Bool(value) => (ColumnType::Bool, i64::from(value), ""),

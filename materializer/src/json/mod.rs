@@ -26,6 +26,7 @@ mod error;
 mod limits;
 mod names;
 mod normaliser;
+pub mod peer;
 mod schema;
 mod text;
 mod visit;

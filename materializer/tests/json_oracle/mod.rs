@@ -22,7 +22,8 @@ use materializer::json::{
 use serde_json::{Map, Value};
 
 use materializer::json::checks::{
-    check_depth, checked_text, json_error, json_kind, truncated, ERROR_FIELD_NAME_BYTES_MAX,
+    check_depth, check_string, checked_text, json_error, json_kind, truncated,
+    ERROR_FIELD_NAME_BYTES_MAX,
 };
 
 /// Decodes one record value into a row, widening `schema` with its fields. On error the schema
@@ -124,15 +125,7 @@ impl Flattener<'_> {
     }
 
     fn check_string(&self, name: &str, string_bytes: usize) -> Result<(), DecodeError> {
-        let string_bytes_max = self.options.limits.string_bytes_max;
-        if string_bytes > string_bytes_max as usize {
-            return Err(DecodeError::StringTooLong {
-                field: truncated(name, ERROR_FIELD_NAME_BYTES_MAX),
-                string_bytes,
-                string_bytes_max,
-            });
-        }
-        Ok(())
+        check_string(name, string_bytes, &self.options.limits)
     }
 
     fn cell(&self, name: &str, value: Value) -> Result<Cell, DecodeError> {
