@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use broker::log::batch::{self, encode_batch, Compression, SimpleRecord};
-use broker::log::{PartitionId, PartitionLog};
+use broker::log::{LogError, PartitionId, PartitionLog};
 use clap::{Args, Subcommand};
 
 use crate::StorageArgs;
@@ -33,8 +33,8 @@ pub enum DebugCommand {
 
 /// The topic the crash tools write.
 pub const TOPIC: &str = "crash";
-/// Partition counts above this are refused (each partition holds an active zone).
-const PARTITIONS_MAX: u32 = 64;
+/// Partition counts above this are refused (partitions share zones; this bounds the checker).
+const PARTITIONS_MAX: u32 = 10_000;
 /// The largest batch value the generator makes: above a write chunk's worth of blocks and a
 /// read window, so frames span blocks, chunks and reads, and well below a 1 MiB zone.
 pub const VALUE_BYTES_MAX: usize = 300 << 10;
@@ -60,10 +60,10 @@ pub struct AppendLoopArgs {
     /// Seed of the batch contents; `verify` needs the same one.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Retention per partition, in MiB: older zones are reset beyond it, so the loop runs
-    /// forever on a small device.
-    #[arg(long, default_value_t = 8)]
-    pub retention_mib: u64,
+    /// Retention per partition, in KiB: older batches are dropped beyond it and zones with
+    /// nothing live reset, so the loop runs forever on a small device.
+    #[arg(long, default_value_t = 8192)]
+    pub retention_kib: u64,
     /// Stop after this many flushes (a limit; the crash test kills the loop long before).
     #[arg(long, default_value_t = 10_000_000)]
     pub max_flushes: u64,
@@ -232,10 +232,10 @@ fn append_loop(args: AppendLoopArgs) -> anyhow::Result<()> {
         bail!("--partitions must be in 1..={PARTITIONS_MAX}");
     }
     let retention_bytes = args
-        .retention_mib
-        .checked_shl(20)
+        .retention_kib
+        .checked_shl(10)
         .filter(|&bytes| bytes > 0)
-        .context("--retention-mib must be positive and fit in 64 bits")?;
+        .context("--retention-kib must be positive and fit in 64 bits")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -247,7 +247,7 @@ fn append_loop(args: AppendLoopArgs) -> anyhow::Result<()> {
         let store = recovered.store;
         let mut logs: BTreeMap<u32, PartitionLog> = BTreeMap::new();
         for log in recovered.partitions {
-            if log.id().topic == TOPIC && (0..args.partitions as i32).contains(&log.id().partition) {
+            if log.id().topic_id == partition_id(0).topic_id && (0..args.partitions as i32).contains(&log.id().partition) {
                 logs.insert(log.id().partition as u32, log);
             }
         }
@@ -280,9 +280,13 @@ fn append_loop(args: AppendLoopArgs) -> anyhow::Result<()> {
                 for _ in 0..appends {
                     let base_offset = log.log_end_offset();
                     let bytes = generate_batch(partition as i32, base_offset, args.seed);
-                    let info = log
-                        .append(bytes.as_slice().into(), now_ms())
-                        .with_context(|| format!("append to partition {partition} at {base_offset}"))?;
+                    let info = match log.append(bytes.as_slice().into(), now_ms()) {
+                        Ok(info) => info,
+                        // A full device refuses appends (nothing changed) until retention frees
+                        // zones: a condition to wait out, not a failure.
+                        Err(LogError::Io(error)) if error.kind() == std::io::ErrorKind::StorageFull => break,
+                        Err(error) => return Err(error).with_context(|| format!("append to partition {partition} at {base_offset}")),
+                    };
                     if info.base_offset != base_offset {
                         bail!("partition {partition}: batch got offset {} not the log end {base_offset}", info.base_offset);
                     }
@@ -313,7 +317,7 @@ fn append_loop(args: AppendLoopArgs) -> anyhow::Result<()> {
                 // Announced first: the log start can never move past the end it has now.
                 emit(&format!("RETAIN {partition} {}\n", log.log_end_offset()))?;
                 if log.apply_retention(now_ms(), None, Some(retention_bytes)) > 0 {
-                    store.allocator().settle().await?;
+                    store.settle().await?;
                     // The resets are durable: a reopen can not find a lower start.
                     emit(&format!("START {partition} {}\n", log.log_start_offset()))?;
                 }
@@ -420,7 +424,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         );
         let mut logs: BTreeMap<i32, PartitionLog> = BTreeMap::new();
         for log in recovered.partitions {
-            if log.id().topic != TOPIC || !(0..args.partitions as i32).contains(&log.id().partition) {
+            if log.id().topic_id != partition_id(0).topic_id || !(0..args.partitions as i32).contains(&log.id().partition) {
                 failures.add(format!("unexpected partition {:?} on the device", log.id()));
                 continue;
             }

@@ -72,6 +72,10 @@ pub struct StorageArgs {
     /// Maximum open zones (zones being written at once).
     #[arg(long, default_value_t = 14)]
     pub max_open_zones: u32,
+    /// Maximum active zones (open, or closed and not full) of a newly created device; default:
+    /// every zone (the emulated device has no such limit; a real ZNS drive has about 14).
+    #[arg(long)]
+    pub max_active_zones: Option<u32>,
     /// I/O backend: auto (io_uring, else pwritev), io_uring, or sync (pwritev).
     #[arg(long, default_value = "auto")]
     pub io: broker::uring::IoBackendChoice,
@@ -88,7 +92,7 @@ impl StorageArgs {
         config.geometry.zone_capacity_bytes = self.zone_size_mib << 20;
         config.geometry.zone_count = self.zone_count;
         config.geometry.max_open_zones = self.max_open_zones;
-        config.geometry.max_active_zones = self.zone_count;
+        config.geometry.max_active_zones = self.max_active_zones.unwrap_or(self.zone_count);
         config.io = self.io;
         config.log.recent_cache_bytes_max = usize::try_from(self.read_cache_mib << 20).unwrap_or(usize::MAX);
         config

@@ -30,6 +30,14 @@ pub struct ServeArgs {
     /// num.partitions of auto-created topics.
     #[arg(long, default_value_t = 1)]
     pub default_partitions: i32,
+    /// Partitions of all topics together (the internal logs aside): creating topics or
+    /// partitions beyond it, or auto-creating a topic, answers POLICY_VIOLATION (KIP-578's
+    /// max.broker.partitions).
+    #[arg(long, default_value_t = broker::cluster::PARTITIONS_MAX_DEFAULT as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub partitions_max: u64,
+    /// Topics (the internal logs aside): creating more answers POLICY_VIOLATION.
+    #[arg(long, default_value_t = broker::cluster::TOPICS_MAX_DEFAULT as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub topics_max: u64,
     /// socket.request.max.bytes: larger requests close their connection.
     #[arg(long, default_value_t = 100 << 20)]
     pub request_max_bytes: usize,
@@ -64,10 +72,19 @@ pub struct ServeArgs {
     /// Rows a query answers over HTTP at most; the answer says when it was cut.
     #[arg(long, default_value_t = 100_000)]
     pub query_rows_max: usize,
+    /// group.consumer.session.timeout.ms: a KIP-848 consumer (`group.protocol=consumer`) that
+    /// sends no heartbeat this long leaves its group, and its partitions go to the others.
+    #[arg(long, default_value_t = broker::group::consumer::SESSION_TIMEOUT_MS)]
+    pub group_consumer_session_timeout_ms: i64,
     /// Materialized views checkpoint their state with the offsets it reflects this often (and
     /// at shutdown); after a crash they re-apply at most this much of the log.
     #[arg(long, default_value_t = 2_000)]
     pub view_checkpoint_interval_ms: u64,
+    /// Arrow data that materialized views keep in memory, all views together, in MiB. Past
+    /// it, chunks a checkpoint has written are dropped from memory and queries read them from
+    /// their files in the data directory.
+    #[arg(long, default_value_t = 4096)]
+    pub view_memory_mib: usize,
 }
 
 /// A listener address, or `none` for a front end that is off.
@@ -114,20 +131,36 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             listener_addr: args.kafka_addr.to_string(),
             request_bytes_max: args.request_max_bytes,
             producer_id_expiration_ms: args.producer_id_expiration_ms,
+            // At most 1,000,000 each (the parsers' range): lossless.
+            partitions_max: args.partitions_max as usize,
+            topics_max: args.topics_max as usize,
             ..Default::default()
         };
         anyhow::ensure!(args.producer_id_expiration_ms >= 1, "--producer-id-expiration-ms must be at least 1");
         anyhow::ensure!(args.default_partitions >= 1, "--default-partitions must be at least 1");
-        let cluster = broker::cluster::Cluster::open(recovered.store, recovered.partitions, broker_config)
+        use broker::group::consumer::{SESSION_TIMEOUT_MAX_MS, SESSION_TIMEOUT_MIN_MS};
+        let consumer_session_timeout_ms = args.group_consumer_session_timeout_ms;
+        anyhow::ensure!(
+            (SESSION_TIMEOUT_MIN_MS..=SESSION_TIMEOUT_MAX_MS).contains(&consumer_session_timeout_ms),
+            "--group-consumer-session-timeout-ms must be between {} and {}",
+            SESSION_TIMEOUT_MIN_MS,
+            SESSION_TIMEOUT_MAX_MS
+        );
+        let group_config = broker::group::GroupConfig { consumer_session_timeout_ms, ..Default::default() };
+        let cluster = broker::cluster::Cluster::open_with_groups(recovered.store, recovered.partitions, broker_config, group_config)
             .await
             .map_err(anyhow::Error::msg)?;
         anyhow::ensure!(args.view_checkpoint_interval_ms >= 1, "--view-checkpoint-interval-ms must be at least 1");
+        anyhow::ensure!(args.view_memory_mib >= 1, "--view-memory-mib must be at least 1");
         let materializer = query::materializer::Materializer::open(
             cluster.clone(),
             query::materializer::MaterializerConfig {
                 data_dir: storage.data_dir.clone(),
                 checkpoint_interval: std::time::Duration::from_millis(args.view_checkpoint_interval_ms),
-                limits: Default::default(),
+                limits: query::materializer::view::ViewLimits {
+                    memory_bytes_max: args.view_memory_mib << 20,
+                    ..Default::default()
+                },
             },
         )
         .await
@@ -155,8 +188,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 rows_max: args.query_rows_max,
                 ..Default::default()
             };
-            anyhow::ensure!(limits.rows_max >= 1 && args.query_memory_mib >= 1, "--query-rows-max and --query-memory-mib must be at least 1");
-            Some(std::sync::Arc::new(query::QueryEngine::with_materializer(cluster.clone(), limits, Some(materializer.clone()))?))
+            anyhow::ensure!(
+                limits.rows_max >= 1 && args.query_memory_mib >= 1,
+                "--query-rows-max and --query-memory-mib must be at least 1"
+            );
+            Some(std::sync::Arc::new(query::QueryEngine::with_materializer(
+                cluster.clone(),
+                limits,
+                Some(materializer.clone()),
+            )?))
         } else {
             None
         };
@@ -192,7 +232,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let shutdown = async move {
                     let _ = http_stopped.wait_for(|stopped| *stopped).await;
                 };
-                Some(tokio::spawn(query::http::serve(listener, query::http::router(engine).merge(query::http::metrics_router(metrics)), shutdown)))
+                Some(tokio::spawn(query::http::serve(
+                    listener,
+                    query::http::router(engine).merge(query::http::metrics_router(metrics)),
+                    shutdown,
+                )))
             }
             _ => None,
         };

@@ -18,15 +18,18 @@ use std::time::{Duration, Instant};
 const BINARY: &str = env!("CARGO_BIN_EXE_yottastore");
 /// Kill rounds: at least 20, as the acceptance criterion asks.
 const ROUNDS: u64 = 24;
-const PARTITIONS: &str = "4";
+/// A thousand partitions share the device's few zone streams (issue 13): most rounds write
+/// to partitions whose batches interleave with hundreds of others in the same zones.
+const PARTITIONS: &str = "1000";
 const SEED: &str = "20240917";
-/// Small zones (1 MiB x 64) so every round rolls zones, and retention (8 MiB per partition)
-/// resets old ones, all of which recovery then has to get right.
+/// Small zones (1 MiB x 192) so every round seals zones, and retention (64 KiB per partition)
+/// drops runs and empties zones the reclaimer resets, all of which recovery then has to get
+/// right; 3 open zones, as few as the store's streams.
 const STORAGE_ARGS: [&str; 6] = [
     "--zone-size-mib",
     "1",
     "--zone-count",
-    "64",
+    "192",
     "--max-open-zones",
     "3",
 ];
@@ -90,8 +93,8 @@ fn spawn_child(data_dir: &Path) -> Child {
             SEED,
             "--write-chunk-kib",
             "64",
-            "--retention-mib",
-            "8",
+            "--retention-kib",
+            "64",
         ])
         .env("RUST_LOG", "warn")
         .env("RUST_BACKTRACE", "1")

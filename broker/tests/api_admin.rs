@@ -782,3 +782,131 @@ async fn incremental_alter_configs_at_v0_and_v1() {
     assert_eq!((value(retention), retention.config_source), (Some("12345"), 1));
     assert_eq!(entry(&configs, "max.message.bytes").config_source, 5);
 }
+
+async fn open_with(device: &Arc<dyn ZonedDevice>, broker: BrokerConfig) -> Arc<Cluster> {
+    let recovered = LogStore::open(device.clone(), LogConfig::default())
+        .await
+        .unwrap();
+    Cluster::open(recovered.store, recovered.partitions, broker)
+        .await
+        .unwrap()
+}
+
+/// Metadata v12 for `names`, auto-creation allowed: each topic's (name, error code).
+async fn metadata_auto_create(cluster: &Arc<Cluster>, names: &[&str]) -> Vec<(String, i16)> {
+    let topics = names
+        .iter()
+        .map(|name| metadata_request::MetadataRequestTopic::default().with_name(Some(tn(name))))
+        .collect();
+    let request = MetadataRequest::default()
+        .with_topics(Some(topics))
+        .with_allow_auto_topic_creation(true);
+    match call(cluster, 12, RequestKind::Metadata(request)).await {
+        ResponseKind::Metadata(response) => {
+            encodes(&response, 12);
+            response
+                .topics
+                .iter()
+                .map(|topic| (topic.name.as_ref().unwrap().to_string(), topic.error_code))
+                .collect()
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The broker's partition and topic limits: CreateTopics (validate_only too), CreatePartitions
+/// and auto-creation through Metadata refuse beyond them with POLICY_VIOLATION and change
+/// nothing; the internal logs do not count; deleting a topic makes room; after a reopen the
+/// same counts apply.
+#[tokio::test]
+async fn partition_and_topic_limits_answer_policy_violation() {
+    let policy = code(ResponseError::PolicyViolation);
+    let device = device();
+    let limits = BrokerConfig {
+        partitions_max: 6,
+        topics_max: 3,
+        default_partitions: 2,
+        ..BrokerConfig::default()
+    };
+    let cluster = open_with(&device, limits.clone()).await;
+
+    // 4 of 6 partitions: one topic of 3 fits beside, a second one does not (validate_only too).
+    let results = create_topics(&cluster, 7, vec![new_topic("a", 4, 1, &[])], false).await;
+    assert_eq!(results[0].error_code, NONE);
+    for validate_only in [true, false] {
+        let results =
+            create_topics(&cluster, 7, vec![new_topic("b", 3, 1, &[])], validate_only).await;
+        assert_eq!(
+            results[0].error_code, policy,
+            "validate_only={validate_only}"
+        );
+        let message = results[0]
+            .error_message
+            .as_deref()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            message.contains("--partitions-max") && message.contains("7"),
+            "{message}"
+        );
+    }
+    assert!(cluster.topic("b").is_none());
+    // CreatePartitions: 4 -> 6 fits exactly, 6 -> 7 does not.
+    let results = create_partitions(&cluster, 3, vec![partitions_topic("a", 7, None)], false).await;
+    assert_eq!(results[0].error_code, policy);
+    assert_eq!(cluster.topic("a").unwrap().partition_count(), 4);
+    let results = create_partitions(&cluster, 3, vec![partitions_topic("a", 6, None)], false).await;
+    assert_eq!(results[0].error_code, NONE);
+    // Auto-creation (2 partitions each) through Metadata: no partition left.
+    assert_eq!(
+        metadata_auto_create(&cluster, &["auto"]).await,
+        vec![("auto".to_string(), policy)]
+    );
+    assert!(cluster.topic("auto").is_none());
+
+    // Deleting "a" frees its 6 partitions; the topic limit (3) then bites first.
+    let request = DeleteTopicsRequest::default()
+        .with_topic_names(vec![tn("a")])
+        .with_timeout_ms(1000);
+    assert_eq!(
+        delete_topics(&cluster, 1, request).await[0].error_code,
+        NONE
+    );
+    let results = create_topics(
+        &cluster,
+        7,
+        vec![new_topic("t1", 1, 1, &[]), new_topic("t2", 1, 1, &[])],
+        false,
+    )
+    .await;
+    assert!(
+        results.iter().all(|result| result.error_code == NONE),
+        "{results:?}"
+    );
+    assert_eq!(
+        metadata_auto_create(&cluster, &["t3", "t4"]).await,
+        vec![("t3".to_string(), NONE), ("t4".to_string(), policy)]
+    );
+    let results = create_topics(&cluster, 7, vec![new_topic("t5", 1, 1, &[])], false).await;
+    assert_eq!(results[0].error_code, policy);
+    let message = results[0]
+        .error_message
+        .as_deref()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("--topics-max"), "{message}");
+
+    // The internal logs (metadata, groups) were never counted: 3 user topics of 3 fit.
+    assert_eq!(cluster.topics().len(), 3);
+    drop(cluster);
+    let cluster = open_with(&device, limits).await;
+    assert_eq!(cluster.topics().len(), 3);
+    let results = create_topics(&cluster, 7, vec![new_topic("t6", 1, 1, &[])], false).await;
+    assert_eq!(results[0].error_code, policy);
+    let results =
+        create_partitions(&cluster, 3, vec![partitions_topic("t3", 3, None)], false).await;
+    assert_eq!(results[0].error_code, NONE, "4 + 1 of 6 partitions");
+    let results =
+        create_partitions(&cluster, 3, vec![partitions_topic("t1", 3, None)], false).await;
+    assert_eq!(results[0].error_code, policy, "5 + 2 of 6 partitions");
+}

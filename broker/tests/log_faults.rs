@@ -238,7 +238,7 @@ fn assert_accepts_new_appends(
         expected.last().unwrap().last + 1,
         "{context}"
     );
-    block_on(store.allocator().settle()).unwrap();
+    block_on(store.settle()).unwrap();
     drop(log);
     drop(store);
     let (_store, log) = open(device);

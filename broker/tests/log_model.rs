@@ -1,11 +1,14 @@
 //! The partition log against a simple in-memory model: random appends, flushes, reads,
-//! timestamp lookups, retention, delete-records and reopens on several partitions that share a
-//! small device with fewer open zones than partitions.
+//! timestamp lookups, retention, delete-records, partition deletion, garbage collection,
+//! injected faults (EIO, ENOSPC, torn writes) and reopens, on several partitions whose batches
+//! interleave in the same zones of a small device (zones seal with their summaries, the index
+//! checkpoints recovery reads, every few appends).
 
 use std::sync::Arc;
 
 use broker::log::batch::{encode_batch, Compression, SimpleRecord};
 use broker::log::{LogConfig, LogError, LogStore, PartitionId, PartitionLog};
+use broker::zone::fault::{FaultControl, FaultyZonedDevice, WriteFault};
 use broker::zone::mem::MemZonedDevice;
 use broker::zone::{ZoneGeometry, ZonedDevice};
 use bytes::{Bytes, BytesMut};
@@ -32,10 +35,11 @@ fn config() -> LogConfig {
     }
 }
 
-fn partition_id(partition: usize) -> PartitionId {
+/// A partition's id in its `generation` (a deleted partition comes back under a new topic id).
+fn partition_id(partition: usize, generation: u8) -> PartitionId {
     PartitionId {
         topic: "model".into(),
-        topic_id: [1; 16],
+        topic_id: [generation; 16],
         partition: partition as i32,
     }
 }
@@ -74,6 +78,18 @@ enum Op {
         at: f64,
     },
     Reopen,
+    /// Deletes the partition's log; it starts again, empty, under a new topic id.
+    Delete {
+        partition: usize,
+    },
+    /// A forced garbage collection pass.
+    Gc,
+    /// A fault armed before an append and flush to the partition, then a reopen.
+    Fault {
+        partition: usize,
+        kind: u8,
+        amount: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -88,6 +104,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (partition.clone(), 0..4000i64, 0..2000i64).prop_map(|(partition, now_ms, retention_ms)| Op::RetentionTime { partition, now_ms, retention_ms }),
         1 => (partition.clone(), 0.0..1.0f64).prop_map(|(partition, at)| Op::DeleteRecords { partition, at }),
         1 => Just(Op::Reopen),
+        1 => partition.clone().prop_map(|partition| Op::Delete { partition }),
+        2 => Just(Op::Gc),
+        1 => (partition.clone(), 0..6u8, 0..4u64).prop_map(|(partition, kind, amount)| Op::Fault { partition, kind, amount }),
     ]
 }
 
@@ -104,6 +123,10 @@ struct ModelBatch {
 struct ModelPartition {
     batches: Vec<ModelBatch>,
     log_start: i64,
+    /// The log start as of the partition's last flush: retention records a new start in the
+    /// log without flushing it, so after a crash the start may be anywhere from here to
+    /// `log_start` (the batches in between are still there: zones are reset only after a flush).
+    durable_log_start: i64,
     durable_end: i64,
 }
 
@@ -144,25 +167,54 @@ fn stored(bytes: &[u8], base: i64) -> Bytes {
     Bytes::from(copy)
 }
 
-fn open(device: &Arc<dyn ZonedDevice>) -> (LogStore, Vec<PartitionLog>) {
+/// Recovers the device; logs of earlier generations (deleted partitions whose zones were not
+/// reset yet) are deleted, as `Cluster::open` does.
+fn open(device: &Arc<dyn ZonedDevice>, generations: &[u8]) -> (LogStore, Vec<PartitionLog>) {
     let recovered = broker::pending::block_on(LogStore::open(device.clone(), config())).unwrap();
     let mut logs: Vec<Option<PartitionLog>> = (0..PARTITIONS).map(|_| None).collect();
     for log in recovered.partitions {
         let index = log.id().partition as usize;
-        logs[index] = Some(log);
+        if log.id().topic_id == partition_id(index, generations[index]).topic_id {
+            logs[index] = Some(log);
+        } else {
+            log.delete();
+        }
     }
     let store = recovered.store;
     let logs = logs
         .into_iter()
         .enumerate()
-        .map(|(i, log)| log.unwrap_or_else(|| store.create_partition(partition_id(i))))
+        .map(|(i, log)| {
+            log.unwrap_or_else(|| store.create_partition(partition_id(i, generations[i])))
+        })
         .collect();
     (store, logs)
 }
 
+/// Arms one of the faults the device wrapper can inject.
+fn arm(control: &FaultControl, kind: u8, amount: u64) {
+    let errno = if kind % 2 == 0 {
+        libc::EIO
+    } else {
+        libc::ENOSPC
+    };
+    match kind / 2 {
+        0 => control.fail_write_in(amount, errno, WriteFault::Torn),
+        1 => control.fail_write_in(
+            amount,
+            errno,
+            [WriteFault::Dropped, WriteFault::Written][amount as usize % 2],
+        ),
+        _ => control.fail_next_flush(errno),
+    }
+}
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry()).unwrap());
-    let (mut store, mut logs) = open(&device);
+    let inner: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry()).unwrap());
+    let (faulty, control) = FaultyZonedDevice::new(inner);
+    let device: Arc<dyn ZonedDevice> = Arc::new(faulty);
+    let mut generations = [1u8; PARTITIONS];
+    let (mut store, mut logs) = open(&device, &generations);
     let mut model: Vec<ModelPartition> = vec![ModelPartition::default(); PARTITIONS];
     let mut salt = 0u64;
     for op in ops {
@@ -195,6 +247,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(hw, model[partition].end());
                 model[partition].durable_end = hw;
+                model[partition].durable_log_start = model[partition].log_start;
                 prop_assert_eq!(logs[partition].high_watermark(), hw);
             }
             Op::Read {
@@ -282,7 +335,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let after = log.log_start_offset();
                 prop_assert!(after >= before);
                 prop_assert!(
-                    after == m.log_start || after == m.end() || m.batches.iter().any(|b| b.base == after),
+                    after == m.log_start
+                        || after == m.end()
+                        || m.batches.iter().any(|b| b.base == after),
                     "log start {} on a batch boundary",
                     after
                 );
@@ -293,18 +348,41 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         || log.size_bytes() - 1 < bytes + 56 * 1024
                 );
             }
-            Op::RetentionTime { partition, now_ms, retention_ms } => {
+            Op::RetentionTime {
+                partition,
+                now_ms,
+                retention_ms,
+            } => {
                 let log = &mut logs[partition];
                 let before = log.log_start_offset();
                 log.apply_retention(now_ms, Some(retention_ms), None);
-                prop_assert_eq!(log.apply_retention(now_ms, Some(retention_ms), None), 0, "retention is idempotent");
+                prop_assert_eq!(
+                    log.apply_retention(now_ms, Some(retention_ms), None),
+                    0,
+                    "retention is idempotent"
+                );
                 let after = log.log_start_offset();
                 let m = &mut model[partition];
                 // Only whole zones whose every batch is older than the retention go.
-                for batch in m.batches.iter().filter(|b| b.base >= before && b.base < after) {
-                    prop_assert!(batch.max_timestamp_ms < now_ms - retention_ms, "batch {} at {} ms released", batch.base, batch.max_timestamp_ms);
+                for batch in m
+                    .batches
+                    .iter()
+                    .filter(|b| b.base >= before && b.base < after)
+                {
+                    prop_assert!(
+                        batch.max_timestamp_ms < now_ms - retention_ms,
+                        "batch {} at {} ms released",
+                        batch.base,
+                        batch.max_timestamp_ms
+                    );
                 }
-                prop_assert!(after == m.log_start || after == m.end() || m.batches.iter().any(|b| b.base == after), "log start {} on a batch boundary", after);
+                prop_assert!(
+                    after == m.log_start
+                        || after == m.end()
+                        || m.batches.iter().any(|b| b.base == after),
+                    "log start {} on a batch boundary",
+                    after
+                );
                 m.log_start = after;
             }
             Op::DeleteRecords { partition, at } => {
@@ -317,38 +395,104 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .wait()
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 m.log_start = m.log_start.max(target);
+                m.durable_log_start = m.log_start;
                 m.durable_end = m.end();
                 prop_assert_eq!(logs[partition].log_start_offset(), m.log_start);
             }
             Op::Reopen => {
-                broker::pending::block_on(store.allocator().settle()).unwrap();
+                broker::pending::block_on(store.settle()).unwrap();
                 drop(logs);
                 drop(store);
-                (store, logs) = open(&device);
-                for (partition, m) in model.iter_mut().enumerate() {
-                    let log = &logs[partition];
-                    // Unflushed batches may or may not survive, but only whole, in order.
-                    let end = log.log_end_offset();
-                    prop_assert!(
-                        end >= m.durable_end && end <= m.end(),
-                        "end {} within [{}, {}]",
-                        end,
-                        m.durable_end,
-                        m.end()
-                    );
-                    m.batches.retain(|b| b.base < end);
-                    prop_assert_eq!(m.end(), end.max(m.log_start));
-                    m.durable_end = end;
-                    prop_assert_eq!(log.high_watermark(), end);
-                    prop_assert_eq!(
-                        log.log_start_offset(),
-                        m.log_start,
-                        "partition {}",
-                        partition
-                    );
+                (store, logs) = open(&device, &generations);
+                check_reopened(&logs, &mut model, false)?;
+            }
+            Op::Delete { partition } => {
+                let fresh = partition_id(partition, generations[partition] + 1);
+                generations[partition] += 1;
+                let old = std::mem::replace(&mut logs[partition], store.create_partition(fresh));
+                old.delete();
+                model[partition] = ModelPartition::default();
+            }
+            Op::Gc => {
+                store
+                    .collect_garbage(0)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            Op::Fault {
+                partition,
+                kind,
+                amount,
+            } => {
+                arm(&control, kind, amount);
+                salt += 1;
+                let batch = make_batch(2, 3000, 7, salt);
+                if let Ok(info) = logs[partition].append(BytesMut::from(&batch[..]), 0) {
+                    model[partition].batches.push(ModelBatch {
+                        base: info.base_offset,
+                        last: info.last_offset,
+                        max_timestamp_ms: info.max_timestamp_ms,
+                        bytes: stored(&batch, info.base_offset),
+                    });
+                    if let Ok(hw) = logs[partition].start_flush().wait() {
+                        model[partition].durable_end = hw;
+                        model[partition].durable_log_start = model[partition].log_start;
+                    }
                 }
+                control.clear();
+                // The failed stream refuses work until the store is reopened; nothing
+                // acknowledged may be lost by the fault.
+                drop(logs);
+                drop(store);
+                (store, logs) = open(&device, &generations);
+                check_reopened(&logs, &mut model, true)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// After a reopen: every acknowledged batch is there, unflushed ones may or may not be, but only
+/// whole and in order; the model follows what survived.
+/// After a crash (`crashed`), a log start recorded since the last flush may be lost.
+fn check_reopened(
+    logs: &[PartitionLog],
+    model: &mut [ModelPartition],
+    crashed: bool,
+) -> Result<(), TestCaseError> {
+    for (partition, m) in model.iter_mut().enumerate() {
+        let log = &logs[partition];
+        let end = log.log_end_offset();
+        prop_assert!(
+            end >= m.durable_end && end <= m.end(),
+            "partition {}: end {} within [{}, {}]",
+            partition,
+            end,
+            m.durable_end,
+            m.end()
+        );
+        m.batches.retain(|b| b.base < end);
+        prop_assert_eq!(m.end(), end.max(m.log_start));
+        m.durable_end = end;
+        prop_assert_eq!(log.high_watermark(), end);
+        if crashed {
+            let start = log.log_start_offset();
+            prop_assert!(
+                start >= m.durable_log_start.min(end) && start <= m.log_start,
+                "partition {}: start {} within [{}, {}]",
+                partition,
+                start,
+                m.durable_log_start,
+                m.log_start
+            );
+            m.log_start = start;
+        }
+        prop_assert_eq!(
+            log.log_start_offset(),
+            m.log_start,
+            "partition {}",
+            partition
+        );
+        m.durable_log_start = m.log_start;
     }
     Ok(())
 }
@@ -379,7 +523,7 @@ fn many_partitions_share_few_open_zones() {
         .unwrap()
         .store;
     let mut logs: Vec<PartitionLog> = (0..PARTITION_COUNT)
-        .map(|p| store.create_partition(partition_id(p)))
+        .map(|p| store.create_partition(partition_id(p, 1)))
         .collect();
     for round in 0..3 {
         for (p, log) in logs.iter_mut().enumerate() {
@@ -406,8 +550,10 @@ fn many_partitions_share_few_open_zones() {
 #[test]
 fn dropped_flush_does_not_fail_the_log() {
     let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry()).unwrap());
-    let store = broker::pending::block_on(LogStore::open(device, config())).unwrap().store;
-    let mut log = store.create_partition(partition_id(0));
+    let store = broker::pending::block_on(LogStore::open(device, config()))
+        .unwrap()
+        .store;
+    let mut log = store.create_partition(partition_id(0, 1));
     let batch = make_batch(3, 9000, 5, 1);
     log.append(BytesMut::from(&batch[..]), 0).unwrap();
     drop(log.start_flush());
@@ -421,8 +567,10 @@ fn dropped_flush_does_not_fail_the_log() {
 fn cancelled_flush_future_does_not_fail_the_log() {
     use std::future::Future;
     let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry()).unwrap());
-    let store = broker::pending::block_on(LogStore::open(device, config())).unwrap().store;
-    let mut log = store.create_partition(partition_id(0));
+    let store = broker::pending::block_on(LogStore::open(device, config()))
+        .unwrap()
+        .store;
+    let mut log = store.create_partition(partition_id(0, 1));
     let batch = make_batch(2, 3000, 5, 1);
     log.append(BytesMut::from(&batch[..]), 0).unwrap();
     let first = log.start_flush();
@@ -432,10 +580,15 @@ fn cancelled_flush_future_does_not_fail_the_log() {
     // then cancel it mid-wait, as a dropped request would.
     let mut cancelled = Box::pin(second.complete());
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    assert!(cancelled.as_mut().poll(&mut context).is_pending());
+    let polled = cancelled.as_mut().poll(&mut context);
+    assert!(polled.is_pending(), "{polled:?}");
     drop(cancelled);
     assert_eq!(first.wait().unwrap(), 2);
     log.append(BytesMut::from(&batch[..]), 0).unwrap();
-    assert_eq!(log.start_flush().wait().unwrap(), 6, "a later flush confirms everything");
+    assert_eq!(
+        log.start_flush().wait().unwrap(),
+        6,
+        "a later flush confirms everything"
+    );
     assert!(log.failure().is_none());
 }

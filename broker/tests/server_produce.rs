@@ -1,6 +1,7 @@
 //! Produce over a real socket to the in-process server: an acks=0 produce that fails closes the
 //! connection (Kafka's only signal to a client that gets no response), after the responses to
-//! the requests before it; one that succeeds leaves the connection open.
+//! the requests before it; one that succeeds leaves the connection open. Batches are stored as
+//! sent, but for a max timestamp that does not match the records (recomputed, as Kafka does).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,11 +34,14 @@ fn frame(api_key: ApiKey, version: i16, correlation_id: i32, body: &impl Encodab
     out
 }
 
-fn produce_frame(correlation_id: i32, acks: i16, topic: &str, records: Bytes) -> Vec<u8> {
-    let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(30_000).with_topic_data(vec![TopicProduceData::default()
+fn produce_request(acks: i16, topic: &str, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(30_000).with_topic_data(vec![TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))])]);
-    frame(ApiKey::Produce, 9, correlation_id, &request)
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))])])
+}
+
+fn produce_frame(correlation_id: i32, acks: i16, topic: &str, records: Bytes) -> Vec<u8> {
+    frame(ApiKey::Produce, 9, correlation_id, &produce_request(acks, topic, records))
 }
 
 fn api_versions_frame(correlation_id: i32) -> Vec<u8> {
@@ -193,6 +197,166 @@ async fn large_and_small_pipelined_produce_requests_are_stored_as_sent() {
         }
     }
     drop(writing.await.unwrap());
+    shutdown_tx.send(true).unwrap();
+    server.await.unwrap();
+}
+
+/// One request over `stream` and its response body (the response header checked and dropped).
+async fn call(
+    stream: &mut TcpStream,
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &impl Encodable,
+) -> Bytes {
+    stream
+        .write_all(&frame(api_key, version, correlation_id, body))
+        .await
+        .unwrap();
+    let mut size = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut size))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut response).await.unwrap();
+    let mut response = Bytes::from(response);
+    let header = kafka_protocol::messages::ResponseHeader::decode(
+        &mut response,
+        api_key.response_header_version(version),
+    )
+    .unwrap();
+    assert_eq!(header.correlation_id, correlation_id);
+    response
+}
+
+/// A batch of records at `timestamps` whose maxTimestamp field says -1, as older Go clients
+/// (sarama before 1.x's v2 support was complete) send it, with a CRC that matches.
+fn batch_without_max_timestamp(timestamps: &[i64], compression: Compression) -> Bytes {
+    let records: Vec<SimpleRecord> = timestamps
+        .iter()
+        .map(|&at| SimpleRecord::new(None, Some(format!("at {at}").as_bytes()), &[], at))
+        .collect();
+    let mut batch = batch::encode_batch(&records, compression).unwrap();
+    batch[35..43].copy_from_slice(&(-1i64).to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(batch::validate(&batch).unwrap().max_timestamp_ms, -1);
+    Bytes::from(batch)
+}
+
+/// Kafka's LogValidator recomputes a batch's max timestamp from its records on append; without
+/// that, a batch whose field says -1 is invisible to ListOffsets by time. Raw Produce requests
+/// over a socket, uncompressed and compressed, then ListOffsets (by time, and max timestamp)
+/// and a read of the stored batches: the field is the records' largest timestamp, the CRC valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_without_max_timestamp_is_found_by_time() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, ProduceResponse};
+    let geometry = ZoneGeometry {
+        zone_size_bytes: 1 << 20,
+        zone_capacity_bytes: 1 << 20,
+        zone_count: 16,
+        max_open_zones: 4,
+        max_active_zones: 16,
+    };
+    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+    let recovered = LogStore::open(device, LogConfig::default()).await.unwrap();
+    let cluster = Cluster::open(
+        recovered.store,
+        recovered.partitions,
+        BrokerConfig::default(),
+    )
+    .await
+    .unwrap();
+    cluster
+        .create_topic("events", 1, &BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(run(
+        listener,
+        cluster.clone(),
+        ServerConfig::default(),
+        shutdown,
+    ));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+
+    // Offsets 0..3 uncompressed, 3..6 lz4, 6..9 zstd; within each batch the middle record is
+    // the latest, so neither the first nor the last record's timestamp is the max.
+    let t0 = now_ms() - 60_000;
+    let batches = [
+        (Compression::None, [t0, t0 + 20, t0 + 10]),
+        (Compression::Lz4, [t0 + 30, t0 + 50, t0 + 40]),
+        (Compression::Zstd, [t0 + 60, t0 + 80, t0 + 70]),
+    ];
+    for (index, (compression, timestamps)) in batches.iter().enumerate() {
+        let request = produce_request(
+            -1,
+            "events",
+            batch_without_max_timestamp(timestamps, *compression),
+        );
+        let mut response = call(&mut stream, ApiKey::Produce, 9, index as i32, &request).await;
+        let response = ProduceResponse::decode(&mut response, 9).unwrap();
+        let answer = &response.responses[0].partition_responses[0];
+        assert_eq!(
+            (answer.error_code, answer.base_offset),
+            (0, 3 * index as i64),
+            "{compression:?}"
+        );
+    }
+
+    let list_offsets = |timestamp: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("events")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(timestamp)])])
+    };
+    // (timestamp asked, offset and timestamp found); -3 is MAX_TIMESTAMP (ListOffsets v7+).
+    let cases = [
+        (t0 + 15, 1, t0 + 20),
+        (t0 + 20, 1, t0 + 20),
+        (t0 + 21, 3, t0 + 30),
+        (t0 + 45, 4, t0 + 50),
+        (t0 + 75, 7, t0 + 80),
+        (t0 + 81, -1, -1),
+        (-3, 7, t0 + 80),
+    ];
+    for (index, (timestamp, offset, found_ms)) in cases.into_iter().enumerate() {
+        let mut response = call(
+            &mut stream,
+            ApiKey::ListOffsets,
+            7,
+            100 + index as i32,
+            &list_offsets(timestamp),
+        )
+        .await;
+        let response = ListOffsetsResponse::decode(&mut response, 7).unwrap();
+        let answer = &response.topics[0].partitions[0];
+        assert_eq!(
+            (answer.error_code, answer.offset, answer.timestamp),
+            (0, offset, found_ms),
+            "ListOffsets at {timestamp} (t0 {t0})"
+        );
+    }
+    // Stored with the max timestamp of their records and a valid CRC.
+    let partition = cluster.topic("events").unwrap().partition(0).unwrap();
+    for (index, (_, timestamps)) in batches.iter().enumerate() {
+        let stored = partition
+            .with_log(|log| log.read(3 * index as i64, 1))
+            .unwrap()
+            .unwrap()
+            .execute()
+            .await
+            .unwrap();
+        let header = batch::validate(&stored[0]).unwrap();
+        assert_eq!(header.max_timestamp_ms, *timestamps.iter().max().unwrap());
+    }
     shutdown_tx.send(true).unwrap();
     server.await.unwrap();
 }

@@ -249,7 +249,7 @@
       render: renderTopics,
     },
     zones: {
-      queries: { zones: "SELECT zone, state, write_pointer_bytes, capacity_bytes, topic, partition FROM system.zones ORDER BY zone" },
+      queries: { zones: "SELECT zone, state, write_pointer_bytes, capacity_bytes, topic, partition, partitions, live_bytes, stream, write_amplification FROM system.zones ORDER BY zone" },
       render: renderZones,
     },
     groups: {
@@ -382,9 +382,14 @@
     ["empty", "Empty"], ["open", "Open (being written)"], ["closed", "Closed (written, not full)"], ["full", "Full"],
   ];
 
+  const STREAM_NAMES = ["internal logs", "long-lived topics", "short-retention topics"];
+
   function zoneTitle(z) {
-    const owner = z.topic == null ? (z.state === "empty" ? "free" : "the broker's own logs (metadata, groups)") : `${z.topic} / partition ${z.partition}`;
-    return `Zone ${z.zone} · ${z.state}\n${owner}\nwrite pointer ${fmtBytes(z.write_pointer_bytes)} of ${fmtBytes(z.capacity_bytes)} (${pct(z.write_pointer_bytes, z.capacity_bytes).toFixed(1)}%)`;
+    // Zones are shared: the partition named is the one holding the most live bytes there.
+    const others = z.partitions > 1 ? ` and ${fmtInt(z.partitions - 1)} more partitions` : "";
+    const owner = z.topic == null ? (z.state === "empty" ? "free" : "the broker's own logs (metadata, groups)") : `${z.topic} / partition ${z.partition}${others}`;
+    const stream = z.stream == null ? "" : `\nstream: ${STREAM_NAMES[z.stream] || z.stream}, live ${fmtBytes(z.live_bytes)}`;
+    return `Zone ${z.zone} · ${z.state}\n${owner}\nwrite pointer ${fmtBytes(z.write_pointer_bytes)} of ${fmtBytes(z.capacity_bytes)} (${pct(z.write_pointer_bytes, z.capacity_bytes).toFixed(1)}%)${stream}`;
   }
 
   function renderZones(data) {
@@ -406,6 +411,8 @@
       h("span", null, h("strong", null, fmtInt(zones.length)), " zones"),
       h("span", null, h("strong", null, fmtInt(zones.length - counts.empty)), " in use"),
       h("span", null, h("strong", null, `${pct(used, capacity).toFixed(1)}%`), ` written (${fmtBytes(used)} of ${fmtBytes(capacity)})`),
+      h("span", null, h("strong", null, fmtBytes(zones.reduce((s, z) => s + (z.live_bytes || 0), 0))), " live"),
+      zones.length ? h("span", null, "write amplification ", h("strong", null, (zones[0].write_amplification || 1).toFixed(2))) : null,
       selected ? h("span", { class: "zone-selected" }, h("strong", null, fmtInt(shown.length)), ` zones hold ${selected} (${fmtBytes(shown.reduce((s, z) => s + z.write_pointer_bytes, 0))})`) : null,
     ].filter(Boolean));
     // One chip per topic with its zone count: a click filters the map to it (again: all).

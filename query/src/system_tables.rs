@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use broker::cluster::Cluster;
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, Session};
@@ -84,6 +84,10 @@ impl SystemTableKind {
                 int64("capacity_bytes", false),
                 utf8("topic", true),
                 int32("partition", true),
+                int32("partitions", false),
+                int64("live_bytes", false),
+                int32("stream", true),
+                Field::new("write_amplification", DataType::Float64, false),
             ],
         }))
     }
@@ -155,16 +159,15 @@ impl SystemTable {
         let mut rows = Vec::new();
         for topic in self.cluster.topics() {
             for partition in topic.partitions() {
-                let read = partition.with_log(|log| {
-                    (
-                        (log.log_start_offset(), log.high_watermark(), log.log_end_offset()),
-                        log.size_bytes(),
-                        log.zone_ids().len(),
-                        log.failure(),
-                    )
-                });
-                if let Ok((offsets, size_bytes, zones, failure)) = read {
-                    rows.push(Row { topic: topic.name.clone(), partition: partition.index, offsets, size_bytes, zones, failure });
+                if let Ok(status) = partition.reader().status() {
+                    rows.push(Row {
+                        topic: topic.name.clone(),
+                        partition: partition.index,
+                        offsets: (status.bounds.log_start_offset, status.bounds.high_watermark, status.log_end_offset),
+                        size_bytes: status.size_bytes,
+                        zones: status.zones.len(),
+                        failure: status.failure,
+                    });
                 }
             }
         }
@@ -180,19 +183,29 @@ impl SystemTable {
         ]
     }
 
+    /// One row per zone. Zones are shared by partitions: `topic` and `partition` name the one
+    /// holding the most live bytes there, `partitions` how many hold some.
     fn zones(&self) -> Vec<ArrayRef> {
-        let mut owners: HashMap<u32, (String, i32)> = HashMap::new();
+        // zone -> (partitions holding data, the largest holder, its bytes)
+        let mut holders: HashMap<u32, (usize, (String, i32), u64)> = HashMap::new();
         for topic in self.cluster.topics() {
             for partition in topic.partitions() {
-                if let Ok(zones) = partition.with_log(|log| log.zone_ids()) {
-                    for zone in zones {
-                        owners.insert(zone, (topic.name.clone(), partition.index));
+                let Ok(zones) = partition.reader().zone_bytes() else { continue };
+                for (zone, bytes) in zones {
+                    let entry = holders.entry(zone).or_insert_with(|| (0, (topic.name.clone(), partition.index), 0));
+                    entry.0 += 1;
+                    if bytes > entry.2 {
+                        (entry.1, entry.2) = ((topic.name.clone(), partition.index), bytes);
                     }
                 }
             }
         }
-        let zones = self.cluster.store().device().report_zones();
-        let owner = |zone: u32| owners.get(&zone);
+        let store = self.cluster.store();
+        let zones = store.device().report_zones();
+        let uses = store.allocator().zone_uses();
+        let write_amplification = store.allocator().write_amplification();
+        let usage = |zone: u32| uses.get(zone as usize).copied().flatten();
+        let owner = |zone: u32| holders.get(&zone).map(|(_, owner, _)| owner);
         vec![
             Arc::new(Int64Array::from_iter_values(zones.iter().map(|zone| i64::from(zone.id)))),
             Arc::new(StringArray::from_iter_values(zones.iter().map(|zone| zone.state.to_string()))),
@@ -200,6 +213,10 @@ impl SystemTable {
             Arc::new(Int64Array::from_iter_values(zones.iter().map(|zone| saturating_i64(zone.capacity_bytes)))),
             Arc::new(StringArray::from_iter(zones.iter().map(|zone| owner(zone.id).map(|(topic, _)| topic.as_str())))),
             Arc::new(Int32Array::from_iter(zones.iter().map(|zone| owner(zone.id).map(|(_, partition)| *partition)))),
+            Arc::new(Int32Array::from_iter_values(zones.iter().map(|zone| holders.get(&zone.id).map_or(0, |holder| holder.0 as i32)))),
+            Arc::new(Int64Array::from_iter_values(zones.iter().map(|zone| usage(zone.id).map_or(0, |usage| saturating_i64(usage.live_bytes))))),
+            Arc::new(Int32Array::from_iter(zones.iter().map(|zone| usage(zone.id).map(|usage| i32::from(usage.stream))))),
+            Arc::new(Float64Array::from_iter_values(zones.iter().map(|_| write_amplification))),
         ]
     }
 }
@@ -243,7 +260,7 @@ impl SystemTable {
             }
         }
         let high_watermark = |topic: &str, partition: i32| {
-            self.cluster.topic(topic)?.partition(partition)?.with_log(|log| log.high_watermark()).ok()
+            self.cluster.topic(topic)?.partition(partition)?.reader().bounds().ok().map(|bounds| bounds.high_watermark)
         };
         let watermarks: Vec<Option<i64>> =
             rows.iter().map(|row| row.offset.as_ref().and_then(|(topic, partition, _, _)| high_watermark(topic, *partition))).collect();

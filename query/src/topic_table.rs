@@ -17,7 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use broker::cluster::{Partition, Topic};
+use broker::cluster::{Bounds, PartitionReader, Topic};
 use broker::log::batch;
 use broker::log::records::{self, Record, DECOMPRESSED_BYTES_MAX};
 use bytes::Bytes;
@@ -127,16 +127,14 @@ impl TableProvider for TopicTable {
                 // The snapshot that bounds this scan: [log start, high watermark) now, cut
                 // where every later zone's records are past the upper timestamp bound.
                 let timestamp_ms_max = bounds.timestamp_ms_max;
-                let Ok((log_start, high_watermark)) = partition.with_log(|log| {
-                    let end = if timestamp_ms_max == i64::MAX { log.high_watermark() } else { log.end_offset_for_timestamp(timestamp_ms_max) };
-                    (log.log_start_offset(), end)
-                }) else {
+                let reader = partition.reader();
+                let Ok(Bounds { log_start_offset: log_start, high_watermark }) = reader.bounds_until(timestamp_ms_max) else {
                     continue; // deleted meanwhile: nothing to read
                 };
                 let start_offset = log_start.max(bounds.offset_min);
                 let end_offset = high_watermark.min(bounds.offset_max.saturating_add(1));
                 if start_offset < end_offset {
-                    partitions.push(PartitionScan { partition, start_offset, end_offset });
+                    partitions.push(PartitionScan { reader, start_offset, end_offset });
                 }
             }
         }
@@ -148,7 +146,7 @@ impl TableProvider for TopicTable {
 
 #[derive(Clone)]
 struct PartitionScan {
-    partition: Arc<Partition>,
+    reader: PartitionReader,
     start_offset: i64,
     /// Exclusive.
     end_offset: i64,
@@ -204,7 +202,7 @@ impl TopicScanExec {
 impl DisplayAs for TopicScanExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let partitions: Vec<String> =
-            self.partitions.iter().map(|scan| format!("{}:[{}, {})", scan.partition.index, scan.start_offset, scan.end_offset)).collect();
+            self.partitions.iter().map(|scan| format!("{}:[{}, {})", scan.reader.index(), scan.start_offset, scan.end_offset)).collect();
         write!(f, "TopicScanExec: topic={}, partitions=[{}]", self.topic, partitions.join(", "))?;
         if self.bounds.timestamp_ms_min != i64::MIN || self.bounds.timestamp_ms_max != i64::MAX {
             write!(f, ", timestamp_ms=[{}, {}]", self.bounds.timestamp_ms_min, self.bounds.timestamp_ms_max)?;
@@ -240,7 +238,7 @@ impl ExecutionPlan for TopicScanExec {
             }
             return Err(DataFusionError::Internal(format!("TopicScanExec has no partition {partition}")));
         };
-        let reader = PartitionReader {
+        let reader = PartitionRows {
             next_offset: scan.start_offset,
             scan,
             projection: self.projection.clone(),
@@ -272,7 +270,7 @@ struct ScanMetrics {
 }
 
 /// Reads one partition's records in offset order and turns them into record batches.
-struct PartitionReader {
+struct PartitionRows {
     scan: PartitionScan,
     next_offset: i64,
     projection: Vec<usize>,
@@ -290,12 +288,12 @@ fn log_error(error: impl fmt::Display) -> DataFusionError {
     DataFusionError::Execution(format!("reading the log: {error}"))
 }
 
-/// The partition went away under the scan (its topic was deleted).
-fn gone(error: broker::cluster::ApiError) -> DataFusionError {
+/// A read failed, or the partition went away under the scan (its topic was deleted).
+fn read_error(error: broker::cluster::ApiError) -> DataFusionError {
     log_error(error.message)
 }
 
-impl PartitionReader {
+impl PartitionRows {
     /// The next record batch of at most `batch_rows` rows, or `None` at the end.
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         if !self.started {
@@ -304,8 +302,7 @@ impl PartitionReader {
         }
         let mut rows = RowsBuilder::new(&self.projection, self.batch_rows.min(self.rows_left));
         while rows.len() < self.batch_rows && self.rows_left > 0 && self.next_offset < self.scan.end_offset {
-            let plan = self.scan.partition.with_log(|log| log.read(self.next_offset, READ_BYTES)).map_err(gone)?.map_err(log_error)?;
-            let batches = plan.execute().await.map_err(log_error)?;
+            let batches = self.scan.reader.read(self.next_offset, READ_BYTES).await.map_err(read_error)?;
             if batches.is_empty() {
                 // Retention removed what we were about to read, or the log ends early.
                 break;
@@ -333,7 +330,7 @@ impl PartitionReader {
                         if self.rows_left == 0 {
                             break;
                         }
-                        rows.push(self.scan.partition.index, &record);
+                        rows.push(self.scan.reader.index(), &record);
                         self.rows_left -= 1;
                     }
                 }
@@ -352,21 +349,15 @@ impl PartitionReader {
         if self.timestamp_ms_min == i64::MIN {
             return Ok(());
         }
-        let plan = self
-            .scan
-            .partition
-            .with_log(|log| log.offset_for_timestamp(self.timestamp_ms_min))
-            .map_err(gone)?
-            .map_err(log_error)?;
-        match plan.execute().await.map_err(log_error)? {
-            Some(found) => self.next_offset = self.next_offset.max(found.offset),
+        match self.scan.reader.offset_for_timestamp(self.timestamp_ms_min).await.map_err(read_error)? {
+            Some(offset) => self.next_offset = self.next_offset.max(offset),
             None => self.next_offset = self.scan.end_offset,
         }
         Ok(())
     }
 
     fn count_zone(&mut self, offset: i64) {
-        if let Ok(Some(zone)) = self.scan.partition.with_log(|log| log.zone_id_for_offset(offset)) {
+        if let Some(zone) = self.scan.reader.zone_for_offset(offset) {
             if self.zones.insert(zone) {
                 self.metrics.zones_read.add(1);
             }

@@ -1,11 +1,17 @@
-//! A materialized view as a table in schema `public`, with index pushdown.
+//! A materialized view as a table in schema `public`, read through the materializer's snapshot
+//! API (`ViewStore::snapshot`): planning takes a snapshot (`Arc` clones of the view's chunks
+//! and deletion vectors), and the scan streams its chunks without copying rows and without
+//! any lock the view's writer waits on.
+//!
+//! A full scan (`ViewScanExec`) runs one DataFusion partition per group of chunks (all cores),
+//! reads only the projected columns (a spilled chunk: only those columns of its file), drops
+//! dead rows with the chunk's deletion vector, and stops at a pushed LIMIT. Batches it had to
+//! materialize (read from files, filtered) are reserved in the query's memory pool.
 //!
 //! `col = literal` and `col IN (literals)` on a column with a usable index are accepted as
-//! Inexact filters: the scan walks the index's CAS lists for those values (no lock: the
-//! materializer keeps writing meanwhile) and reads only the rows they name; DataFusion keeps
-//! the filter above, so a row seen under a stale value for a moment is filtered out. `EXPLAIN`
-//! shows `ViewIndexScanExec` (with the index and values) instead of `ViewScanExec`, and
-//! `EXPLAIN ANALYZE` the `rows_read` metric.
+//! Inexact filters: the scan (`ViewIndexScanExec`, with the index and values) reads only the
+//! rows the sealed chunks' value lists and the tail's CAS lists name; DataFusion keeps the
+//! filter above. `EXPLAIN ANALYZE` shows the `rows_read` metric.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,17 +22,16 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use materializer::view::types::{index_key, indexable};
-use materializer::view::{ViewIndex, ViewShared};
+use materializer::view::{ViewIndex, ViewShared, ViewSnapshot};
 
 /// Values of one `IN` list an index lookup takes; longer lists scan.
 const IN_LIST_VALUES_MAX: usize = 1024;
@@ -49,11 +54,12 @@ impl ViewTable {
     }
 
     /// The index and the keys to look up for `filter`, if an index answers it.
-    fn lookup(&self, filter: &Expr) -> Option<(Arc<ViewIndex>, Vec<String>)> {
+    /// The index comes from `snapshot`: its lists are those of the snapshot's chunks.
+    fn lookup(&self, snapshot: &ViewSnapshot, filter: &Expr) -> Option<(Arc<ViewIndex>, Vec<String>)> {
         // DataFusion rewrites a short IN list into ORs of equalities: one index, both sides.
         if let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) = filter {
-            let (left_index, mut keys) = self.lookup(left)?;
-            let (right_index, right_keys) = self.lookup(right)?;
+            let (left_index, mut keys) = self.lookup(snapshot, left)?;
+            let (right_index, right_keys) = self.lookup(snapshot, right)?;
             if !Arc::ptr_eq(&left_index, &right_index) || keys.len() + right_keys.len() > IN_LIST_VALUES_MAX {
                 return None;
             }
@@ -68,7 +74,9 @@ impl ViewTable {
                 _ => return None,
             },
             Expr::InList(in_list) if !in_list.negated && in_list.list.len() <= IN_LIST_VALUES_MAX => {
-                let Expr::Column(column) = in_list.expr.as_ref() else { return None };
+                let Expr::Column(column) = in_list.expr.as_ref() else {
+                    return None;
+                };
                 let literals = in_list.list.iter().map(|item| match item {
                     Expr::Literal(value, _) => Some(value),
                     _ => None,
@@ -78,7 +86,7 @@ impl ViewTable {
             _ => return None,
         };
         let field = self.schema.field_with_name(column).ok()?;
-        let index = self.view.store.index_on(column)?;
+        let index = snapshot.index_on(column)?;
         // Keys are texts under the index's column type: only when the literal compares in
         // exactly that type is text equality the same as `=`.
         if index.column_type != *field.data_type() || !indexable(field.data_type()) {
@@ -105,26 +113,55 @@ impl TableProvider for ViewTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        let snapshot = self.view.store.snapshot();
         Ok(filters
             .iter()
-            .map(|filter| if self.lookup(filter).is_some() { TableProviderFilterPushDown::Inexact } else { TableProviderFilterPushDown::Unsupported })
+            .map(|filter| {
+                if self.lookup(&snapshot, filter).is_some() {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
             .collect())
     }
 
-    async fn scan(&self, _state: &dyn Session, projection: Option<&Vec<usize>>, filters: &[Expr], limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
-        // The most selective lookup among the pushed filters (fewest keys), if any.
-        let lookup = filters.iter().filter_map(|filter| self.lookup(filter)).min_by_key(|(_, keys)| keys.len());
+    async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, filters: &[Expr], limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = self.view.store.snapshot();
+        // The most selective lookup among the pushed filters (fewest keys), if any (an index
+        // dropped since the filters were pushed leaves a full scan; the filters stay above).
+        let lookup = filters
+            .iter()
+            .filter_map(|filter| self.lookup(&snapshot, filter))
+            .min_by_key(|(_, keys)| keys.len());
         let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let schema = Arc::new(self.schema.project(&projection)?);
+        let work: Vec<Vec<Work>> = match &lookup {
+            Some((index, keys)) => vec![snapshot
+                .lookup(index, keys)
+                .into_iter()
+                .map(|(chunk, rows)| Work { chunk, rows: Some(rows) })
+                .collect()],
+            None => {
+                let partitions = state.config().target_partitions().clamp(1, snapshot.chunks.len().max(1));
+                let mut work: Vec<Vec<Work>> = vec![Vec::new(); partitions];
+                for chunk in 0..snapshot.chunks.len() {
+                    work[chunk % partitions].push(Work { chunk, rows: None });
+                }
+                work
+            }
+        };
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
+            Partitioning::UnknownPartitioning(work.len()),
+            EmissionType::Incremental,
             Boundedness::Bounded,
         );
         Ok(Arc::new(ViewScanExec {
             view: self.view.clone(),
+            snapshot,
             lookup,
+            work,
             projection,
             schema,
             limit,
@@ -134,10 +171,20 @@ impl TableProvider for ViewTable {
     }
 }
 
-/// Reads a view's rows: all of them, or those an index names.
+/// One chunk to read: all its live rows, or those an index named.
+#[derive(Clone, Debug)]
+struct Work {
+    chunk: usize,
+    rows: Option<Vec<u32>>,
+}
+
+/// Reads a view snapshot's rows: all of them, or those an index names.
 pub struct ViewScanExec {
     view: Arc<ViewShared>,
+    snapshot: Arc<ViewSnapshot>,
     lookup: Option<(Arc<ViewIndex>, Vec<String>)>,
+    /// Per DataFusion partition, its chunks.
+    work: Vec<Vec<Work>>,
     projection: Vec<usize>,
     schema: SchemaRef,
     limit: Option<usize>,
@@ -154,8 +201,15 @@ impl fmt::Debug for ViewScanExec {
 impl DisplayAs for ViewScanExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         match &self.lookup {
-            Some((index, keys)) => write!(f, "ViewIndexScanExec: view={}, index={}, column={}, values=[{}]", self.view.definition.name, index.name, index.column, keys.join(", "))?,
-            None => write!(f, "ViewScanExec: view={}", self.view.definition.name)?,
+            Some((index, keys)) => write!(
+                f,
+                "ViewIndexScanExec: view={}, index={}, column={}, values=[{}]",
+                self.view.definition.name,
+                index.name,
+                index.column,
+                keys.join(", ")
+            )?,
+            None => write!(f, "ViewScanExec: view={}, chunks={}", self.view.definition.name, self.snapshot.chunks.len())?,
         }
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
@@ -180,35 +234,87 @@ impl ExecutionPlan for ViewScanExec {
     materializer::leaf_execution_plan_methods!();
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!("ViewScanExec has one partition, not {partition}")));
-        }
-        let rows_read = MetricBuilder::new(&self.metrics).counter("rows_read", partition);
-        let batch = match &self.lookup {
-            Some((index, keys)) => {
-                // Positions first, walking the lists without a lock; then the rows.
-                let mut positions = index.positions(keys);
-                if let Some(limit) = self.limit {
-                    positions.truncate(limit);
-                }
-                self.view.store.read().batch_at(positions.into_iter(), &self.projection, &self.schema)?
-            }
-            None => {
-                let batch = self.view.store.read().batch_all(&self.projection, &self.schema)?;
-                match self.limit {
-                    Some(limit) if limit < batch.num_rows() => batch.slice(0, limit),
-                    _ => batch,
-                }
-            }
+        let Some(work) = self.work.get(partition) else {
+            return Err(DataFusionError::Internal(format!(
+                "ViewScanExec has {} partitions, not {partition}",
+                self.work.len()
+            )));
         };
-        rows_read.add(batch.num_rows());
-        let batch_rows = context.session_config().batch_size().max(1);
-        let batches: Vec<Result<RecordBatch>> =
-            (0..batch.num_rows()).step_by(batch_rows).map(|start| Ok(batch.slice(start, batch_rows.min(batch.num_rows() - start)))).collect();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::iter(batches))))
+        let reservation = MemoryConsumer::new(format!("ViewScanExec[{partition}]")).register(context.memory_pool());
+        let reader = ChunkReader {
+            snapshot: self.snapshot.clone(),
+            work: work.clone().into_iter(),
+            projection: self.projection.clone(),
+            schema: self.schema.clone(),
+            remaining: self.limit.unwrap_or(usize::MAX),
+            batch_rows: context.session_config().batch_size().max(1),
+            pending: None,
+            reservation,
+            rows_read: MetricBuilder::new(&self.metrics).counter("rows_read", partition),
+        };
+        let stream = futures::stream::iter(reader);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+}
+
+/// One partition's chunks, read one at a time and handed out in `batch_rows` slices.
+struct ChunkReader {
+    snapshot: Arc<ViewSnapshot>,
+    work: std::vec::IntoIter<Work>,
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    remaining: usize,
+    batch_rows: usize,
+    /// The chunk being handed out, and how far.
+    pending: Option<(RecordBatch, usize)>,
+    /// What the chunk being handed out holds beyond the view's own memory.
+    reservation: MemoryReservation,
+    rows_read: Count,
+}
+
+impl ChunkReader {
+    fn next_chunk(&mut self) -> Result<Option<RecordBatch>> {
+        for work in self.work.by_ref() {
+            let chunk = &self.snapshot.chunks[work.chunk];
+            let batch = self.snapshot.read_chunk(chunk, work.rows.as_deref(), &self.projection, &self.schema)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            // Rows read from a file or filtered are new memory; the rest is the view's.
+            let materialized = !chunk.chunk.is_in_memory() || work.rows.is_some() || batch.num_rows() < chunk.chunk.rows;
+            self.reservation.try_resize(if materialized { batch.get_array_memory_size() } else { 0 })?;
+            return Ok(Some(batch));
+        }
+        self.reservation.free();
+        Ok(None)
+    }
+}
+
+impl Iterator for ChunkReader {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        if self.remaining == 0 {
+            self.reservation.free();
+            return None;
+        }
+        if self.pending.as_ref().is_none_or(|(batch, at)| *at >= batch.num_rows()) {
+            match self.next_chunk() {
+                Ok(Some(batch)) => self.pending = Some((batch, 0)),
+                Ok(None) => return None,
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        let (batch, at) = self.pending.as_mut().expect("a chunk is pending");
+        let rows = self.batch_rows.min(batch.num_rows() - *at).min(self.remaining);
+        let slice = batch.slice(*at, rows);
+        *at += rows;
+        self.remaining -= rows;
+        self.rows_read.add(rows);
+        Some(Ok(slice))
     }
 }

@@ -2,11 +2,15 @@
 //! printed beside the loopback TCP bandwidth (and the raw O_DIRECT read bandwidth) measured in
 //! the same run.
 //!
-//! If the topic holds fewer records than a run reads, they are produced first (with the produce
-//! bench's workload; that figure is printed as setup). Each run then reads every partition from
-//! its earliest offset to the latest offset taken before the run, with one Fetch in flight
-//! covering all partitions that still have data to read (as a Kafka consumer fetches from one
-//! broker): max_bytes 50 MiB, partition_max_bytes 8 MiB, max_wait_ms 100. Every batch header is
+//! For each partition count (`--partitions 1,100,1000`, a broker child and topic each), the
+//! topic is filled first if its partition 0 holds fewer records than a run reads: partition 0's
+//! batches interleaved with as many bytes of batches of every other partition (as on a broker
+//! where all are written at once; the produce figure is printed as setup). Each run then reads
+//! partition 0 from its earliest offset to the latest offset taken before the runs: `--runs`
+//! times as written (the broker's read cache holds what it can of the tail), then, after a
+//! graceful restart of the broker, `--runs` times from the device: one partition read among
+//! the N written. One Fetch is in flight (as a Kafka consumer fetches from one broker):
+//! max_bytes 50 MiB, partition_max_bytes 8 MiB, max_wait_ms 100. Every batch header is
 //! walked: offsets must be contiguous, and the record count must be exactly what the offsets
 //! promise. The CRC of every `--crc-every`th batch is checked (default 8; 1 checks all, as the
 //! Java consumer's check.crcs=true does): the load generator shares the machine with the broker,
@@ -24,7 +28,7 @@ use clap::Args;
 use super::kafka_client::{decode_fetch, fetch_request, Connection};
 use super::progress::Progress;
 use super::limits;
-use super::produce::{self, row, spread, spread2, KafkaBenchArgs, LimitSeries, ProduceSeries, Setup, Workload};
+use super::produce::{self, row, spread, KafkaBenchArgs, LimitSeries, ProduceSeries, Setup, Workload};
 use super::storage::{self, median};
 use kafka_protocol::messages::ApiKey;
 
@@ -163,38 +167,86 @@ fn split_mut(connection: &mut Connection) -> (&mut super::kafka_client::RequestW
     connection.halves()
 }
 
+/// The consume bench's aim (issue 13): this share of loopback reading one partition among
+/// 1,000 written.
+const AIM_RATIO: f64 = 0.8;
+
+/// What one partition count measured: (label, MB/s per run, loopback per run).
+struct CountResult {
+    partitions: i32,
+    rows: Vec<(&'static str, Vec<f64>, Vec<f64>)>,
+}
+
 pub fn run(args: ConsumeBenchArgs) -> anyhow::Result<()> {
+    let mut results = Vec::new();
+    for &partitions in &args.common.partitions {
+        let one = ConsumeBenchArgs { common: args.common.for_partitions(partitions), ..args.clone() };
+        results.push(run_count(&one)?);
+    }
+    println!();
+    println!(
+        "summary: partition 0 read among N partitions written (MB/s = 10^6 B/s, medians of {} runs; ratio against each run's loopback)",
+        args.common.runs
+    );
+    println!("{:>10} {:>28} {:>8} {:>13} {:>12} {:>8} {:>9}", "partitions", "read", "MB/s", "[min..max]", "loopback", "ratio", "aim");
+    for result in &results {
+        for (label, mb_per_s, loopback) in &result.rows {
+            let ratio = (!loopback.is_empty()).then(|| median(&produce::ratios(mb_per_s, loopback)));
+            let aim = match ratio {
+                Some(ratio) if result.partitions >= 1000 && *label == COLD => if ratio >= AIM_RATIO { "MET" } else { "NOT MET" },
+                _ => "-",
+            };
+            println!(
+                "{:>10} {:>28} {:>8.0} {:>13} {:>12} {:>8} {:>9}",
+                result.partitions,
+                label,
+                median(mb_per_s),
+                spread(mb_per_s),
+                if loopback.is_empty() { "-".to_string() } else { format!("{:.0}", median(loopback)) },
+                ratio.map_or("-".to_string(), |ratio| format!("{ratio:.2}")),
+                aim
+            );
+        }
+    }
+    println!("aim: consume >= {AIM_RATIO} x loopback reading 1 partition among 1,000 written, from the device (after a restart)");
+    Ok(())
+}
+
+const WARM: &str = "just written";
+const COLD: &str = "after a restart (device)";
+
+/// One partition count: partition 0 filled among the others (see `Workload::interleaved`), then
+/// read whole, `--runs` times as written and `--runs` times after a broker restart.
+fn run_count(args: &ConsumeBenchArgs) -> anyhow::Result<CountResult> {
     let common = &args.common;
-    let setup = Setup::start(common, "consume-bench", 1)?;
+    let copies = if common.partition_count() > 1 { 2 } else { 1 };
+    let mut setup = Setup::start(common, "consume-bench", common.run_bytes() * copies)?;
     let (mut connection, partitions) = setup.client.block_on(produce::open_topic(&setup.addr, common))?;
 
-    // Fill the topic if it holds fewer records than a run reads.
-    let wanted = common.record_count();
-    let earliest = setup.client.block_on(connection.list_offsets(&common.topic, partitions, -2))?;
-    let latest = setup.client.block_on(connection.list_offsets(&common.topic, partitions, -1))?;
-    let present: i64 = latest.iter().zip(&earliest).map(|(latest, earliest)| latest - earliest).sum();
+    // Fill the topic if partition 0 holds fewer records than a run reads.
+    let earliest = setup.client.block_on(connection.list_offsets(&common.topic, 1, -2))?;
+    let latest = setup.client.block_on(connection.list_offsets(&common.topic, 1, -1))?;
     let mut setup_line = String::new();
-    if (present as u64) < wanted {
-        let mut fill = common.clone();
-        fill.records = Some(wanted - present as u64);
-        let workload = Workload::build(&fill, connection.versions.produce, partitions)?;
-        eprintln!("producing {} records to fill the topic...", workload.records);
+    if ((latest[0] - earliest[0]) as u64) < common.record_count() {
+        let workload = Workload::interleaved(common, connection.versions.produce, partitions)?;
+        eprintln!("{partitions} partitions: producing {} records to fill the topic...", workload.records);
         let (outcome, returned) = setup.client.block_on(produce::produce_run(connection, &workload, common.in_flight, -1))?;
         connection = returned;
         let mut series = ProduceSeries::default();
         series.record(&outcome, workload.payload_bytes, None, None);
         setup_line = format!(
-            "setup: produced {} records ({:.1} MiB of batches) at {:.0} MB/s, acks=-1, p99 {:.2} ms",
+            "setup: produced {} records ({:.1} MiB of batches, partition 0's interleaved 1:1 with the {} others') at {:.0} MB/s, acks=-1, p99 {:.2} ms",
             outcome.records,
             outcome.wire_bytes as f64 / MIB as f64,
+            partitions - 1,
             series.mb_per_s[0],
             series.p99[0]
         );
     }
-    let start = setup.client.block_on(connection.list_offsets(&common.topic, partitions, -2))?;
-    let end = setup.client.block_on(connection.list_offsets(&common.topic, partitions, -1))?;
-    let total_records: i64 = end.iter().zip(&start).map(|(end, start)| end - start).sum();
+    let start = setup.client.block_on(connection.list_offsets(&common.topic, 1, -2))?;
+    let end = setup.client.block_on(connection.list_offsets(&common.topic, 1, -1))?;
 
+    println!();
     println!(
         "consume bench: broker {}; topic {} ({partitions} partitions), Fetch v{}",
         setup.describe(),
@@ -205,94 +257,110 @@ pub fn run(args: ConsumeBenchArgs) -> anyhow::Result<()> {
         println!("{setup_line}");
     }
     println!(
-        "per run: {total_records} records from the earliest offsets; one Fetch in flight, max_bytes {} partition_max_bytes {} \
+        "per run: partition 0, {} records from the earliest offset; one Fetch in flight, max_bytes {} partition_max_bytes {} \
          max_wait_ms {} min_bytes 1; CRC check {}; runs={} (median [min..max])",
+        end[0] - start[0],
         args.fetch_max_bytes,
         args.partition_max_bytes,
         args.max_wait_ms,
         if args.no_crc { "off".to_string() } else if args.crc_every == 1 { "every batch".to_string() } else { format!("every {}th batch", args.crc_every) },
         common.runs
     );
-
-    let mut limits = LimitSeries::default();
-    let mut mb_per_s = Vec::new();
-    let mut records_per_s = Vec::new();
-    let mut broker_cpu = Vec::new();
-    let mut client_cpu = Vec::new();
-    let mut bytes = 0u64;
-    let mut fetches = Vec::new();
-    let mut batches = 0u64;
-    for run in 0..common.runs {
-        eprintln!("run {}/{}: consume...", run + 1, common.runs);
-        let broker_before = setup.broker_cpu_seconds();
-        let client_before = produce::self_cpu_seconds();
-        let outcome = setup.client.block_on(consume_run(&mut connection, &common.topic, &start, &end, &args))?;
-        let seconds = outcome.elapsed.as_secs_f64();
-        if let Some(cpu) = broker_before.zip(setup.broker_cpu_seconds()).map(|(before, after)| after - before) {
-            broker_cpu.push(cpu / seconds);
-        }
-        if let Some(cpu) = client_before.zip(produce::self_cpu_seconds()).map(|(before, after)| after - before) {
-            client_cpu.push(cpu / seconds);
-        }
-        mb_per_s.push(storage::mb_per_s(outcome.bytes, outcome.elapsed));
-        records_per_s.push(outcome.records as f64 / seconds);
-        fetches.push(outcome.fetches as f64);
-        bytes = outcome.bytes;
-        batches = outcome.batches;
-        if !common.no_limits {
-            eprintln!("run {}/{}: loopback TCP...", run + 1, common.runs);
-            limits.loopback.push(limits::loopback_mb_per_s(outcome.bytes)?);
-            eprintln!("run {}/{}: raw disk read...", run + 1, common.runs);
-            limits.disk_read.push(limits::disk_read_mb_per_s(&setup.disk, setup.work.path(), outcome.bytes.div_ceil(MIB))?);
-        }
-    }
+    let mut rows = Vec::new();
+    let warm = measure(&setup, &mut connection, args, &start, &end, WARM)?;
+    rows.push((WARM, warm.mb_per_s.clone(), warm.limits.loopback.clone()));
+    warm.print(WARM);
     drop(connection);
-
-    println!();
-    println!(
-        "{:<46} {:>7} {:>13} {:>10} {:>10}",
-        "measurement (MB/s = 10^6 B/s)", "MB/s", "[min..max]", "vs loopbk", "vs dread"
-    );
-    let have = !limits.loopback.is_empty();
-    let against = |values: &[f64], of: &[f64]| have.then(|| produce::ratios(values, of));
-    row("loopback TCP, 1 MiB writes", &limits.loopback, &[against(&limits.loopback, &limits.loopback), None]);
-    row(
-        &format!("disk O_DIRECT read, 1 MiB x{}", storage::RAW_QUEUE_DEPTH),
-        &limits.disk_read,
-        &[None, against(&limits.disk_read, &limits.disk_read)],
-    );
-    row(
-        "consume (batch bytes)",
-        &mb_per_s,
-        &[against(&mb_per_s, &limits.loopback), against(&mb_per_s, &limits.disk_read)],
-    );
-    println!(
-        "consume: {:.0} records/s {}; {} records verified per run ({:.1} MiB in {batches} batches, {:.0} fetches)",
-        median(&records_per_s),
-        spread(&records_per_s),
-        total_records,
-        bytes as f64 / MIB as f64,
-        median(&fetches),
-    );
-    if !broker_cpu.is_empty() {
-        println!(
-            "cpu during consume (cores busy): broker {:.2} {}, load generator {:.2} {}; {} cpus online",
-            median(&broker_cpu),
-            spread2(&broker_cpu),
-            median(&client_cpu),
-            spread2(&client_cpu),
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        );
-    }
-    if have {
-        let ratio = median(&produce::ratios(&mb_per_s, &limits.loopback));
-        println!(
-            "aim: consume >= 0.70 x loopback ({:.0} MB/s): {:.2} -> {}",
-            median(&limits.loopback),
-            ratio,
-            if ratio >= 0.7 { "MET" } else { "NOT MET" }
-        );
+    if setup.restart()? {
+        let (mut connection, _) = setup.client.block_on(produce::open_topic(&setup.addr, common))?;
+        let cold = measure(&setup, &mut connection, args, &start, &end, COLD)?;
+        rows.push((COLD, cold.mb_per_s.clone(), cold.limits.loopback.clone()));
+        cold.print(COLD);
     }
     setup.stop()?;
-    Ok(())
+    Ok(CountResult { partitions, rows })
+}
+
+/// `--runs` reads of partition 0's `start..end`, each beside the limits measured right after it.
+struct Measured {
+    limits: LimitSeries,
+    mb_per_s: Vec<f64>,
+    records_per_s: Vec<f64>,
+    broker_cpu: Vec<f64>,
+    client_cpu: Vec<f64>,
+    fetches: Vec<f64>,
+    records: i64,
+    bytes: u64,
+    batches: u64,
+}
+
+fn measure(setup: &Setup, connection: &mut Connection, args: &ConsumeBenchArgs, start: &[i64], end: &[i64], label: &str) -> anyhow::Result<Measured> {
+    let common = &args.common;
+    let mut measured = Measured {
+        limits: LimitSeries::default(),
+        mb_per_s: Vec::new(),
+        records_per_s: Vec::new(),
+        broker_cpu: Vec::new(),
+        client_cpu: Vec::new(),
+        fetches: Vec::new(),
+        records: end[0] - start[0],
+        bytes: 0,
+        batches: 0,
+    };
+    for run in 0..common.runs {
+        let step = |what: &str| eprintln!("{} partitions, {label}, run {}/{}: {what}...", common.partition_count(), run + 1, common.runs);
+        step("consume");
+        let broker_before = setup.broker_cpu_seconds();
+        let client_before = produce::self_cpu_seconds();
+        let outcome = setup.client.block_on(consume_run(connection, &common.topic, start, end, args))?;
+        let seconds = outcome.elapsed.as_secs_f64();
+        if let Some(cpu) = broker_before.zip(setup.broker_cpu_seconds()).map(|(before, after)| after - before) {
+            measured.broker_cpu.push(cpu / seconds);
+        }
+        if let Some(cpu) = client_before.zip(produce::self_cpu_seconds()).map(|(before, after)| after - before) {
+            measured.client_cpu.push(cpu / seconds);
+        }
+        measured.mb_per_s.push(storage::mb_per_s(outcome.bytes, outcome.elapsed));
+        measured.records_per_s.push(outcome.records as f64 / seconds);
+        measured.fetches.push(outcome.fetches as f64);
+        measured.bytes = outcome.bytes;
+        measured.batches = outcome.batches;
+        if !common.no_limits {
+            step("loopback TCP");
+            measured.limits.loopback.push(limits::loopback_mb_per_s(outcome.bytes)?);
+            step("raw disk read");
+            measured.limits.disk_read.push(limits::disk_read_mb_per_s(&setup.disk, setup.work.path(), outcome.bytes.div_ceil(MIB))?);
+        }
+    }
+    Ok(measured)
+}
+
+impl Measured {
+    fn print(&self, label: &str) {
+        println!();
+        println!(
+            "{:<46} {:>7} {:>13} {:>10} {:>10}",
+            format!("{label}: MB/s = 10^6 B/s"), "MB/s", "[min..max]", "vs loopbk", "vs dread"
+        );
+        let limits = &self.limits;
+        let have = !limits.loopback.is_empty();
+        let against = |values: &[f64], of: &[f64]| have.then(|| produce::ratios(values, of));
+        row("loopback TCP, 1 MiB writes", &limits.loopback, &[against(&limits.loopback, &limits.loopback), None]);
+        row(
+            &format!("disk O_DIRECT read, 1 MiB x{}", storage::RAW_QUEUE_DEPTH),
+            &limits.disk_read,
+            &[None, against(&limits.disk_read, &limits.disk_read)],
+        );
+        row("consume (batch bytes)", &self.mb_per_s, &[against(&self.mb_per_s, &limits.loopback), against(&self.mb_per_s, &limits.disk_read)]);
+        println!(
+            "consume: {:.0} records/s {}; {} records verified per run ({:.1} MiB in {} batches, {:.0} fetches)",
+            median(&self.records_per_s),
+            spread(&self.records_per_s),
+            self.records,
+            self.bytes as f64 / MIB as f64,
+            self.batches,
+            median(&self.fetches),
+        );
+        produce::print_cpu("consume", &self.broker_cpu, &self.client_cpu);
+    }
 }

@@ -358,10 +358,14 @@ pub fn decode_response<Resp: Decodable>(
 /// A Produce request encoded once (one batch for one partition), resent with a new
 /// correlation id each time.
 pub struct PreparedProduce {
-    /// The frame without its first 12 bytes (size, api key, version, correlation id).
-    rest: Bytes,
     /// Size prefix, api key and version.
     head: [u8; 8],
+    /// The frame from after the correlation id up to the batch.
+    prefix: Bytes,
+    /// The batch, shared by every request that sends the same one (a partition each).
+    batch: Bytes,
+    /// The frame after the batch (tagged fields).
+    suffix: Bytes,
     pub partition: i32,
     pub batch_bytes: u64,
 }
@@ -382,14 +386,22 @@ impl PreparedProduce {
                 .with_name(topic_name(topic))
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(partition)
-                    .with_records(Some(batch))])]);
-        let mut frame = encode_request(ApiKey::Produce, version, 0, &request)?.freeze();
+                    .with_records(Some(batch.clone()))])]);
+        let frame = encode_request(ApiKey::Produce, version, 0, &request)?.freeze();
         let mut head = [0u8; 8];
         head.copy_from_slice(&frame[..8]);
-        frame.advance(12);
+        // The batch is the frame's only large field: found by its header just after the few
+        // bytes of request fields before it.
+        let probe = &batch[..batch.len().min(64)];
+        let at = (12..=frame.len() - batch.len())
+            .find(|&at| frame[at..at + probe.len()] == *probe && frame[at..at + batch.len()] == batch[..])
+            .context("the encoded Produce request does not hold its batch")?;
         Ok(PreparedProduce {
-            rest: frame,
             head,
+            // Copies, so that the frame (a copy of the batch) is freed.
+            prefix: Bytes::copy_from_slice(&frame[12..at]),
+            suffix: Bytes::copy_from_slice(&frame[at + batch.len()..]),
+            batch,
             partition,
             batch_bytes,
         })
@@ -427,17 +439,18 @@ impl RequestWriter {
         let mut head = [0u8; 12];
         head[..8].copy_from_slice(&prepared.head);
         head[8..].copy_from_slice(&correlation_id.to_be_bytes());
-        let (mut first, mut second): (&[u8], &[u8]) = (&head, &prepared.rest);
-        while !first.is_empty() || !second.is_empty() {
-            let slices = [IoSlice::new(first), IoSlice::new(second)];
+        let mut parts: [&[u8]; 4] = [&head, &prepared.prefix, &prepared.batch, &prepared.suffix];
+        while parts.iter().any(|part| !part.is_empty()) {
+            let slices = parts.map(IoSlice::new);
             let mut written = self.write.write_vectored(&slices).await?;
             if written == 0 {
                 bail!("connection closed while sending");
             }
-            let from_first = written.min(first.len());
-            first = &first[from_first..];
-            written -= from_first;
-            second = &second[written..];
+            for part in &mut parts {
+                let from_part = written.min(part.len());
+                *part = &part[from_part..];
+                written -= from_part;
+            }
         }
         Ok(correlation_id)
     }

@@ -156,66 +156,51 @@ pub struct BrokerChild {
     child: Child,
     pub addr: String,
     pub log_path: PathBuf,
+    pub device: Device,
+    dir: PathBuf,
+    extra_args: Vec<String>,
 }
 
 impl BrokerChild {
     /// Starts the broker with its data in `dir`/data and waits until it accepts connections.
-    /// `zone_count` x 64 MiB zones are preallocated; `extra_args` are passed on.
-    pub fn start(dir: &Path, zone_count: u32, extra_args: &[String]) -> anyhow::Result<BrokerChild> {
+    /// `device`'s zones are preallocated; `extra_args` are passed on.
+    pub fn start(dir: &Path, device: Device, extra_args: &[String]) -> anyhow::Result<BrokerChild> {
         let port = {
             let probe = TcpListener::bind("127.0.0.1:0")?;
             probe.local_addr()?.port()
         };
         let addr = format!("127.0.0.1:{port}");
         let log_path = dir.join("broker.log");
-        let log = std::fs::File::create(&log_path)?;
-        let exe = std::env::current_exe().context("locating the yottastore binary")?;
-        let mut command = Command::new(exe);
-        command
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--kafka-addr")
-            .arg(&addr)
-            .arg("--zone-count")
-            .arg(zone_count.to_string())
-            .arg("--auto-create-topics")
-            .arg("false")
-            // The benchmark measures Kafka traffic only.
-            .arg("--http-addr")
-            .arg("none")
-            .arg("--pg-addr")
-            .arg("none")
-            .args(extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("YOTTASTORE_BENCH_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = command.spawn().context("starting the broker")?;
-        let mut broker = BrokerChild {
-            child,
-            addr,
-            log_path,
-        };
+        let child = spawn_broker(dir, &addr, &log_path, device, extra_args)?;
+        let mut broker = BrokerChild { child, addr, log_path, device, dir: dir.to_path_buf(), extra_args: extra_args.to_vec() };
+        broker.wait_until_listening()?;
+        Ok(broker)
+    }
+
+    /// Stops the broker gracefully and starts it again on the same data and port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop()?;
+        self.child = spawn_broker(&self.dir, &self.addr, &self.log_path, self.device, &self.extra_args)?;
+        self.wait_until_listening()
+    }
+
+    fn wait_until_listening(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if TcpStream::connect(&broker.addr).is_ok() {
-                return Ok(broker);
+            if TcpStream::connect(&self.addr).is_ok() {
+                return Ok(());
             }
-            if let Some(status) = broker.child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!(
                     "the broker exited ({status}) before serving; its log:\n{}",
-                    std::fs::read_to_string(&broker.log_path).unwrap_or_default()
+                    std::fs::read_to_string(&self.log_path).unwrap_or_default()
                 );
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "the broker did not listen on {} within 60 s (log: {})",
-                broker.addr,
-                broker.log_path.display()
+                self.addr,
+                self.log_path.display()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -248,6 +233,39 @@ impl BrokerChild {
     }
 }
 
+/// `yottastore serve` on `addr` with its data in `dir`/data, logging (appending) to `log_path`.
+fn spawn_broker(dir: &Path, addr: &str, log_path: &Path, device: Device, extra_args: &[String]) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
+    let exe = std::env::current_exe().context("locating the yottastore binary")?;
+    let mut command = Command::new(exe);
+    command
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--kafka-addr")
+        .arg(addr)
+        .arg("--zone-size-mib")
+        .arg(device.zone_mib.to_string())
+        .arg("--zone-count")
+        .arg(device.zone_count.to_string())
+        .arg("--auto-create-topics")
+        .arg("false")
+        // The benchmark measures Kafka traffic only.
+        .arg("--http-addr")
+        .arg("none")
+        .arg("--pg-addr")
+        .arg("none")
+        .args(extra_args)
+        .env(
+            "RUST_LOG",
+            std::env::var("YOTTASTORE_BENCH_BROKER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    command.spawn().context("starting the broker")
+}
+
 impl Drop for BrokerChild {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -257,13 +275,60 @@ impl Drop for BrokerChild {
     }
 }
 
-/// 64 MiB zones for `runs` x `total_bytes` of 1 MiB-ish batches flushed one by one over
-/// `partitions` partitions, with slack for block padding and partly filled zones.
-pub fn zones_for(total_bytes: u64, copies: u64, partitions: u64) -> u32 {
-    let zone = 64u64 << 20;
-    let data = total_bytes * copies;
-    // Each flushed batch pads up to one 4 KiB block; zone headers; a partial zone per partition.
-    let padded = data + data / 128;
-    // At least the default max open zones (14) and then some.
-    (padded.div_ceil(zone) + (partitions + 1) * copies + 4).max(32) as u32
+/// The zoned device a child broker gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub zone_mib: u64,
+    pub zone_count: u32,
+}
+
+/// Zones largest first (64 MiB, the broker's default) down to this while the device would not
+/// fit `device_mib_max`; a zone still holds a 1 MiB batch with its frame.
+const ZONE_MIB_MIN: u64 = 2;
+/// Zones beyond the partitions' own: the internal logs (metadata, groups) and slack.
+const ZONES_SPARE: u64 = 8;
+
+/// A device for `written_bytes` of 1 MiB-ish batches over `partitions` partitions, each
+/// flushed on its own, that also fits storage giving each partition zones of its own: per
+/// partition its share of the data with slack for block padding and zone headers, in whole
+/// zones. The largest zones (up to 64 MiB) that keep the device within `device_mib_max`.
+pub fn device_for(written_bytes: u64, partitions: u64, device_mib_max: u64) -> anyhow::Result<Device> {
+    assert!(partitions >= 1);
+    let per_partition = written_bytes.div_ceil(partitions);
+    let padded = per_partition + per_partition / 64 + (8 << 10);
+    let mut zone_mib = 64;
+    loop {
+        let zone_bytes = (zone_mib << 20) - (8 << 10);
+        let zones = partitions * padded.div_ceil(zone_bytes) + ZONES_SPARE;
+        // At least the default max open zones (14) and then some.
+        let zones = zones.max(32);
+        if zones * zone_mib <= device_mib_max {
+            let zone_count = u32::try_from(zones).context("zone count")?;
+            return Ok(Device { zone_mib, zone_count });
+        }
+        anyhow::ensure!(
+            zone_mib > ZONE_MIB_MIN,
+            "{partitions} partitions and {} MiB of data need more than --device-mib-max {device_mib_max} MiB",
+            written_bytes >> 20
+        );
+        zone_mib /= 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_fit_their_budget_and_their_data() {
+        const MIB: u64 = 1 << 20;
+        let one = device_for(1536 * MIB, 1, 8192).unwrap();
+        assert_eq!(one.zone_mib, 64);
+        assert!(u64::from(one.zone_count) * 63 * MIB >= 1536 * MIB);
+        let thousand = device_for(1536 * MIB, 1000, 4096).unwrap();
+        assert!(u64::from(thousand.zone_count) * thousand.zone_mib <= 4096);
+        assert!(u64::from(thousand.zone_count) >= 1000, "{thousand:?}");
+        assert!(u64::from(thousand.zone_count - 8) * (thousand.zone_mib - 1) * MIB >= 1536 * MIB, "{thousand:?}");
+        assert!(device_for(100_000 * MIB, 1000, 4096).is_err());
+    }
 }

@@ -2,6 +2,7 @@
 //! are compared against, measured in the same run.
 
 mod consume;
+mod duckdb;
 mod json;
 pub(crate) mod kafka_client;
 mod limits;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use broker::buf::AlignedBuf;
 use broker::log::batch::{encode_batch, Compression, SimpleRecord};
-use broker::log::{PartitionId, PartitionLog};
+use broker::log::{LogError, PartitionId, PartitionLog};
 use broker::pending::Pending;
 use broker::storage::StorageConfig;
 use broker::uring::{IoBackendChoice, IoBackendKind, IoDriver, IoStats, QUEUE_DEPTH_MIN};
@@ -249,7 +249,30 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
                 results.scan_mb_per_s.push(scan);
                 results.scan_vs_read.push(scan / raw_read);
                 results.reopen_bytes = reopen.bytes_scanned;
+                results.reopen_zones_from_summary = reopen.zones_from_summary;
             }
+
+            eprintln!(
+                "run {}/{} {kind}: garbage collection churn...",
+                run + 1,
+                args.runs
+            );
+            let dir = work.path().join("gc-churn");
+            let bytes = big.bytes.clone();
+            let gc_bytes = 2 * u64::from(GC_ZONES) * ZONE_BYTES;
+            let gc = {
+                let dir = dir.clone();
+                runtime.block_on(async move {
+                    tokio::spawn(async move { gc_churn(&dir, choice, &bytes, gc_bytes).await })
+                        .await?
+                })?
+            };
+            remove_dir(&dir)?;
+            results.gc_write_amplification.push(gc.write_amplification);
+            results
+                .gc_copied_mib
+                .push(gc.copied_bytes as f64 / MIB as f64);
+            results.gc_mb_per_s.push(gc.appended_mb_per_s);
         }
     }
     drop(runtime);
@@ -269,6 +292,10 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
         }
     }
     println!();
+    for results in &results {
+        results.print_gc();
+    }
+    println!();
     println!(
         "copy = BytesMut built from the encoded batch per append (append takes it by value); \
          append = PartitionLog::append (validate + CRC + copy into the tail); flush wait = \
@@ -276,7 +303,6 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
-
 
 fn remove_file(path: &Path) -> anyhow::Result<()> {
     std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
@@ -400,7 +426,11 @@ pub(crate) fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
 
 /// A file made exactly as the zoned device makes its file (O_DIRECT, preallocated with
 /// fallocate, superblock), driven past the zone table through its `IoDriver`.
-pub(crate) fn raw_device(path: &Path, total_mib: u64, choice: IoBackendChoice) -> anyhow::Result<IoDriver> {
+pub(crate) fn raw_device(
+    path: &Path,
+    total_mib: u64,
+    choice: IoBackendChoice,
+) -> anyhow::Result<IoDriver> {
     let zone_count = ((total_mib << 20).div_ceil(ZONE_BYTES)) as u32;
     let device = FileZonedDevice::create(path, geometry(zone_count, 1), choice)?;
     // The driver handle keeps the storage thread (and the file) alive on its own.
@@ -533,13 +563,14 @@ fn geometry(zone_count: u32, max_active_extra: u32) -> ZoneGeometry {
 
 /// Zones for `batches` batches of `batch_bytes` spread over `partitions` partitions, with slack
 /// for the zone header, frame and flush padding, and a partly filled last zone per partition.
-fn zones_needed(batch_bytes: usize, batches: u64, partitions: u64) -> u32 {
-    // A flush pads to a block: a flushed 1 MiB batch takes 1 MiB + 1 block.
-    let per_batch = (batch_bytes as u64 + 16).div_ceil(4096) * 4096;
-    let usable = ZONE_BYTES - 4096;
+fn zones_needed(batch_bytes: usize, batches: u64, _partitions: u64) -> u32 {
+    // Partitions share zones: what counts is the bytes of all of them. A flush pads to a block
+    // (a flushed 1 MiB batch takes 1 MiB + 1 block); each zone keeps a header, its summary and
+    // its trailer; each stream holds a zone, and two are reserved for internal logs.
+    let per_batch = (batch_bytes as u64 + 32).div_ceil(4096) * 4096;
+    let usable = ZONE_BYTES - 4 * 4096 - (ZONE_BYTES / per_batch.max(1) + 1) * 76;
     let per_zone = (usable / per_batch).max(1);
-    let per_partition = batches.div_ceil(partitions);
-    (per_partition.div_ceil(per_zone) * partitions + partitions + 2) as u32
+    (batches.div_ceil(per_zone) + 3 + 2 + 2) as u32
 }
 
 fn storage_config(dir: &Path, choice: IoBackendChoice, zone_count: u32) -> StorageConfig {
@@ -672,12 +703,81 @@ async fn append_multi(
     Ok(total)
 }
 
+/// What the garbage collection measurement saw.
+struct GcOutcome {
+    /// Bytes written to the device per byte appended (seals and GC copies included).
+    write_amplification: f64,
+    copied_bytes: u64,
+    appended_mb_per_s: f64,
+}
+
+/// Partitions of this many...
+const GC_PARTITIONS: u64 = 64;
+/// ...on a device of this many zones, each partition keeping 1/(2 x partitions) of the device:
+/// retention leaves zones partly live, so the device fills with half-dead zones unless the
+/// garbage collector copies their live batches forward.
+const GC_ZONES: u32 = 16;
+
+/// Appends `total_bytes` of 1 MiB batches to random partitions, each flushed (acks=all) and
+/// followed by the partition's retention, on a device of half the size: GC write amplification.
+async fn gc_churn(
+    dir: &Path,
+    choice: IoBackendChoice,
+    batch: &[u8],
+    total_bytes: u64,
+) -> anyhow::Result<GcOutcome> {
+    let config = storage_config(dir, choice, GC_ZONES);
+    let (device, recovered) = broker::storage::open(&config).await?;
+    let store = recovered.store;
+    let retention_bytes = u64::from(GC_ZONES) * ZONE_BYTES / 2 / GC_PARTITIONS;
+    let mut logs: Vec<PartitionLog> = (0..GC_PARTITIONS)
+        .map(|partition| store.create_partition(partition_id(partition as i32)))
+        .collect();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut appended, mut waits) = (0u64, 0u32);
+    let started = Instant::now();
+    while appended < total_bytes {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let log = &mut logs[(rng % GC_PARTITIONS) as usize];
+        match log.append(From::from(batch), now_ms()) {
+            Ok(_) => appended += batch.len() as u64,
+            // Full for a moment: the reclaimer and the collector free zones in the background.
+            Err(LogError::Io(error)) if error.kind() == std::io::ErrorKind::StorageFull => {
+                waits += 1;
+                anyhow::ensure!(
+                    waits < 20_000,
+                    "the device stayed full: garbage collection made no room"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        log.start_flush().complete().await?;
+        log.apply_retention(now_ms(), None, Some(retention_bytes));
+    }
+    let elapsed = started.elapsed();
+    let (_, _, copied_bytes) = store.allocator().written_bytes();
+    let outcome = GcOutcome {
+        write_amplification: store.allocator().write_amplification(),
+        copied_bytes,
+        appended_mb_per_s: mb_per_s(appended, elapsed),
+    };
+    drop(logs);
+    drop(store);
+    drop(device);
+    Ok(outcome)
+}
+
 struct ReopenOutcome {
     /// `broker::storage::open`: device open (write pointers from extents) + log recovery.
     total: Duration,
     /// `LogStore::open` alone, as its report measures it.
     recovery: Duration,
     bytes_scanned: u64,
+    zones_from_summary: usize,
 }
 
 async fn reopen(
@@ -703,6 +803,7 @@ async fn reopen(
         total,
         recovery: recovered.report.duration,
         bytes_scanned: recovered.report.bytes_scanned,
+        zones_from_summary: recovered.report.zones_from_summary,
     };
     drop(recovered);
     drop(device);
@@ -756,6 +857,10 @@ struct BackendResults {
     scan_mb_per_s: Vec<f64>,
     scan_vs_read: Vec<f64>,
     reopen_bytes: u64,
+    reopen_zones_from_summary: usize,
+    gc_write_amplification: Vec<f64>,
+    gc_copied_mib: Vec<f64>,
+    gc_mb_per_s: Vec<f64>,
 }
 
 impl BackendResults {
@@ -773,6 +878,10 @@ impl BackendResults {
             scan_mb_per_s: Vec::new(),
             scan_vs_read: Vec::new(),
             reopen_bytes: 0,
+            reopen_zones_from_summary: 0,
+            gc_write_amplification: Vec::new(),
+            gc_copied_mib: Vec::new(),
+            gc_mb_per_s: Vec::new(),
         }
     }
 
@@ -836,17 +945,37 @@ impl BackendResults {
         );
     }
 
+    fn print_gc(&self) {
+        if self.gc_write_amplification.is_empty() {
+            return;
+        }
+        println!(
+            "gc churn ({}): {GC_PARTITIONS} partitions, 1 MiB batches each flushed, retention keeping half of a {} MiB device, \
+             {} MiB appended: write amplification {:.3} [{:.3}..{:.3}] ({:.0} MiB copied by GC), append {:.0} MB/s vs raw stream {:.0} MB/s",
+            self.kind,
+            u64::from(GC_ZONES) * ZONE_BYTES / MIB as u64,
+            2 * u64::from(GC_ZONES) * ZONE_BYTES / MIB as u64,
+            median(&self.gc_write_amplification),
+            min(&self.gc_write_amplification),
+            max(&self.gc_write_amplification),
+            median(&self.gc_copied_mib),
+            median(&self.gc_mb_per_s),
+            median(&self.raw_stream),
+        );
+    }
+
     fn print_reopen(&self, gib: u64) {
         if self.reopen_seconds.is_empty() {
             return;
         }
         println!(
-            "reopen {gib} GiB log ({}): {:.3} s [{:.3}..{:.3}] (recovery {:.3} s: {:.2} GB/s scan of {:.2} GB), \
-             raw O_DIRECT read {:.2} GB/s -> scan/read {:.2}",
+            "reopen {gib} GiB log ({}): {:.3} s [{:.3}..{:.3}] ({} sealed zones from their summaries; recovery {:.3} s: {:.2} GB/s scan of {:.2} GB \
+             written after the last seals), raw O_DIRECT read {:.2} GB/s -> scan/read {:.2}",
             self.kind,
             median(&self.reopen_seconds),
             min(&self.reopen_seconds),
             max(&self.reopen_seconds),
+            self.reopen_zones_from_summary,
             median(&self.recovery_seconds),
             median(&self.scan_mb_per_s) / 1e3,
             self.reopen_bytes as f64 / 1e9,

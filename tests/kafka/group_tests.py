@@ -11,6 +11,10 @@ registers `modules()` in build_modules(); each module gets its own broker.
                     list_consumer_groups (confluent-kafka and kafka-python admin clients);
                     delete_consumer_groups refuses a group with members.
   group-assignors   eager (range, roundrobin) and cooperative-sticky groups of two consumers.
+  group-stress      issue 12: three consumers committing every record share 3,000 records; one
+                    is SIGKILLed after 600; the others must commit everything within a deadline,
+                    while two busy loops keep both cores loaded; range, cooperative-sticky and
+                    KIP-848 groups at once, GROUP_STRESS_ROUNDS rounds (2).
 
 This file is also the consumer worker process of group-rebalance:
     python group_tests.py worker --client confluent|kafka-python --broker H:P --topic T
@@ -19,6 +23,7 @@ This file is also the consumer worker process of group-rebalance:
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +54,12 @@ def worker_main(argv):
     ap.add_argument("--group", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--strategy", default=None)
+    # The stress rounds' settings (group-stress): the issue's timeouts, KIP-848, librdkafka debug.
+    ap.add_argument("--session-ms", type=int, default=SESSION_TIMEOUT_MS)
+    ap.add_argument("--heartbeat-ms", type=int, default=HEARTBEAT_MS)
+    ap.add_argument("--protocol", default="classic", choices=["classic", "consumer"])
+    ap.add_argument("--debug", default=None, help="librdkafka debug contexts, logged to stderr")
+    ap.add_argument("--fetch-wait-ms", type=int, default=100)
     a = ap.parse_args(argv)
     out = open(a.out, "a", buffering=1)
     stop = []
@@ -61,11 +72,19 @@ def worker_main(argv):
     if a.client == "confluent":
         import confluent_kafka as C
         conf = {"bootstrap.servers": a.broker, "group.id": a.group, "enable.auto.commit": False,
-                "auto.offset.reset": "earliest", "session.timeout.ms": SESSION_TIMEOUT_MS,
-                "heartbeat.interval.ms": HEARTBEAT_MS, "fetch.wait.max.ms": 100, "log_level": 3,
+                "auto.offset.reset": "earliest", "fetch.wait.max.ms": a.fetch_wait_ms, "log_level": 3,
                 "client.id": f"worker-confluent-{os.getpid()}"}
-        if a.strategy:
-            conf["partition.assignment.strategy"] = a.strategy
+        if a.protocol == "consumer":
+            # KIP-848: the broker owns session timeout, heartbeat interval and assignor.
+            conf["group.protocol"] = "consumer"
+            if a.strategy:
+                conf["group.remote.assignor"] = a.strategy
+        else:
+            conf.update({"session.timeout.ms": a.session_ms, "heartbeat.interval.ms": a.heartbeat_ms})
+            if a.strategy:
+                conf["partition.assignment.strategy"] = a.strategy
+        if a.debug:
+            conf.update({"debug": a.debug, "log_level": 7})
         c = C.Consumer(conf)
         owned = set()
 
@@ -678,10 +697,181 @@ def test_consumer_protocol_range(broker):
             b.close()
 
 
+# ----------------------------------------------------------------------------------------------
+# group-stress (issue 12): the rebalance-after-SIGKILL scenario, repeated while both cores spin.
+
+STRESS_PARTITIONS = 6
+STRESS_RECORDS = 3000
+STRESS_KILL_AFTER = 600
+STRESS_HEARTBEAT_MS = 500
+# From the SIGKILL until every record is consumed and committed. A round that runs clean takes
+# the session timeout plus a few seconds; the stall of issue 12 lasted until the members left.
+STRESS_DEADLINE_S = int(os.environ.get("GROUP_STRESS_DEADLINE_S", "45"))
+# (name, protocol, assignor): eager and cooperative classic groups, and KIP-848.
+STRESS_VARIANTS = [("range", "classic", "range"),
+                   ("cooperative-sticky", "classic", "cooperative-sticky"),
+                   ("kip848", "consumer", None)]
+
+
+def cpu_spinners(count, seconds):
+    """Busy loops, one per core, bounded in time even if this process dies without killing them."""
+    code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
+    return [subprocess.Popen([sys.executable, "-c", code], preexec_fn=R._die_with_parent) for _ in range(count)]
+
+
+def committed_offsets(admin, group, topic, partitions):
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(partitions)])
+    result = admin.list_consumer_group_offsets([request], request_timeout=10)[group].result(timeout=30)
+    return {tp.partition: tp.offset for tp in result.topic_partitions}
+
+
+class StressGroup:
+    """One variant of one round: a topic of STRESS_RECORDS, three worker processes in a group."""
+
+    def __init__(self, broker, work, round_no, variant):
+        self.name, self.protocol, self.strategy = variant
+        self.topic = R.topic_name(f"group-stress-{self.name}")
+        self.group = f"group-stress-{self.name}-{uuid.uuid4().hex[:8]}"
+        self.admin = R.create_topic(broker, self.topic, STRESS_PARTITIONS)
+        per = STRESS_RECORDS // STRESS_PARTITIONS
+        R.confluent_produce(broker, self.topic, [{"p": i % STRESS_PARTITIONS, "k": None, "v": b"r-%d" % i, "h": [],
+                                                  "ts": None} for i in range(per * STRESS_PARTITIONS)], "none")
+        self.per_partition = per
+        self.outs = [os.path.join(work, f"round{round_no}-{self.name}-worker{i}.jsonl") for i in range(3)]
+        debug = os.environ.get("GROUP_STRESS_DEBUG")
+        self.procs = []
+        for out in self.outs:
+            cmd = [sys.executable, "-u", os.path.abspath(__file__), "worker", "--client", "confluent",
+                   "--broker", broker.addr, "--topic", self.topic, "--group", self.group, "--out", out,
+                   "--protocol", self.protocol, "--session-ms", str(SESSION_TIMEOUT_MS),
+                   "--heartbeat-ms", str(STRESS_HEARTBEAT_MS), "--fetch-wait-ms", "500"]
+            if self.strategy:
+                cmd += ["--strategy", self.strategy]
+            if debug:
+                cmd += ["--debug", debug]
+            self.procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(out + ".stderr", "w"),
+                                               preexec_fn=R._die_with_parent))
+        # The first worker to start usually leads the group: rounds take turns killing the leader
+        # and a follower.
+        self.victim = round_no % len(self.procs)
+        self.killed_at = None
+        self.done_at = None
+
+    def done_counts(self):
+        return [sum(e["ev"] == "done" for e in read_events(out)) for out in self.outs]
+
+    def step(self, now):
+        """Kills the victim once enough work is done; notes when everything is committed."""
+        if self.killed_at is None:
+            counts = self.done_counts()
+            if sum(counts) >= STRESS_KILL_AFTER and counts[self.victim] > 0:
+                self.procs[self.victim].send_signal(signal.SIGKILL)
+                self.procs[self.victim].wait(10)
+                self.killed_at = now
+            return
+        if self.done_at is None:
+            offsets = committed_offsets(self.admin, self.group, self.topic, STRESS_PARTITIONS)
+            if all(offsets.get(p) == self.per_partition for p in range(STRESS_PARTITIONS)):
+                self.done_at = now
+
+    def finished(self):
+        return self.done_at is not None
+
+    def diagnosis(self, now):
+        """What a stalled round looked like: committed offsets, the group, each worker's last events."""
+        lines = [f"{self.name}: group {self.group}, topic {self.topic}"]
+        try:
+            lines.append(f"  committed {committed_offsets(self.admin, self.group, self.topic, STRESS_PARTITIONS)}"
+                         f" (want {self.per_partition} each)")
+            lines.append(f"  described {current_assignment(self.admin, self.group)}")
+        except Exception as e:  # noqa: BLE001
+            lines.append(f"  admin: {e}")
+        for i, (out, proc) in enumerate(zip(self.outs, self.procs)):
+            events = read_events(out)
+            shown = [e for e in events if e["ev"] != "pending"][-3:]
+            lines.append(f"  worker{i} {'victim' if i == self.victim else 'survivor'} pid {proc.pid} "
+                         f"exit {proc.poll()}: {sum(e['ev'] == 'done' for e in events)} done, last {shown} ({out})")
+        return "\n".join(lines)
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        # Rounds add up: give the topic's zones back (the test device is small). A failure here
+        # must not hide the round's own.
+        try:
+            self.admin.delete_topics([self.topic], operation_timeout=30)[self.topic].result(timeout=60)
+        except Exception as e:  # noqa: BLE001
+            print(f"  group-stress: deleting {self.topic} failed: {e}", flush=True)
+
+
+def stress_round(broker, work, round_no):
+    """All variants at once (more load, and the round takes as long as its slowest variant).
+    Returns {variant: seconds from the SIGKILL until all was committed}; raises on a stall."""
+    groups = []
+    only = os.environ.get("GROUP_STRESS_VARIANTS")
+    variants = [v for v in STRESS_VARIANTS if not only or v[0] in only.split(",")]
+    try:
+        for variant in variants:
+            groups.append(StressGroup(broker, work, round_no, variant))
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            for g in groups:
+                g.step(now)
+            if all(g.finished() for g in groups):
+                break
+            late = [g for g in groups if (g.killed_at is None and now - started > 60 + STRESS_DEADLINE_S)
+                    or (g.killed_at is not None and g.done_at is None and now - g.killed_at > STRESS_DEADLINE_S)]
+            if late:
+                raise R.TestFailure(f"round {round_no}: not every record consumed and committed within "
+                                    f"{STRESS_DEADLINE_S} s of the SIGKILL (broker log {broker.log_path}):\n"
+                                    + "\n".join(g.diagnosis(now) for g in late))
+            time.sleep(0.25)
+        return {g.name: g.done_at - g.killed_at for g in groups}
+    finally:
+        for g in groups:
+            g.stop()
+
+
+def test_stress_rebalance_under_load(broker):
+    """Issue 12: three confluent-kafka consumers (synchronous commit per record, session 6 s,
+    heartbeat 500 ms) share a 6-partition topic of 3,000 records; one is SIGKILLed after 600
+    records; the two others must consume and commit everything within STRESS_DEADLINE_S, with
+    both cores kept busy. GROUP_STRESS_ROUNDS sets the rounds (default 2)."""
+    rounds = int(os.environ.get("GROUP_STRESS_ROUNDS", "2"))
+    # KIP-848 sessions are the broker's: as short as the classic members' here.
+    broker.stop()
+    broker.extra_args = ["--group-consumer-session-timeout-ms", str(SESSION_TIMEOUT_MS)]
+    broker.start()
+    work = os.path.join(R.ARTIFACTS, f"group-stress-{uuid.uuid4().hex[:6]}")
+    os.makedirs(work, exist_ok=True)
+    spinners = cpu_spinners(2, rounds * (120 + STRESS_DEADLINE_S))
+    took = []
+    try:
+        for round_no in range(rounds):
+            took.append(stress_round(broker, work, round_no))
+            print(f"  group-stress round {round_no}: seconds from SIGKILL to all committed "
+                  f"{ {k: round(v, 1) for k, v in took[-1].items()} }", flush=True)
+    finally:
+        for s in spinners:
+            s.kill()
+            s.wait(10)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def modules():
     return [
         ("group-rebalance", [("group/rebalance_sigkill_exactly_once", test_rebalance_sigkill)]),
         ("group-offsets", [("group/offsets_restart_lag", test_offsets_restart_and_lag)]),
+        ("group-stress", [("group/stress_rebalance_sigkill_under_load", test_stress_rebalance_under_load)]),
         ("group-assignors", [(f"group/assignor_{s}", lambda b, s=s: assignor_round(b, s))
                              for s in ("range", "roundrobin", "cooperative-sticky")]
          + [("group/static_membership", test_static_membership),

@@ -26,6 +26,8 @@ Modules and tests:
                        kafkajs/<codec>/consume (kafkajs reads with a consumer group + seek(0),
                        which needs the group APIs: FindCoordinator, JoinGroup, SyncGroup, ...).
   admin                confluent-kafka AdminClient round trips.
+  limits               the broker's partition and topic limits (POLICY_VIOLATION) with
+                       confluent-kafka and kafka-python: see tests/kafka/limits_tests.py.
   restart              produce, SIGTERM, restart on the same directory: data and configs survive.
   idempotence          idempotent producers through a connection-cutting proxy, and resends
                        after a restart (tests/kafka/idempotence_tests.py).
@@ -41,6 +43,9 @@ Modules and tests:
                        see tests/kafka/quickstart_tests.py.
   pg                   the Postgres wire protocol (psql, psycopg, Grafana's queries; issue 6): see
                        tests/kafka/pg_tests.py.
+  storage              partitions sharing zones (issue 13): 10,000 partitions on the default
+                       device, 1,000 on 14 open/active zones, a full device: see
+                       tests/kafka/storage_tests.py.
 """
 
 import argparse
@@ -1046,6 +1051,8 @@ def build_modules():
         ("admin/describe_cluster", test_admin_describe_cluster),
     ]))
     mods.append(("restart", [("restart/data_and_configs", test_restart)]))
+    import limits_tests
+    mods.append(("limits", limits_tests.tests(sys.modules[__name__])))
     import idempotence_tests
     mods.append(("idempotence", idempotence_tests.tests(sys.modules[__name__])))
     import sql_tests
@@ -1060,6 +1067,8 @@ def build_modules():
     mods.append(("quickstart", quickstart_tests.tests(sys.modules[__name__])))
     import pg_tests
     mods.append(("pg", pg_tests.tests(sys.modules[__name__])))
+    import storage_tests
+    mods.append(("storage", storage_tests.tests(sys.modules[__name__])))
     import group_tests  # consumer groups (issue 4); it uses this module's helpers
     group_tests.R = sys.modules[__name__]
     mods.extend(group_tests.modules())

@@ -32,7 +32,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::str_bytes;
 use crate::cluster::{now_ms, ApiError, Cluster, Partition, ResponseError, Topic, TopicConfig};
-use crate::log::batch::{self, BatchError, Compression, TimestampType};
+use crate::log::batch::{self, BatchError, BatchHeader, Compression, TimestampType};
+use crate::log::records;
 use crate::log::{Flush, LogError};
 
 /// A Produce request whose batches are appended: `completion` waits for durability and yields
@@ -324,7 +325,7 @@ fn append_partition(
     }
     // The one batch is all of `records` (anything after it was refused above as a second batch).
     records.truncate(header.total_bytes());
-    let batch = records;
+    let mut batch = records;
     if api_version < 7 && header.compression().ok() == Some(Compression::Zstd) {
         return Err(ApiError::new(
             ResponseError::UnsupportedCompressionType,
@@ -338,10 +339,12 @@ fn append_partition(
         return Err(batch_error(BatchError::BatchTooLarge { batch_bytes, max_batch_bytes: max_message_bytes }));
     }
     // The CRC and Kafka's client rules are checked by PartitionLog::append, in its single pass
-    // over the batch; the checks here need only the header. A header check that fails first
-    // confirms the batch is intact, so a corrupt batch is CORRUPT_MESSAGE whatever its header says.
+    // over the batch; the checks here need only the header and the records' timestamps (a CRC
+    // pass only when the max timestamp must be rewritten). A check that fails first confirms
+    // the batch is intact, so a corrupt batch is CORRUPT_MESSAGE whatever its header says.
     let log_append_time = config.timestamp_type() == TimestampType::LogAppendTime;
     if !log_append_time {
+        let header = seal_max_timestamp(&mut batch, header)?;
         if let Err(error) = check_timestamps(&[header.base_timestamp_ms, header.max_timestamp_ms], config.timestamp_bounds_ms(), now) {
             batch::validate(&batch).map_err(batch_error)?;
             return Err(error);
@@ -366,6 +369,38 @@ fn append_partition(
     Ok((Appended { base_offset, log_append_time_ms, log_start_offset }, partition, flush))
 }
 
+
+/// Kafka's `LogValidator` sets every client batch's maxTimestamp to the largest timestamp of
+/// its records: clients may write anything there (older Go clients write -1), and ListOffsets
+/// by time and the query layer's time bounds trust it. Uncompressed records are walked in place
+/// (lengths and timestamp deltas only); compressed ones are inflated, as Kafka does on append,
+/// within `DECOMPRESSED_BYTES_MAX`. The batch is rewritten, and its CRC recomputed, only when
+/// the field was wrong. A batch that fails here is validated whole first, so that a corrupt one
+/// answers CORRUPT_MESSAGE whatever broke the walk. LogAppendTime topics overwrite the field
+/// anyway and skip this.
+fn seal_max_timestamp(batch: &mut BytesMut, header: BatchHeader) -> Result<BatchHeader, ApiError> {
+    let section = &batch[batch::BATCH_HEADER_BYTES..];
+    let computed = match header.compression() {
+        Ok(Compression::None) => batch::records_max_timestamp_ms(&header, section).map_err(batch_error),
+        Ok(codec) => records::decompress(codec, section, records::DECOMPRESSED_BYTES_MAX)
+            .map_err(|error| ApiError::new(ResponseError::CorruptMessage, error.to_string()))
+            .and_then(|inflated| batch::records_max_timestamp_ms(&header, &inflated).map_err(batch_error)),
+        Err(error) => Err(batch_error(error)),
+    };
+    let max_timestamp_ms = match computed {
+        Ok(max_timestamp_ms) => max_timestamp_ms,
+        Err(error) => {
+            batch::validate(batch).map_err(batch_error)?;
+            return Err(error);
+        }
+    };
+    if !batch::set_max_timestamp(batch, max_timestamp_ms).map_err(batch_error)? {
+        return Ok(header);
+    }
+    let resealed = batch::parse_header(batch).map_err(batch_error)?;
+    debug_assert_eq!(resealed.max_timestamp_ms, max_timestamp_ms);
+    Ok(resealed)
+}
 
 /// Kafka's message.timestamp.before.max.ms / after.max.ms check for CreateTime topics, on the
 /// timestamps the batch header carries (its first and its largest). -1 means "no timestamp"

@@ -4,6 +4,7 @@
 
 pub mod acks;
 pub mod metadata;
+pub mod reader;
 pub mod topic_config;
 
 use std::collections::BTreeMap;
@@ -17,12 +18,21 @@ use crate::group::store::{groups_partition_id, GROUPS_TOPIC};
 use crate::group::{GroupConfig, Groups};
 use crate::log::{LogError, LogStore, PartitionId, PartitionLog};
 use metadata::{metadata_partition_id, topic_id_from_hex, topic_id_to_hex, MetadataRecord, METADATA_TOPIC};
+pub use reader::{Bounds, PartitionReader, PartitionStatus};
 pub use topic_config::{ConfigEntry, TopicConfig};
 
 /// Kafka's limit on partitions per topic is the broker's memory; this broker's is explicit.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Partitions of all user topics together (`serve --partitions-max`): KIP-578's
+/// max.broker.partitions, which Kafka leaves unbounded. Every partition costs memory (its log's
+/// state, its producer table) and a share of the device, so the broker says no at create time
+/// rather than failing writes later.
+pub const PARTITIONS_MAX_DEFAULT: usize = 10_000;
+/// User topics (`serve --topics-max`). A topic costs a metadata record and memory beyond its
+/// partitions'.
+pub const TOPICS_MAX_DEFAULT: usize = 10_000;
 
 /// Broker-wide settings the protocol handlers report or apply.
 #[derive(Clone, Debug)]
@@ -42,6 +52,11 @@ pub struct BrokerConfig {
     /// producer.id.expiration.ms: an idempotent producer idle this long is forgotten by each
     /// partition (Kafka's default: 1 day). Checked with retention.
     pub producer_id_expiration_ms: i64,
+    /// Partitions of all user topics together; CreateTopics, CreatePartitions and
+    /// auto-creation beyond it answer POLICY_VIOLATION. The internal logs do not count.
+    pub partitions_max: usize,
+    /// User topics; creating more answers POLICY_VIOLATION.
+    pub topics_max: usize,
 }
 
 impl Default for BrokerConfig {
@@ -56,6 +71,8 @@ impl Default for BrokerConfig {
             listener_addr: "127.0.0.1:9092".to_string(),
             request_bytes_max: crate::protocol::REQUEST_BYTES_MAX_DEFAULT,
             producer_id_expiration_ms: crate::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            partitions_max: PARTITIONS_MAX_DEFAULT,
+            topics_max: TOPICS_MAX_DEFAULT,
         }
     }
 }
@@ -110,7 +127,9 @@ impl Partition {
     }
 
     /// Runs `work` on the log under its lock. Keep `work` to memory: the log's methods only
-    /// submit I/O and return handles to await after the lock is released.
+    /// submit I/O and return handles to await after the lock is released. For the broker's
+    /// handlers (and tests that append directly); readers use [`Partition::reader`], which keeps
+    /// the storage layout behind it.
     pub fn with_log<R>(&self, work: impl FnOnce(&mut PartitionLog) -> R) -> Result<R, ApiError> {
         let mut guard = self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match guard.as_mut() {
@@ -204,16 +223,20 @@ impl Cluster {
         broker: BrokerConfig,
         group_config: GroupConfig,
     ) -> Result<Arc<Cluster>, String> {
-        let mut logs: BTreeMap<(String, i32), PartitionLog> = BTreeMap::new();
+        // Recovered logs are known by topic id (zones store no names): named here.
+        let mut logs: BTreeMap<([u8; 16], i32), PartitionLog> = BTreeMap::new();
         let mut metadata_log = None;
         let mut groups_log = None;
-        for log in recovered {
-            if *log.id() == metadata_partition_id() {
+        for mut log in recovered {
+            let key = (log.id().topic_id, log.id().partition);
+            if key == (metadata_partition_id().topic_id, metadata_partition_id().partition) {
+                log.rename(&metadata_partition_id().topic);
                 metadata_log = Some(log);
-            } else if *log.id() == groups_partition_id() {
+            } else if key == (groups_partition_id().topic_id, groups_partition_id().partition) {
+                log.rename(&groups_partition_id().topic);
                 groups_log = Some(log);
             } else {
-                logs.insert((log.id().topic.clone(), log.id().partition), log);
+                logs.insert(key, log);
             }
         }
         let metadata_log = metadata_log.unwrap_or_else(|| store.create_partition(metadata_partition_id()));
@@ -223,14 +246,12 @@ impl Cluster {
             let config = TopicConfig::from_entries(&configs).map_err(|error| format!("topic {name}: {error}"))?;
             let partitions = (0..partition_count)
                 .map(|index| {
-                    let log = match logs.remove(&(name.clone(), index)) {
-                        Some(log) if log.id().topic_id == id => log,
-                        other => {
-                            if let Some(stale) = other {
-                                stale.delete();
-                            }
-                            store.create_partition(PartitionId { topic: name.clone(), topic_id: id, partition: index })
+                    let log = match logs.remove(&(id, index)) {
+                        Some(mut log) => {
+                            log.rename(&name);
+                            log
                         }
+                        None => store.create_partition(PartitionId { topic: name.clone(), topic_id: id, partition: index }),
                     };
                     Partition::new(index, log)
                 })
@@ -238,7 +259,8 @@ impl Cluster {
             let topic = Topic { name: name.clone(), id, partitions: RwLock::new(partitions), config: RwLock::new(Arc::new(config)) };
             topics.insert(name, Arc::new(topic));
         }
-        for ((topic, partition), log) in logs {
+        for ((topic_id, partition), log) in logs {
+            let topic = topic_id_to_hex(&topic_id);
             tracing::warn!(%topic, partition, "partition log of a topic that no longer exists; releasing its zones");
             log.delete();
         }
@@ -309,6 +331,8 @@ impl Cluster {
         if self.topic(name).is_some() {
             return Err(ApiError::new(ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")));
         }
+        // Under the metadata lock: no other creation can pass the same check meanwhile.
+        self.check_limits(1, partitions)?;
         if validate_only {
             return Ok(None);
         }
@@ -364,6 +388,7 @@ impl Cluster {
                 format!("Topic currently has {current} partitions, {count} is not a valid partition count (more than now, at most {PARTITIONS_PER_TOPIC_MAX})."),
             ));
         }
+        self.check_limits(0, count - current)?;
         if validate_only {
             return Ok(());
         }
@@ -372,6 +397,37 @@ impl Cluster {
         let mut partitions = topic.partitions.write().unwrap_or_else(|p| p.into_inner());
         for index in current..count {
             partitions.push(Partition::new(index, self.store.create_partition(topic.partition_id(index))));
+        }
+        Ok(())
+    }
+
+    /// Refuses a change that would take the user topics beyond `topics_max` or their partitions
+    /// beyond `partitions_max`, with POLICY_VIOLATION: what Kafka answers for its own partition
+    /// limits (the 10,000 partitions of one CreateTopics or CreatePartitions request, and
+    /// KIP-578's max.broker.partitions). Callers hold the metadata lock.
+    fn check_limits(&self, new_topics: usize, new_partitions: i32) -> Result<(), ApiError> {
+        assert!(new_partitions >= 0, "a partition count never shrinks");
+        let (topic_count, partition_count) = {
+            let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+            let partitions: usize = topics.values().map(|topic| topic.partition_count() as usize).sum();
+            (topics.len(), partitions)
+        };
+        let topics_max = self.broker.topics_max;
+        if topic_count + new_topics > topics_max {
+            return Err(ApiError::new(
+                ResponseError::PolicyViolation,
+                format!("The broker holds {topic_count} topics, its limit is {topics_max} (serve --topics-max): delete topics or raise the limit."),
+            ));
+        }
+        let partitions_max = self.broker.partitions_max;
+        let wanted = partition_count + new_partitions as usize;
+        if wanted > partitions_max {
+            return Err(ApiError::new(
+                ResponseError::PolicyViolation,
+                format!(
+                    "{new_partitions} more partitions would make {wanted} on this broker, above its limit of {partitions_max} (serve --partitions-max): delete topics or raise the limit."
+                ),
+            ));
         }
         Ok(())
     }
@@ -425,6 +481,7 @@ impl Cluster {
                 released += partition
                     .with_log(|log| {
                         log.expire_producers(now_ms, expiration_ms);
+                        log.set_lifetime(crate::log::Lifetime::for_retention(config.retention_ms()));
                         log.apply_retention(now_ms, config.retention_ms(), config.retention_bytes())
                     })
                     .unwrap_or(0);

@@ -22,8 +22,12 @@ use kafka_protocol::error::ResponseError;
 pub type TopicPartition = ([u8; 16], i32);
 
 /// Kafka's group.consumer.session.timeout.ms and group.consumer.heartbeat.interval.ms are 45 s
-/// and 5 s; a shorter interval makes reconciliation (one step per heartbeat) quicker.
+/// and 5 s; a shorter interval makes reconciliation (one step per heartbeat) quicker. The
+/// session timeout is the default of `serve --group-consumer-session-timeout-ms`.
 pub const SESSION_TIMEOUT_MS: i64 = 45_000;
+/// The bounds of that setting: a session must outlast a few heartbeat intervals.
+pub const SESSION_TIMEOUT_MIN_MS: i64 = 3 * HEARTBEAT_INTERVAL_MS as i64;
+pub const SESSION_TIMEOUT_MAX_MS: i64 = 1_800_000;
 pub const HEARTBEAT_INTERVAL_MS: i32 = 2_000;
 /// Subscribed topics per member.
 pub const SUBSCRIBED_TOPICS_MAX: usize = 10_000;
@@ -80,6 +84,8 @@ pub struct ConsumerMember {
     pub client_id: String,
     pub client_host: String,
     pub epoch: i32,
+    /// The epoch before the last bump: a heartbeat still at it is accepted (see `accepts_epoch`).
+    previous_epoch: i32,
     pub subscribed: Vec<String>,
     /// The server assignor this member prefers, if it named one.
     pub server_assignor: Option<String>,
@@ -103,11 +109,18 @@ pub struct ConsumerGroup {
     target: BTreeMap<String, BTreeSet<TopicPartition>>,
     /// The subscribed topics' (id, partition count) the target was computed from.
     metadata: BTreeMap<String, ([u8; 16], i32)>,
+    /// A member that sends no heartbeat this long is removed.
+    session_timeout_ms: i64,
 }
 
 impl ConsumerGroup {
     pub fn new(group_id: &str) -> ConsumerGroup {
-        ConsumerGroup { group_id: group_id.to_string(), assignor: ASSIGNORS[0], ..ConsumerGroup::default() }
+        ConsumerGroup::with_session_timeout(group_id, SESSION_TIMEOUT_MS)
+    }
+
+    pub fn with_session_timeout(group_id: &str, session_timeout_ms: i64) -> ConsumerGroup {
+        assert!((SESSION_TIMEOUT_MIN_MS..=SESSION_TIMEOUT_MAX_MS).contains(&session_timeout_ms));
+        ConsumerGroup { group_id: group_id.to_string(), assignor: ASSIGNORS[0], session_timeout_ms, ..ConsumerGroup::default() }
     }
 
     /// The name of the assignor that computed the current target assignment.
@@ -197,6 +210,7 @@ impl ConsumerGroup {
                         client_id: request.client_id.clone(),
                         client_host: request.client_host.clone(),
                         epoch: 0,
+                        previous_epoch: 0,
                         subscribed,
                         server_assignor: request.server_assignor.clone(),
                         assigned: BTreeSet::new(),
@@ -229,8 +243,12 @@ impl ConsumerGroup {
                 let Some(member) = self.members.get_mut(&request.member_id) else {
                     return HeartbeatResponse::error(ResponseError::UnknownMemberId, &request.member_id, epoch);
                 };
-                if epoch != member.epoch {
+                if !member.accepts_epoch(epoch, request.owned.as_ref()) {
                     return HeartbeatResponse::error(ResponseError::FencedMemberEpoch, &request.member_id, epoch);
+                }
+                if epoch != member.epoch {
+                    // The answer that moved it to its epoch was lost: send the assignment again.
+                    member.last_sent = None;
                 }
                 if let Some(subscribed) = &request.subscribed_topic_names {
                     if *subscribed != member.subscribed {
@@ -249,7 +267,7 @@ impl ConsumerGroup {
         let full_request = request.subscribed_topic_names.is_some();
         {
             let member = self.members.get_mut(&member_id).expect("present");
-            member.session_deadline_ms = now_ms + SESSION_TIMEOUT_MS;
+            member.session_deadline_ms = now_ms + self.session_timeout_ms;
             if let Some(owned) = &request.owned {
                 if member.pending_revocation.iter().all(|tp| !owned.contains(tp)) {
                     member.pending_revocation.clear();
@@ -333,12 +351,25 @@ impl ConsumerGroup {
         if !member.pending_revocation.is_empty() {
             return;
         }
-        member.epoch = assignment_epoch;
+        if member.epoch != assignment_epoch {
+            member.previous_epoch = member.epoch;
+            member.epoch = assignment_epoch;
+        }
         for tp in target {
             if !taken_by_others.contains(&tp) {
                 member.assigned.insert(tp);
             }
         }
+    }
+}
+
+impl ConsumerMember {
+    /// Kafka's rule: the member's epoch, or its previous one while it owns only partitions it
+    /// is still assigned. A heartbeat answer can be lost (a client that timed out its request
+    /// sends the next one with the epoch it knows); fencing it would revoke everything it owns
+    /// and rebalance the group again, while it holds nothing another member may have.
+    fn accepts_epoch(&self, epoch: i32, owned: Option<&BTreeSet<TopicPartition>>) -> bool {
+        epoch == self.epoch || (epoch == self.previous_epoch && epoch < self.epoch && owned.is_some_and(|owned| owned.is_subset(&self.assigned)))
     }
 }
 
@@ -477,6 +508,40 @@ mod tests {
     }
 
     #[test]
+    fn a_heartbeat_at_the_previous_epoch_is_accepted_while_the_member_owns_only_its_assignment() {
+        let mut group = ConsumerGroup::new("g");
+        let topics = topics();
+        let a = group.heartbeat(request("a", 0, Some(&BTreeSet::new())), || unreachable!(), &topics, 10, 0);
+        let a_owned = a.assignment.unwrap();
+        group.heartbeat(request("b", 0, Some(&BTreeSet::new())), || unreachable!(), &topics, 10, 0);
+        let kept = group.heartbeat(request("a", a.member_epoch, Some(&a_owned)), || unreachable!(), &topics, 10, 1).assignment.unwrap();
+        // a reports the revocation done and moves to the new epoch, but that answer is lost
+        // (its client timed out the request under load): it asks again at the epoch it knows.
+        let bumped = group.heartbeat(request("a", a.member_epoch, Some(&kept)), || unreachable!(), &topics, 10, 2);
+        assert!(bumped.member_epoch > a.member_epoch);
+        let again = group.heartbeat(request("a", a.member_epoch, Some(&kept)), || unreachable!(), &topics, 10, 3);
+        assert_eq!(again.error, None, "not fenced for a lost answer");
+        assert_eq!((again.member_epoch, again.assignment), (bumped.member_epoch, Some(kept.clone())), "the answer is sent again");
+        // Still at the previous epoch but owning a partition it gave up: fenced, as in Kafka.
+        let stale = group.heartbeat(request("a", a.member_epoch, Some(&a_owned)), || unreachable!(), &topics, 10, 4);
+        assert_eq!(stale.error, Some(ResponseError::FencedMemberEpoch));
+        let unknown_owned = group.heartbeat(request("a", a.member_epoch, None), || unreachable!(), &topics, 10, 4);
+        assert_eq!(unknown_owned.error, Some(ResponseError::FencedMemberEpoch));
+        let ahead = group.heartbeat(request("a", bumped.member_epoch + 1, Some(&kept)), || unreachable!(), &topics, 10, 4);
+        assert_eq!(ahead.error, Some(ResponseError::FencedMemberEpoch));
+        assert_eq!(group.heartbeat(request("a", bumped.member_epoch, Some(&kept)), || unreachable!(), &topics, 10, 5).error, None);
+    }
+
+    #[test]
+    fn sessions_last_the_configured_timeout() {
+        let mut group = ConsumerGroup::with_session_timeout("g", 6_000);
+        group.heartbeat(request("a", 0, Some(&BTreeSet::new())), || unreachable!(), &topics(), 10, 1_000);
+        assert!(!group.expire(6_999));
+        assert!(group.expire(7_000), "a member silent for the session timeout is removed");
+        assert!(group.members.is_empty());
+    }
+
+    #[test]
     fn a_member_that_does_not_revoke_is_fenced_at_its_rebalance_timeout() {
         let mut group = ConsumerGroup::new("g");
         let topics = topics();
@@ -500,6 +565,7 @@ mod tests {
             client_id: "c".into(),
             client_host: "/h".into(),
             epoch: 0,
+            previous_epoch: 0,
             subscribed: subscribed.iter().map(|s| s.to_string()).collect(),
             server_assignor: server_assignor.map(str::to_string),
             assigned: BTreeSet::new(),

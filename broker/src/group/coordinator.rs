@@ -50,6 +50,8 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i64,
     pub groups_max: usize,
     pub members_per_group_max: usize,
+    /// KIP-848 groups' session timeout (Kafka's group.consumer.session.timeout.ms).
+    pub consumer_session_timeout_ms: i64,
 }
 
 impl Default for GroupConfig {
@@ -60,6 +62,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: INITIAL_REBALANCE_DELAY_MS,
             groups_max: GROUPS_MAX,
             members_per_group_max: MEMBERS_PER_GROUP_MAX,
+            consumer_session_timeout_ms: consumer::SESSION_TIMEOUT_MS,
         }
     }
 }
@@ -341,6 +344,7 @@ impl Coordinator {
     pub fn new(config: GroupConfig, member_id_nonce: u64) -> Coordinator {
         assert!(config.session_timeout_min_ms <= config.session_timeout_max_ms);
         assert!(config.members_per_group_max > 0 && config.groups_max > 0);
+        assert!((consumer::SESSION_TIMEOUT_MIN_MS..=consumer::SESSION_TIMEOUT_MAX_MS).contains(&config.consumer_session_timeout_ms));
         Coordinator { config, groups: BTreeMap::new(), consumer_groups: BTreeMap::new(), member_id_nonce, member_id_sequence: 0 }
     }
 
@@ -389,7 +393,7 @@ impl Coordinator {
             if self.groups.len() + self.consumer_groups.len() >= self.config.groups_max {
                 return refuse(ResponseError::CoordinatorNotAvailable);
             }
-            self.consumer_groups.insert(request.group_id.clone(), ConsumerGroup::new(&request.group_id));
+            self.consumer_groups.insert(request.group_id.clone(), ConsumerGroup::with_session_timeout(&request.group_id, self.config.consumer_session_timeout_ms));
         }
         // Only a v0 join needs a name from us (v1 clients bring their own).
         let new_member_id =

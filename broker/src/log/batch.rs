@@ -527,6 +527,25 @@ fn read_varint_i32(bytes: &[u8]) -> Option<(i32, usize)> {
     None
 }
 
+/// Zigzag varlong (Kafka's `ByteUtils.readVarlong`): value and bytes used; `None` if truncated
+/// or longer than the 10 bytes an i64 can take.
+fn read_varint_i64(bytes: &[u8]) -> Option<(i64, usize)> {
+    let mut raw = 0u64;
+    for (index, &byte) in bytes.iter().take(10).enumerate() {
+        let bits = u64::from(byte & 0x7f);
+        // The tenth byte may carry only the top bit of 64.
+        if index == 9 && bits > 1 {
+            return None;
+        }
+        raw |= bits << (7 * index);
+        if byte & 0x80 == 0 {
+            let value = i64::from_ne_bytes(((raw >> 1) ^ (raw & 1).wrapping_neg()).to_ne_bytes());
+            return Some((value, index + 1));
+        }
+    }
+    None
+}
+
 /// Iterates over the whole batches of a concatenation of batches (a Produce partition's
 /// `records`, a fetch range, a recovered log segment). Checks framing only: each yielded slice
 /// has a v2 header and exactly the length its header declares. Callers validate each slice
@@ -627,11 +646,41 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<(), Ba
 /// What Kafka does for a topic with `message.timestamp.type=LogAppendTime`: set the timestamp
 /// type bit and maxTimestamp (consumers then use maxTimestamp for every record; record deltas
 /// are left alone), and recompute the CRC. `batch` must be exactly one whole batch.
-///
-/// The stored CRC is verified first, in the same single pass over the records that produces
-/// the new one (CRC-32C combine): recomputing a CRC over corrupted bytes would launder the
-/// corruption.
 pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) -> Result<(), BatchError> {
+    reseal_with(batch, |header, fields| {
+        let attributes = header.attributes | TIMESTAMP_TYPE_BIT;
+        fields[field::ATTRIBUTES..field::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+        fields[field::MAX_TIMESTAMP..field::MAX_TIMESTAMP + 8]
+            .copy_from_slice(&timestamp_ms.to_be_bytes());
+    })
+}
+
+/// Sets maxTimestamp to `max_timestamp_ms`, the largest record timestamp (see
+/// [`records_max_timestamp_ms`]), as Kafka's `LogValidator` does on every client append
+/// (`setMaxTimestamp`): clients may send anything there (older Go clients write -1), and
+/// ListOffsets by time and time-bounded reads trust it. Only when the value differs is the
+/// batch written and its CRC recomputed (the CRC covers the field): a correct batch costs a
+/// comparison. True if the batch was changed. `batch` must be exactly one whole batch.
+pub fn set_max_timestamp(batch: &mut [u8], max_timestamp_ms: i64) -> Result<bool, BatchError> {
+    let header = parse_exact(batch)?;
+    if header.max_timestamp_ms == max_timestamp_ms {
+        return Ok(false);
+    }
+    reseal_with(batch, |_, fields| {
+        fields[field::MAX_TIMESTAMP..field::MAX_TIMESTAMP + 8]
+            .copy_from_slice(&max_timestamp_ms.to_be_bytes());
+    })?;
+    Ok(true)
+}
+
+/// Rewrites header fields covered by the CRC with `edit` (given the parsed header and the
+/// header bytes) and recomputes the CRC. The stored CRC is verified first, in the same single
+/// pass over the records that produces the new one (CRC-32C combine): recomputing a CRC over
+/// corrupted bytes would launder the corruption.
+fn reseal_with(
+    batch: &mut [u8],
+    edit: impl FnOnce(&BatchHeader, &mut [u8]),
+) -> Result<(), BatchError> {
     let header = parse_exact(batch)?;
     let records = &batch[BATCH_HEADER_BYTES..];
     let records_crc = crc32c::crc32c(records);
@@ -647,13 +696,44 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp_ms: i64) -> Result<(), Ba
             computed,
         });
     }
-    let attributes = header.attributes | TIMESTAMP_TYPE_BIT;
-    batch[field::ATTRIBUTES..field::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[field::MAX_TIMESTAMP..field::MAX_TIMESTAMP + 8]
-        .copy_from_slice(&timestamp_ms.to_be_bytes());
+    edit(&header, &mut batch[..BATCH_HEADER_BYTES]);
     let crc = crc_with_header(batch);
     batch[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(())
+}
+
+/// The largest timestamp of a batch's records (baseTimestamp + timestampDelta), or -1 (Kafka's
+/// NO_TIMESTAMP) for a batch without records. `records` is the records section: the bytes after
+/// the header for an uncompressed batch, the decompressed bytes otherwise. Reads only each
+/// record's length, attributes and timestamp delta (no key, value or header is decoded), every
+/// length checked against the bytes that remain; at most `header.record_count` records.
+pub fn records_max_timestamp_ms(header: &BatchHeader, records: &[u8]) -> Result<i64, BatchError> {
+    let mut max_timestamp_ms = -1i64;
+    let mut position_bytes = 0usize;
+    for record_index in 0..usize::try_from(header.record_count).unwrap_or(0) {
+        let malformed = |reason| BatchError::MalformedRecords {
+            record_index,
+            reason,
+        };
+        let rest = records.get(position_bytes..).unwrap_or_default();
+        let (body_bytes, prefix_bytes) = read_varint_i32(rest)
+            .ok_or_else(|| malformed("truncated or overlong record length varint"))?;
+        let body = usize::try_from(body_bytes)
+            .ok()
+            .filter(|&body| body >= MIN_RECORD_BODY_BYTES as usize)
+            .and_then(|body| rest.get(prefix_bytes..prefix_bytes.checked_add(body)?))
+            .ok_or_else(|| malformed("record length out of bounds"))?;
+        // attributes (1 byte), then timestampDelta.
+        let (delta_ms, _) = read_varint_i64(&body[1..])
+            .ok_or_else(|| malformed("truncated or overlong timestamp delta"))?;
+        let timestamp_ms = header
+            .base_timestamp_ms
+            .checked_add(delta_ms)
+            .ok_or_else(|| malformed("timestamp overflows"))?;
+        max_timestamp_ms = max_timestamp_ms.max(timestamp_ms);
+        position_bytes += prefix_bytes + body.len();
+    }
+    Ok(max_timestamp_ms)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1005,6 +1085,93 @@ mod tests {
         set_partition_leader_epoch(&mut batch, 42).unwrap();
         assert_eq!(validate(&batch).unwrap().partition_leader_epoch, 42);
         assert!(set_partition_leader_epoch(&mut batch[..20], 1).is_err());
+    }
+
+    #[test]
+    fn max_timestamp_is_recomputed_from_the_records_and_resealed() {
+        for codec in ALL_CODECS {
+            let mut batch = sample_batch(codec);
+            let header = validate(&batch).unwrap();
+            let inflated;
+            let section = match codec {
+                Compression::None => &batch[BATCH_HEADER_BYTES..],
+                codec => {
+                    inflated = super::super::records::decompress(
+                        codec,
+                        &batch[BATCH_HEADER_BYTES..],
+                        1 << 20,
+                    )
+                    .unwrap();
+                    &inflated[..]
+                }
+            };
+            // The tombstone's negative delta does not win: the largest record timestamp does.
+            assert_eq!(
+                records_max_timestamp_ms(&header, section),
+                Ok(1_700_000_000_005),
+                "{codec:?}"
+            );
+            // A right field costs nothing and changes nothing.
+            let before = batch.clone();
+            assert_eq!(set_max_timestamp(&mut batch, 1_700_000_000_005), Ok(false));
+            assert_eq!(batch, before);
+            // What older Go clients send: -1. Rewritten, CRC recomputed.
+            write_i64(&mut batch, field::MAX_TIMESTAMP, -1);
+            reseal(&mut batch);
+            assert_eq!(set_max_timestamp(&mut batch, 1_700_000_000_005), Ok(true));
+            assert_eq!(
+                validate(&batch).unwrap().max_timestamp_ms,
+                1_700_000_000_005
+            );
+            assert_eq!(decode_records(&batch).unwrap(), sample_records());
+            // A corrupt batch is not laundered by the rewrite.
+            let last = batch.len() - 1;
+            batch[last] ^= 1;
+            assert!(matches!(
+                set_max_timestamp(&mut batch, 1),
+                Err(BatchError::CrcMismatch { .. })
+            ));
+        }
+        // No records: -1, Kafka's NO_TIMESTAMP.
+        let empty = empty_batch();
+        assert_eq!(
+            records_max_timestamp_ms(&parse_header(&empty).unwrap(), &[]),
+            Ok(-1)
+        );
+        // Records that end early or claim more than they hold are errors, not panics.
+        let batch = sample_batch(Compression::None);
+        let header = parse_header(&batch).unwrap();
+        for cut in [0, 1, 5, batch.len() - BATCH_HEADER_BYTES - 1] {
+            let section = &batch[BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + cut];
+            assert!(
+                matches!(
+                    records_max_timestamp_ms(&header, section),
+                    Err(BatchError::MalformedRecords { .. })
+                ),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn varlong_reader() {
+        assert_eq!(read_varint_i64(&[0x00]), Some((0, 1)));
+        assert_eq!(read_varint_i64(&[0x01]), Some((-1, 1)));
+        assert_eq!(read_varint_i64(&[0x02]), Some((1, 1)));
+        assert_eq!(
+            read_varint_i64(&[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Some((i64::MAX, 10))
+        );
+        assert_eq!(
+            read_varint_i64(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Some((i64::MIN, 10))
+        );
+        assert_eq!(
+            read_varint_i64(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
+            None
+        );
+        assert_eq!(read_varint_i64(&[0x80; 11]), None);
+        assert_eq!(read_varint_i64(&[0x80]), None);
     }
 
     #[test]

@@ -1,27 +1,48 @@
-//! The on-zone format, sans I/O: the zone header and checksummed frames.
+//! The on-zone format (v2), sans I/O: the zone header, checksummed frames that name their
+//! partition, and the zone summary (the index of a sealed zone) with its trailer.
 //!
 //! ```text
-//! zone:   [zone header block: 4 KiB][frame][frame]...[pad to block at a flush][frame]...
-//! frame:  len u32 | crc u32 | kind u8 | reserved [0;3] | payload (len bytes)
+//! zone:    [zone header block][frame][frame]...[pad to block at a flush][frame]...
+//!          ... sealed: [pad to block][summary: one entry per frame][zeros][trailer: last block]
+//! frame:   len u32 | crc u32 | kind u8 | reserved [0;3] | partition i32 | boot u64 | topic id [16]
+//!          | payload
 //! ```
-//! `crc` is crc32fast (CRC-32, IEEE) over `len`, `kind`, `reserved` and the covered payload:
-//! all of it, except for a record batch, whose own CRC-32C already covers everything from its
-//! attributes on: there the frame CRC covers the batch's first 21 bytes (base offset, length,
-//! leader epoch, magic and that CRC), so each append checksums its bytes once. A torn or partial
-//! frame is thus caught by the frame CRC or, at recovery, by the batch CRC (`batch::
-//! validate_integrity`); reads, which only ever see durable data, check the frame CRC only. A frame header never
-//! straddles a block boundary: when fewer than `FRAME_HEADER_BYTES` remain in a block, the
-//! writer pads to the next block. An all-zero header means "padding: skip to the next block";
-//! at a block boundary it means "no more frames in this zone".
+//! Zones are shared: the frames of many partitions interleave in one zone (one zone stream,
+//! see `log::stream`), so each frame names its topic id and partition, and the boot epoch in
+//! which the batch was first appended (kept when the frame is copied: see `store::resolve`,
+//! which orders a partition's frames by it). `crc` is crc32fast
+//! (CRC-32, IEEE) over `len`, the rest of the header and the covered payload: all of it, except
+//! for a record batch, whose own CRC-32C already covers everything from its attributes on:
+//! there the frame CRC covers the batch's first 21 bytes (base offset, length, leader epoch,
+//! magic and that CRC), so each append checksums its bytes once. A torn or partial frame is thus
+//! caught by the frame CRC or, at recovery, by the batch CRC (`batch::validate_integrity`). A
+//! frame header never straddles a block boundary: when fewer than `FRAME_HEADER_BYTES` remain
+//! in a block, the writer pads to the next block. An all-zero header means "padding: skip to the
+//! next block"; at a block boundary it means "no more frames in this zone".
+//!
+//! A zone is sealed when the next frame would not fit: its summary (what recovery needs of
+//! every frame: partition, kind, position, offsets, timestamps, producer fields) is written
+//! after the frames, zeros up to the last block, and the trailer there (where the summary is,
+//! its checksum). Recovery reads a sealed zone's trailer and summary instead of its frames.
 
 use crate::buf::BLOCK_SIZE;
 
 pub const ZONE_HEADER_BYTES: usize = BLOCK_SIZE;
-pub const FRAME_HEADER_BYTES: usize = 12;
+pub const FRAME_HEADER_BYTES: usize = 40;
+pub const TRAILER_BYTES: usize = BLOCK_SIZE;
 const ZONE_MAGIC: &[u8; 8] = b"YOTTALOG";
-const ZONE_FORMAT_VERSION: u16 = 1;
+const TRAILER_MAGIC: &[u8; 8] = b"YOTTASUM";
+const ZONE_FORMAT_VERSION: u16 = 2;
 /// Kafka's own limit on topic names.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Which partition a frame belongs to: (topic id, partition). Topic names are not stored on
+/// zones; the metadata log maps ids to names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    pub topic_id: [u8; 16],
+    pub partition: i32,
+}
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +50,7 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub enum FrameKind {
     /// A Kafka record batch (v2) with its offsets assigned.
     RecordBatch = 1,
-    /// An i64: the log start offset after a DeleteRecords (persisted in the log itself).
+    /// An i64: the partition's log start offset after a DeleteRecords or retention.
     LogStartOffset = 2,
 }
 
@@ -43,44 +64,34 @@ impl FrameKind {
     }
 }
 
-/// The self-describing first block of every zone a partition owns.
+/// The self-describing first block of every zone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ZoneHeader {
-    pub topic: String,
-    pub topic_id: [u8; 16],
-    pub partition: i32,
-    /// Position of this zone in its partition's chain; strictly increasing.
+    /// The zone stream that writes this zone (see `log::stream`).
+    pub stream: u8,
+    /// Device-wide, strictly increasing over zone openings: tells a zone's incarnations apart.
     pub zone_sequence: u64,
-    /// Offset of the first batch in this zone.
-    pub base_offset: i64,
+    /// The store's boot epoch when the zone was opened (one more than any zone's on the device
+    /// at recovery): frames of a later boot supersede what an earlier boot left after a cut.
+    pub boot: u64,
     pub created_ms: i64,
 }
 
 impl ZoneHeader {
     /// Encodes into a full block.
     pub fn encode(&self) -> [u8; ZONE_HEADER_BYTES] {
-        assert!(
-            self.topic.len() <= TOPIC_NAME_BYTES_MAX,
-            "topic name length checked by callers"
-        );
         let mut block = [0u8; ZONE_HEADER_BYTES];
-        let mut at = 0;
-        let mut put = |bytes: &[u8]| {
-            block[at..at + bytes.len()].copy_from_slice(bytes);
-            at += bytes.len();
+        let mut writer = Writer {
+            bytes: &mut block,
+            at: 0,
         };
-        put(ZONE_MAGIC);
-        put(&ZONE_FORMAT_VERSION.to_be_bytes());
-        put(&self.topic_id);
-        put(&self.partition.to_be_bytes());
-        put(&self.zone_sequence.to_be_bytes());
-        put(&self.base_offset.to_be_bytes());
-        put(&self.created_ms.to_be_bytes());
-        put(&(self.topic.len() as u16).to_be_bytes());
-        put(self.topic.as_bytes());
-        let end = at;
-        let crc = crc32fast::hash(&block[..end]);
-        block[end..end + 4].copy_from_slice(&crc.to_be_bytes());
+        writer.put(ZONE_MAGIC);
+        writer.put(&ZONE_FORMAT_VERSION.to_be_bytes());
+        writer.put(&[self.stream]);
+        writer.put(&self.zone_sequence.to_be_bytes());
+        writer.put(&self.boot.to_be_bytes());
+        writer.put(&self.created_ms.to_be_bytes());
+        writer.seal_crc();
         block
     }
 
@@ -96,31 +107,208 @@ impl ZoneHeader {
         {
             return None;
         }
-        let topic_id: [u8; 16] = reader.array()?;
-        let partition = i32::from_be_bytes(reader.array()?);
+        let [stream] = reader.array()?;
         let zone_sequence = u64::from_be_bytes(reader.array()?);
-        let base_offset = i64::from_be_bytes(reader.array()?);
+        let boot = u64::from_be_bytes(reader.array()?);
         let created_ms = i64::from_be_bytes(reader.array()?);
-        let topic_len = u16::from_be_bytes(reader.array()?) as usize;
-        if topic_len > TOPIC_NAME_BYTES_MAX {
-            return None;
-        }
-        let topic = std::str::from_utf8(reader.take(topic_len)?)
-            .ok()?
-            .to_string();
-        let end = reader.at;
-        let crc = u32::from_be_bytes(reader.array()?);
-        if crc != crc32fast::hash(&block[..end]) || base_offset < 0 || partition < 0 {
-            return None;
-        }
+        reader.check_crc()?;
         Some(ZoneHeader {
-            topic,
-            topic_id,
-            partition,
+            stream,
             zone_sequence,
-            base_offset,
+            boot,
             created_ms,
         })
+    }
+}
+
+/// The last block of a sealed zone: where its summary is and its checksum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trailer {
+    pub zone_sequence: u64,
+    pub summary_start_bytes: u64,
+    pub entry_count: u32,
+    pub summary_crc: u32,
+}
+
+impl Trailer {
+    pub fn encode(&self) -> [u8; TRAILER_BYTES] {
+        let mut block = [0u8; TRAILER_BYTES];
+        let mut writer = Writer {
+            bytes: &mut block,
+            at: 0,
+        };
+        writer.put(TRAILER_MAGIC);
+        writer.put(&ZONE_FORMAT_VERSION.to_be_bytes());
+        writer.put(&self.zone_sequence.to_be_bytes());
+        writer.put(&self.summary_start_bytes.to_be_bytes());
+        writer.put(&self.entry_count.to_be_bytes());
+        writer.put(&self.summary_crc.to_be_bytes());
+        writer.seal_crc();
+        block
+    }
+
+    pub fn decode(block: &[u8]) -> Option<Trailer> {
+        let mut reader = Reader {
+            bytes: block,
+            at: 0,
+        };
+        if reader.take(8)? != TRAILER_MAGIC
+            || u16::from_be_bytes(reader.array()?) != ZONE_FORMAT_VERSION
+        {
+            return None;
+        }
+        let zone_sequence = u64::from_be_bytes(reader.array()?);
+        let summary_start_bytes = u64::from_be_bytes(reader.array()?);
+        let entry_count = u32::from_be_bytes(reader.array()?);
+        let summary_crc = u32::from_be_bytes(reader.array()?);
+        reader.check_crc()?;
+        Some(Trailer {
+            zone_sequence,
+            summary_start_bytes,
+            entry_count,
+            summary_crc,
+        })
+    }
+
+    pub fn summary_bytes(&self) -> u64 {
+        u64::from(self.entry_count) * SUMMARY_ENTRY_BYTES as u64
+    }
+}
+
+/// What recovery needs to know of one frame, without reading it: the summary's entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameEntry {
+    pub key: PartitionKey,
+    pub kind: FrameKind,
+    /// The boot epoch in which the frame was first appended.
+    pub boot: u64,
+    /// Where the frame starts in its zone, and its length with the header.
+    pub position_bytes: u64,
+    pub frame_bytes: u32,
+    /// A batch's base offset; for a LogStartOffset frame, the log start offset.
+    pub base_offset: i64,
+    pub last_offset_delta: i32,
+    pub max_timestamp_ms: i64,
+    /// A lower bound on the batch's record timestamps (`records::timestamp_lower_bound_ms`).
+    pub min_timestamp_ms: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+pub const SUMMARY_ENTRY_BYTES: usize = 84;
+
+impl FrameEntry {
+    /// The entry of a record batch frame (its position and length filled in when placed).
+    pub fn for_batch(key: PartitionKey, boot: u64, header: &super::batch::BatchHeader, min_timestamp_ms: i64) -> FrameEntry {
+        FrameEntry {
+            base_offset: header.base_offset,
+            last_offset_delta: header.last_offset_delta,
+            max_timestamp_ms: header.max_timestamp_ms,
+            min_timestamp_ms,
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            base_sequence: header.base_sequence,
+            kind: FrameKind::RecordBatch,
+            ..FrameEntry::for_log_start(key, boot, 0)
+        }
+    }
+
+    /// The entry of a log start offset frame.
+    pub fn for_log_start(key: PartitionKey, boot: u64, offset: i64) -> FrameEntry {
+        FrameEntry {
+            key,
+            kind: FrameKind::LogStartOffset,
+            boot,
+            position_bytes: 0,
+            frame_bytes: 0,
+            base_offset: offset,
+            last_offset_delta: 0,
+            max_timestamp_ms: -1,
+            min_timestamp_ms: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
+    }
+
+    pub fn end_bytes(&self) -> u64 {
+        self.position_bytes + u64::from(self.frame_bytes)
+    }
+
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&self.key.topic_id);
+        out.extend_from_slice(&self.key.partition.to_be_bytes());
+        out.extend_from_slice(&[self.kind as u8, 0, 0, 0]);
+        out.extend_from_slice(&self.boot.to_be_bytes());
+        let position = u32::try_from(self.position_bytes).expect("zone capacity fits in u32");
+        out.extend_from_slice(&position.to_be_bytes());
+        out.extend_from_slice(&self.frame_bytes.to_be_bytes());
+        out.extend_from_slice(&self.base_offset.to_be_bytes());
+        out.extend_from_slice(&self.last_offset_delta.to_be_bytes());
+        out.extend_from_slice(&self.max_timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&self.min_timestamp_ms.to_be_bytes());
+        out.extend_from_slice(&self.producer_id.to_be_bytes());
+        out.extend_from_slice(&self.producer_epoch.to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.base_sequence.to_be_bytes());
+        assert_eq!(out.len() - start, SUMMARY_ENTRY_BYTES);
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<FrameEntry> {
+        let mut reader = Reader { bytes, at: 0 };
+        let topic_id = reader.array()?;
+        let partition = i32::from_be_bytes(reader.array()?);
+        let [kind, _, _, _]: [u8; 4] = reader.array()?;
+        let entry = FrameEntry {
+            key: PartitionKey {
+                topic_id,
+                partition,
+            },
+            kind: FrameKind::from_u8(kind)?,
+            boot: u64::from_be_bytes(reader.array()?),
+            position_bytes: u64::from(u32::from_be_bytes(reader.array()?)),
+            frame_bytes: u32::from_be_bytes(reader.array()?),
+            base_offset: i64::from_be_bytes(reader.array()?),
+            last_offset_delta: i32::from_be_bytes(reader.array()?),
+            max_timestamp_ms: i64::from_be_bytes(reader.array()?),
+            min_timestamp_ms: i64::from_be_bytes(reader.array()?),
+            producer_id: i64::from_be_bytes(reader.array()?),
+            producer_epoch: i16::from_be_bytes(reader.array()?),
+            base_sequence: {
+                reader.take(2)?;
+                i32::from_be_bytes(reader.array()?)
+            },
+        };
+        let valid = entry.base_offset >= 0
+            && entry.last_offset_delta >= 0
+            && partition >= 0
+            && (entry.frame_bytes as usize) > FRAME_HEADER_BYTES;
+        valid.then_some(entry)
+    }
+}
+
+struct Writer<'a> {
+    bytes: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.bytes[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+
+    /// Appends the CRC of everything written so far.
+    fn seal_crc(&mut self) {
+        let crc = crc32fast::hash(&self.bytes[..self.at]);
+        self.put(&crc.to_be_bytes());
     }
 }
 
@@ -138,6 +326,12 @@ impl<'a> Reader<'a> {
 
     fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
+    }
+
+    fn check_crc(&mut self) -> Option<()> {
+        let end = self.at;
+        let crc = u32::from_be_bytes(self.array()?);
+        (crc == crc32fast::hash(&self.bytes[..end])).then_some(())
     }
 }
 
@@ -158,17 +352,30 @@ pub fn frame_bytes(payload_bytes: usize) -> usize {
     FRAME_HEADER_BYTES + payload_bytes
 }
 
-/// Encodes a frame header for `payload`.
-pub fn frame_header(kind: FrameKind, payload: &[u8]) -> [u8; FRAME_HEADER_BYTES] {
+fn frame_crc(header: &[u8], kind: FrameKind, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[0..4]);
+    hasher.update(&header[8..FRAME_HEADER_BYTES]);
+    hasher.update(covered(kind, payload));
+    hasher.finalize()
+}
+
+/// Encodes a frame header for `payload` of `key`'s partition, first appended in `boot`.
+pub fn frame_header(
+    kind: FrameKind,
+    key: &PartitionKey,
+    boot: u64,
+    payload: &[u8],
+) -> [u8; FRAME_HEADER_BYTES] {
     let len = u32::try_from(payload.len()).expect("frame payload bounded by the zone capacity");
     let mut header = [0u8; FRAME_HEADER_BYTES];
     header[0..4].copy_from_slice(&len.to_be_bytes());
     header[8] = kind as u8;
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&header[0..4]);
-    hasher.update(&header[8..12]);
-    hasher.update(covered(kind, payload));
-    header[4..8].copy_from_slice(&hasher.finalize().to_be_bytes());
+    header[12..16].copy_from_slice(&key.partition.to_be_bytes());
+    header[16..24].copy_from_slice(&boot.to_be_bytes());
+    header[24..40].copy_from_slice(&key.topic_id);
+    let crc = frame_crc(&header, kind, payload);
+    header[4..8].copy_from_slice(&crc.to_be_bytes());
     header
 }
 
@@ -187,10 +394,13 @@ pub fn next_frame_start(position_bytes: u64) -> u64 {
 /// One step of scanning a zone's bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ScanStep<'a> {
-    /// A valid frame: its kind, payload and the position just after it.
+    /// A valid frame: its kind, partition, boot, payload, and where it starts and ends.
     Frame {
         kind: FrameKind,
+        key: PartitionKey,
+        boot: u64,
         payload: &'a [u8],
+        start_bytes: u64,
         end_bytes: u64,
     },
     /// Padding: continue at `next_bytes`.
@@ -246,9 +456,15 @@ pub fn scan_frame(
     let Some(kind) = FrameKind::from_u8(header[8]) else {
         return ScanStep::Invalid;
     };
-    if header[9..12] != [0, 0, 0] {
+    let partition = i32::from_be_bytes(header[12..16].try_into().expect("4 bytes"));
+    if header[9..12] != [0, 0, 0] || partition < 0 {
         return ScanStep::Invalid;
     }
+    let boot = u64::from_be_bytes(header[16..24].try_into().expect("8 bytes"));
+    let key = PartitionKey {
+        topic_id: header[24..40].try_into().expect("16 bytes"),
+        partition,
+    };
     let end_bytes = position_bytes + FRAME_HEADER_BYTES as u64 + len;
     if end_bytes > written_end_bytes {
         return ScanStep::Invalid;
@@ -259,16 +475,15 @@ pub fn scan_frame(
             frame_end_bytes: end_bytes,
         };
     };
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&header[0..4]);
-    hasher.update(&header[8..12]);
-    hasher.update(covered(kind, payload));
-    if hasher.finalize() != crc {
+    if frame_crc(header, kind, payload) != crc {
         return ScanStep::Invalid;
     }
     ScanStep::Frame {
         kind,
+        key,
+        boot,
         payload,
+        start_bytes: position_bytes,
         end_bytes,
     }
 }
@@ -277,28 +492,67 @@ pub fn scan_frame(
 mod tests {
     use super::*;
 
+    const KEY: PartitionKey = PartitionKey {
+        topic_id: [7; 16],
+        partition: 3,
+    };
+
     fn header() -> ZoneHeader {
         ZoneHeader {
-            topic: "vehicles".into(),
-            topic_id: [7; 16],
-            partition: 3,
+            stream: 2,
             zone_sequence: 9,
-            base_offset: 1234,
+            boot: 4,
             created_ms: 1_700_000_000_000,
         }
     }
 
     #[test]
-    fn zone_header_round_trip_and_corruption() {
+    fn zone_header_and_trailer_round_trip_and_corruption() {
         let block = header().encode();
         assert_eq!(ZoneHeader::decode(&block), Some(header()));
-        for index in 0..60 {
+        // Every byte of the header, its CRC included (39 bytes).
+        for index in 0..39 {
             let mut corrupt = block;
             corrupt[index] ^= 0x40;
             assert_eq!(ZoneHeader::decode(&corrupt), None, "byte {index}");
         }
         assert_eq!(ZoneHeader::decode(&[0u8; ZONE_HEADER_BYTES]), None);
         assert_eq!(ZoneHeader::decode(&block[..20]), None);
+        let trailer = Trailer {
+            zone_sequence: 5,
+            summary_start_bytes: 8192,
+            entry_count: 3,
+            summary_crc: 77,
+        };
+        let block = trailer.encode();
+        assert_eq!(Trailer::decode(&block), Some(trailer));
+        for index in 0..38 {
+            let mut corrupt = block;
+            corrupt[index] ^= 1;
+            assert_eq!(Trailer::decode(&corrupt), None, "byte {index}");
+        }
+    }
+
+    #[test]
+    fn summary_entries_round_trip() {
+        let entry = FrameEntry {
+            key: KEY,
+            kind: FrameKind::RecordBatch,
+            boot: 3,
+            position_bytes: 4096,
+            frame_bytes: 500,
+            base_offset: 77,
+            last_offset_delta: 4,
+            max_timestamp_ms: 1000,
+            min_timestamp_ms: 990,
+            producer_id: 12,
+            producer_epoch: 3,
+            base_sequence: 40,
+        };
+        let mut bytes = Vec::new();
+        entry.encode_into(&mut bytes);
+        assert_eq!(FrameEntry::decode(&bytes), Some(entry));
+        assert_eq!(entry.last_offset(), 81);
     }
 
     fn zone_with(frames: &[&[u8]]) -> (Vec<u8>, u64) {
@@ -306,7 +560,7 @@ mod tests {
         for payload in frames {
             let start = next_frame_start(zone.len() as u64) as usize;
             zone.resize(start, 0);
-            zone.extend_from_slice(&frame_header(FrameKind::RecordBatch, payload));
+            zone.extend_from_slice(&frame_header(FrameKind::RecordBatch, &KEY, 1, payload));
             zone.extend_from_slice(payload);
         }
         let end = zone.len() as u64;
@@ -321,8 +575,12 @@ mod tests {
         loop {
             match scan_frame(&zone, 0, position, end) {
                 ScanStep::Frame {
-                    payload, end_bytes, ..
+                    payload,
+                    end_bytes,
+                    key,
+                    ..
                 } => {
+                    assert_eq!(key, KEY);
                     payload_lens.push(payload.len());
                     position = end_bytes;
                 }
@@ -334,32 +592,10 @@ mod tests {
     }
 
     #[test]
-    fn record_batch_frames_cover_the_batch_prefix_only() {
+    fn record_batch_frames_cover_the_batch_prefix_and_the_partition() {
         let (zone, end) = zone_with(&[&[9u8; 300]]);
         let start = ZONE_HEADER_BYTES as u64;
-        for index in [0usize, 5, 8, 12, 12 + 20] {
-            let mut corrupt = zone.clone();
-            corrupt[ZONE_HEADER_BYTES + index] ^= 1;
-            assert_eq!(scan_frame(&corrupt, 0, start, end), ScanStep::Invalid, "byte {index}");
-        }
-        // Past the batch's CRC field, the batch's own CRC-32C covers the bytes.
-        let mut body = zone.clone();
-        body[ZONE_HEADER_BYTES + 12 + 21] ^= 1;
-        assert!(matches!(scan_frame(&body, 0, start, end), ScanStep::Frame { .. }));
-    }
-
-    #[test]
-    fn torn_and_corrupt_frames_are_invalid() {
-        let mut zone = vec![0u8; ZONE_HEADER_BYTES];
-        let payload = [9u8; 300];
-        zone.extend_from_slice(&frame_header(FrameKind::LogStartOffset, &payload));
-        zone.extend_from_slice(&payload);
-        let end = zone.len() as u64;
-        let start = ZONE_HEADER_BYTES as u64;
-        // Torn: the write pointer cuts the frame.
-        assert_eq!(scan_frame(&zone, 0, start, end - 1), ScanStep::Invalid);
-        // Any flipped bit in header or payload.
-        for index in [0usize, 5, 8, 9, 12, 200, 311] {
+        for index in [0usize, 5, 8, 12, 15, 20, 31, 39, 40 + 20] {
             let mut corrupt = zone.clone();
             corrupt[ZONE_HEADER_BYTES + index] ^= 1;
             assert_eq!(
@@ -368,7 +604,33 @@ mod tests {
                 "byte {index}"
             );
         }
-        // Short window: ask for more rather than guess.
+        // Past the batch's CRC field, the batch's own CRC-32C covers the bytes.
+        let mut body = zone.clone();
+        body[ZONE_HEADER_BYTES + 40 + 21] ^= 1;
+        assert!(matches!(
+            scan_frame(&body, 0, start, end),
+            ScanStep::Frame { .. }
+        ));
+    }
+
+    #[test]
+    fn torn_and_corrupt_frames_are_invalid() {
+        let mut zone = vec![0u8; ZONE_HEADER_BYTES];
+        let payload = [9u8; 300];
+        zone.extend_from_slice(&frame_header(FrameKind::LogStartOffset, &KEY, 1, &payload));
+        zone.extend_from_slice(&payload);
+        let end = zone.len() as u64;
+        let start = ZONE_HEADER_BYTES as u64;
+        assert_eq!(scan_frame(&zone, 0, start, end - 1), ScanStep::Invalid);
+        for index in [0usize, 5, 8, 9, 12, 20, 200, 339] {
+            let mut corrupt = zone.clone();
+            corrupt[ZONE_HEADER_BYTES + index] ^= 1;
+            assert_eq!(
+                scan_frame(&corrupt, 0, start, end),
+                ScanStep::Invalid,
+                "byte {index}"
+            );
+        }
         assert!(matches!(
             scan_frame(&zone[..ZONE_HEADER_BYTES + 100], 0, start, end),
             ScanStep::NeedMore { .. }
@@ -380,8 +642,12 @@ mod tests {
         let mut zone = vec![0u8; 3 * BLOCK_SIZE];
         let payload = b"after padding";
         let second_block = 2 * BLOCK_SIZE;
-        zone[second_block..second_block + FRAME_HEADER_BYTES]
-            .copy_from_slice(&frame_header(FrameKind::RecordBatch, payload));
+        zone[second_block..second_block + FRAME_HEADER_BYTES].copy_from_slice(&frame_header(
+            FrameKind::RecordBatch,
+            &KEY,
+            1,
+            payload,
+        ));
         zone[second_block + FRAME_HEADER_BYTES..second_block + FRAME_HEADER_BYTES + payload.len()]
             .copy_from_slice(payload);
         let end = (3 * BLOCK_SIZE) as u64;

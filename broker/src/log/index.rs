@@ -1,120 +1,222 @@
-//! Sparse per-zone indexes: offset -> position and timestamp -> position.
+//! A partition's index: its batches as runs in shared zones, offset and time to zone and
+//! position.
 //!
-//! One entry per `index_interval_bytes` of frames (Kafka's index.interval.bytes), so memory is
-//! bounded by data size / interval, not by batch count. A lookup returns the position to start
-//! scanning from; the scan finds the exact batch.
+//! A run is a stretch of one zone holding only this partition's frames (padding aside), in
+//! offset order: consecutive appends of one partition to a stream become one run until another
+//! partition's frame comes between, the zone changes, or the run reaches `interval_bytes`
+//! (Kafka's index.interval.bytes: a lookup scans at most that much before the batch it wants).
+//! So a reader of one partition reads only its own batches, and memory is one small entry per
+//! run, not per record.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::format::PartitionKey;
+use crate::zone::ZoneId;
+
+/// A partition's index and start marker, shared between its log and the garbage collector
+/// (which moves runs out of nearly empty zones, see `log::gc`). Locked for memory work only,
+/// after the partition's own lock when both are held.
+#[derive(Debug)]
+pub struct LogIndex {
+    pub key: PartitionKey,
+    pub runs: PartitionIndex,
+    pub start_marker: Option<StartMarker>,
+}
+
+pub type SharedIndex = Arc<Mutex<LogIndex>>;
+
+pub fn lock(index: &SharedIndex) -> MutexGuard<'_, LogIndex> {
+    index
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The latest log start offset frame of a partition: live (its zone kept) until superseded, so
+/// recovery finds the log start even when every batch below it is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartMarker {
+    pub zone: ZoneId,
+    pub sequence: u64,
+    pub start_bytes: u64,
+    pub bytes: u64,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct IndexEntry {
-    base_offset: i64,
-    position_bytes: u64,
-    /// Largest batch max-timestamp of all batches strictly before this entry in the zone, so a
-    /// timestamp lookup may start here if this is below the target.
-    max_timestamp_before_ms: i64,
+pub struct Run {
+    pub zone: ZoneId,
+    /// The zone's incarnation (its header's zone sequence).
+    pub sequence: u64,
+    pub start_bytes: u64,
+    pub end_bytes: u64,
+    /// Frame bytes in the run (headers included, padding not): what the run keeps live.
+    pub bytes: u64,
+    pub base_offset: i64,
+    /// The offset after the run's last batch.
+    pub end_offset: i64,
+    pub max_timestamp_ms: i64,
+    /// Last offset of the batch holding `max_timestamp_ms` (what Kafka reports for MAX_TIMESTAMP).
+    pub offset_of_max_timestamp: i64,
+    /// A lower bound on every record timestamp in the run.
+    pub min_timestamp_ms: i64,
+}
+
+/// One batch as the index learns it (appended, or found by recovery).
+#[derive(Clone, Copy, Debug)]
+pub struct IndexedBatch {
+    pub zone: ZoneId,
+    pub sequence: u64,
+    pub start_bytes: u64,
+    pub end_bytes: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp_ms: i64,
+    pub min_timestamp_ms: i64,
+    /// The frame before it in the zone is this partition's previous batch.
+    pub follows_previous: bool,
 }
 
 #[derive(Clone, Debug)]
-pub struct ZoneIndex {
+pub struct PartitionIndex {
     interval_bytes: u64,
-    entries: Vec<IndexEntry>,
-    last_entry_position_bytes: Option<u64>,
-    max_timestamp_ms: i64,
-    /// Last offset of the batch holding `max_timestamp_ms` (what Kafka reports for MAX_TIMESTAMP).
-    offset_of_max_timestamp: i64,
-    /// A lower bound on every record timestamp in the zone (`records::timestamp_lower_bound_ms`
-    /// of each batch): a reader of a time range skips the zone when this is above the range.
-    min_timestamp_ms: i64,
+    runs: VecDeque<Run>,
+    bytes: u64,
 }
 
-impl ZoneIndex {
-    pub fn new(interval_bytes: u64) -> ZoneIndex {
+impl PartitionIndex {
+    pub fn new(interval_bytes: u64) -> PartitionIndex {
         assert!(interval_bytes > 0);
-        ZoneIndex {
+        PartitionIndex {
             interval_bytes,
-            entries: Vec::new(),
-            last_entry_position_bytes: None,
-            max_timestamp_ms: i64::MIN,
-            offset_of_max_timestamp: -1,
-            min_timestamp_ms: i64::MAX,
+            runs: VecDeque::new(),
+            bytes: 0,
         }
     }
 
-    /// Records a batch appended (or recovered) at `position_bytes`. Batches arrive in order.
-    pub fn on_batch(
-        &mut self,
-        base_offset: i64,
-        last_offset: i64,
-        position_bytes: u64,
-        max_timestamp_ms: i64,
-        min_timestamp_ms: i64,
-    ) {
-        self.min_timestamp_ms = self.min_timestamp_ms.min(min_timestamp_ms);
-        let due = match self.last_entry_position_bytes {
-            None => true,
-            Some(last) => position_bytes >= last + self.interval_bytes,
-        };
-        if due {
-            if let Some(previous) = self.entries.last() {
-                assert!(
-                    previous.base_offset < base_offset && previous.position_bytes < position_bytes
-                );
+    /// Records a batch (batches arrive in offset order). Returns whether it started a new run.
+    pub fn on_batch(&mut self, batch: IndexedBatch) {
+        assert!(
+            self.runs
+                .back()
+                .is_none_or(|run| run.end_offset == batch.base_offset),
+            "batches arrive in offset order"
+        );
+        let frame_bytes = batch.end_bytes - batch.start_bytes;
+        self.bytes += frame_bytes;
+        if let Some(run) = self.runs.back_mut() {
+            let extends = batch.follows_previous
+                && run.zone == batch.zone
+                && run.sequence == batch.sequence
+                && run.end_bytes <= batch.start_bytes
+                && batch.start_bytes - run.start_bytes < self.interval_bytes;
+            if extends {
+                run.end_bytes = batch.end_bytes;
+                run.bytes += frame_bytes;
+                run.end_offset = batch.last_offset + 1;
+                if batch.max_timestamp_ms > run.max_timestamp_ms {
+                    run.max_timestamp_ms = batch.max_timestamp_ms;
+                    run.offset_of_max_timestamp = batch.last_offset;
+                }
+                run.min_timestamp_ms = run.min_timestamp_ms.min(batch.min_timestamp_ms);
+                return;
             }
-            self.entries.push(IndexEntry {
-                base_offset,
-                position_bytes,
-                max_timestamp_before_ms: self.max_timestamp_ms,
-            });
-            self.last_entry_position_bytes = Some(position_bytes);
         }
-        if max_timestamp_ms > self.max_timestamp_ms {
-            self.max_timestamp_ms = max_timestamp_ms;
-            self.offset_of_max_timestamp = last_offset;
-        }
+        self.runs.push_back(Run {
+            zone: batch.zone,
+            sequence: batch.sequence,
+            start_bytes: batch.start_bytes,
+            end_bytes: batch.end_bytes,
+            bytes: frame_bytes,
+            base_offset: batch.base_offset,
+            end_offset: batch.last_offset + 1,
+            max_timestamp_ms: batch.max_timestamp_ms,
+            offset_of_max_timestamp: batch.last_offset,
+            min_timestamp_ms: batch.min_timestamp_ms,
+        });
     }
 
-    /// Where to start scanning for the batch containing `offset`: (position, base offset of the
-    /// batch there). `zone_start` is the zone's first frame position and base offset.
-    pub fn position_for_offset(&self, offset: i64, zone_start: (u64, i64)) -> (u64, i64) {
-        let after = self
-            .entries
-            .partition_point(|entry| entry.base_offset <= offset);
-        self.entry_before(after, zone_start)
+    pub fn runs(&self) -> &VecDeque<Run> {
+        &self.runs
     }
 
-    /// Where to start scanning for the first batch whose max timestamp is >= `timestamp_ms`.
-    pub fn position_for_timestamp(&self, timestamp_ms: i64, zone_start: (u64, i64)) -> (u64, i64) {
-        let after = self
-            .entries
-            .partition_point(|entry| entry.max_timestamp_before_ms < timestamp_ms);
-        self.entry_before(after, zone_start)
+    /// Frame bytes of every run.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
-    fn entry_before(&self, after: usize, zone_start: (u64, i64)) -> (u64, i64) {
-        match after {
-            0 => zone_start,
-            n => (
-                self.entries[n - 1].position_bytes,
-                self.entries[n - 1].base_offset,
+    /// The position in `runs()` of the run holding `offset`.
+    pub fn run_for_offset(&self, offset: i64) -> Option<usize> {
+        let after = self.runs.partition_point(|run| run.base_offset <= offset);
+        let at = after.checked_sub(1)?;
+        (offset < self.runs[at].end_offset).then_some(at)
+    }
+
+    pub fn first(&self) -> Option<&Run> {
+        self.runs.front()
+    }
+
+    /// Drops the oldest run.
+    pub fn pop_front(&mut self) -> Option<Run> {
+        let run = self.runs.pop_front()?;
+        self.bytes -= run.bytes;
+        Some(run)
+    }
+
+    /// Replaces the run at `at` by `runs` (the same batches elsewhere: a GC copy).
+    pub fn replace(&mut self, at: usize, runs: Vec<Run>) {
+        let old = self.runs.remove(at).expect("a run to replace");
+        assert_eq!(
+            (
+                runs.first().map(|run| run.base_offset),
+                runs.last().map(|run| run.end_offset)
             ),
+            (Some(old.base_offset), Some(old.end_offset))
+        );
+        assert_eq!(
+            runs.iter().map(|run| run.bytes).sum::<u64>(),
+            old.bytes,
+            "a copy has the same frames"
+        );
+        for (offset, run) in runs.into_iter().enumerate() {
+            self.runs.insert(at + offset, run);
         }
     }
 
-    pub fn max_timestamp_ms(&self) -> i64 {
-        self.max_timestamp_ms
+    /// The position of the run starting at `start_bytes` of that zone incarnation.
+    pub fn find(&self, zone: ZoneId, sequence: u64, start_bytes: u64) -> Option<usize> {
+        self.runs.iter().position(|run| {
+            run.zone == zone && run.sequence == sequence && run.start_bytes == start_bytes
+        })
     }
 
-    /// A lower bound on the zone's record timestamps; i64::MAX for a zone without batches.
-    pub fn min_timestamp_ms(&self) -> i64 {
-        self.min_timestamp_ms
+    /// Drops every run.
+    pub fn drain(&mut self) -> impl Iterator<Item = Run> + '_ {
+        self.bytes = 0;
+        self.runs.drain(..)
     }
 
-    pub fn offset_of_max_timestamp(&self) -> i64 {
-        self.offset_of_max_timestamp
+    /// Bytes held in each zone (by zone id), in order of first use.
+    pub fn zone_bytes(&self) -> Vec<(ZoneId, u64)> {
+        let mut zones: Vec<(ZoneId, u64)> = Vec::new();
+        for run in &self.runs {
+            match zones.iter_mut().find(|(zone, _)| *zone == run.zone) {
+                Some((_, bytes)) => *bytes += run.bytes,
+                None => zones.push((run.zone, run.bytes)),
+            }
+        }
+        zones
     }
 
-    #[cfg(test)]
-    pub fn entry_count(&self) -> usize {
-        self.entries.len()
+    /// The distinct zones holding runs, oldest first.
+    pub fn zone_ids(&self) -> Vec<ZoneId> {
+        let mut zones: Vec<ZoneId> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for run in &self.runs {
+            if seen.insert((run.zone, run.sequence)) {
+                zones.push(run.zone);
+            }
+        }
+        zones
     }
 }
 
@@ -122,28 +224,65 @@ impl ZoneIndex {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sparse_lookups() {
-        let mut index = ZoneIndex::new(1000);
-        // Batches of 400 bytes each, offsets 10 apart, timestamps rising then a dip.
-        let timestamps = [100, 200, 300, 250, 500, 600, 700];
-        for (i, ts) in timestamps.iter().enumerate() {
-            index.on_batch(i as i64 * 10, i as i64 * 10 + 9, 4096 + i as u64 * 400, *ts, *ts);
+    fn batch(base: i64, start: u64, end: u64, follows_previous: bool, ts: i64) -> IndexedBatch {
+        IndexedBatch {
+            zone: 1,
+            sequence: 1,
+            start_bytes: start,
+            end_bytes: end,
+            base_offset: base,
+            last_offset: base + 9,
+            max_timestamp_ms: ts,
+            min_timestamp_ms: ts,
+            follows_previous,
         }
-        // Entries at batches 0 (pos 4096), 3 (pos 5296), 6 (pos 6496).
-        assert_eq!(index.entry_count(), 3);
-        let start = (4096, 0);
-        assert_eq!(index.position_for_offset(0, start), (4096, 0));
-        assert_eq!(index.position_for_offset(29, start), (4096, 0));
-        assert_eq!(index.position_for_offset(30, start), (5296, 30));
-        assert_eq!(index.position_for_offset(65, start), (6496, 60));
-        assert_eq!(index.position_for_timestamp(250, start), (4096, 0));
-        assert_eq!(index.position_for_timestamp(301, start), (5296, 30));
-        assert_eq!(index.position_for_timestamp(650, start), (6496, 60));
-        assert_eq!(index.position_for_timestamp(701, start), (6496, 60));
+    }
+
+    #[test]
+    fn runs_join_adjacent_batches_up_to_the_interval() {
+        let mut index = PartitionIndex::new(1000);
+        index.on_batch(batch(0, 4096, 4496, false, 100));
+        index.on_batch(batch(10, 4496, 4896, true, 300));
+        index.on_batch(batch(20, 4896, 5296, true, 200));
+        // Past the interval: a new run.
+        index.on_batch(batch(30, 5296, 5696, true, 50));
+        // Another partition's frame came between: a new run.
+        index.on_batch(batch(40, 6000, 6400, false, 60));
+        let runs: Vec<(i64, i64, u64, u64)> = index
+            .runs()
+            .iter()
+            .map(|run| {
+                (
+                    run.base_offset,
+                    run.end_offset,
+                    run.start_bytes,
+                    run.end_bytes,
+                )
+            })
+            .collect();
         assert_eq!(
-            (index.max_timestamp_ms(), index.offset_of_max_timestamp()),
-            (700, 69)
+            runs,
+            vec![
+                (0, 30, 4096, 5296),
+                (30, 40, 5296, 5696),
+                (40, 50, 6000, 6400)
+            ]
         );
+        assert_eq!(
+            (
+                index.runs()[0].max_timestamp_ms,
+                index.runs()[0].offset_of_max_timestamp
+            ),
+            (300, 19)
+        );
+        assert_eq!(index.run_for_offset(0), Some(0));
+        assert_eq!(index.run_for_offset(29), Some(0));
+        assert_eq!(index.run_for_offset(30), Some(1));
+        assert_eq!(index.run_for_offset(49), Some(2));
+        assert_eq!(index.run_for_offset(50), None);
+        assert_eq!(index.bytes(), 2000);
+        index.pop_front();
+        assert_eq!(index.bytes(), 800);
+        assert_eq!(index.run_for_offset(5), None);
     }
 }

@@ -1,20 +1,29 @@
-//! Partition logs on zones: the on-zone format, indexes, the zone allocator, the partition log
-//! and recovery.
+//! Partition logs on shared zones: the on-zone format, zone streams, per-partition indexes,
+//! the zone allocator and reclaimer, reads, flushes, the partition log and recovery.
 
 mod allocator;
 pub mod batch;
 mod cache;
+mod flush;
 mod format;
+mod gc;
 mod index;
 mod partition;
 pub mod producer_state;
+mod read;
+mod reclaim;
 pub mod records;
+mod reservation;
 mod store;
+mod stream;
 
-pub use allocator::ZoneAllocator;
+pub use allocator::{ZoneAllocator, ZoneUse};
 pub use cache::{CachedPartition, ReadCache};
+pub use flush::Flush;
 pub use partition::{
-    AppendInfo, Flush, LogConfig, LogError, RECENT_CACHE_BYTES_DEFAULT, PartitionId, PartitionLog, ReadPlan, TimestampMatch,
-    TimestampPlan,
+    AppendInfo, LogConfig, LogError, PartitionId, PartitionLog, READAHEAD_BYTES_MAX,
+    RECENT_CACHE_BYTES_DEFAULT,
 };
+pub use read::{ReadPlan, Readahead, TimestampMatch, TimestampPlan};
 pub use store::{LogStore, Recovered, RecoveryReport};
+pub use stream::{Lifetime, Streams};

@@ -1,54 +1,62 @@
 //! `LogStore`: opens a zoned device, recovers every partition log on it, and creates new ones.
 //!
-//! Recovery reads each zone's header to rebuild the partition chains (ordered by zone sequence),
-//! then scans every frame up to the write pointer to rebuild the indexes. A chain is cut at the
-//! first frame that does not verify (a torn write): that zone is finished so nothing is appended
-//! after the garbage, and any later zones of the chain are reset (they can only hold writes that
-//! were never acknowledged, since an acknowledgement waits for every earlier write). Zones whose
-//! header does not verify are reset. The device's write pointers are the only metadata: there is
-//! no side file that could disagree with the data.
+//! Recovery reads every written zone's header, then its frames' entries: a sealed zone's from
+//! its summary (trailer and summary only: the index checkpoint of that zone), any other zone's
+//! by scanning its frames up to the first one that does not verify (a torn write: nothing from
+//! there on is trusted). So only what was written after the last seal of each stream is
+//! scanned. Each partition's log is then rebuilt from its entries (see `resolve`), with its
+//! idempotent-producer state (from the batch fields the entries carry: no second pass).
 //!
-//! The same scan rebuilds each partition's idempotent-producer state from the batch headers
-//! (producer id, epoch, sequences): each zone's scan collects its producers' last batches, and
-//! the chain absorbs them zone by zone, in order. Headers only, no second pass.
+//! Zones recovery does not append to again: zones that were being written are finished (their
+//! summary is missing, so a later recovery scans them again until they are reclaimed), and
+//! zones with nothing live are reset by the reclaimer.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::allocator::ZoneAllocator;
-use super::batch;
-use super::format::{self, FrameKind, ScanStep, ZoneHeader, ZONE_HEADER_BYTES};
-use super::index::ZoneIndex;
-use super::records;
-use super::partition::{LogConfig, LogError, LogZone, PartitionId, PartitionLog};
+use super::allocator::{ZoneAllocator, ZoneUse};
+use super::batch::{self, BatchHeader};
+use super::format::{
+    self, FrameEntry, FrameKind, PartitionKey, ScanStep, Trailer, ZoneHeader, SUMMARY_ENTRY_BYTES,
+    TRAILER_BYTES, ZONE_HEADER_BYTES,
+};
+use super::index::StartMarker;
+use super::index::{IndexedBatch, PartitionIndex};
+use super::partition::{LogConfig, LogError, PartitionId, PartitionLog, RecoveredParts};
 use super::producer_state::ProducerStateTable;
-use crate::buf::{AlignedBuf, BLOCK_SIZE};
+use super::reclaim::Reclaimer;
+use super::records;
+use super::stream::Streams;
+use crate::buf::{round_up, AlignedBuf, BLOCK_SIZE};
 use crate::pending::join_all;
 use crate::zone::{ZoneId, ZoneInfo, ZoneState, ZonedDevice};
 
 /// Recovery reads zones in windows of this size: large enough to run at the device's
-/// sequential read bandwidth, small enough that the buffer costs little to allocate (a zeroed
-/// zone-sized buffer per zone cost more than the read itself).
+/// sequential read bandwidth, small enough that the buffer costs little to allocate.
 const RECOVERY_WINDOW_BYTES: usize = 4 << 20;
 
-/// Zones recovery scans at once: enough reads in flight to approach the device's bandwidth.
+/// Zones recovery reads at once: enough reads in flight to approach the device's bandwidth.
 const RECOVERY_ZONES_IN_FLIGHT: usize = 4;
 
 pub struct LogStore {
-    allocator: Arc<ZoneAllocator>,
+    streams: Arc<Streams>,
     config: LogConfig,
+    _reclaimer: Reclaimer,
 }
 
 /// What recovery found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
+    /// Zones whose frames were scanned (no valid summary), and the bytes read doing so.
     pub zones_scanned: usize,
     pub bytes_scanned: u64,
+    /// Sealed zones recovered from their summaries alone.
+    pub zones_from_summary: usize,
     pub batches_recovered: u64,
-    /// Zones cut at a frame that did not verify (torn writes), then finished.
+    /// Zones cut at a frame that did not verify (torn writes).
     pub zones_cut: usize,
-    /// Zones reset: an unreadable header, or after a cut in their chain.
+    /// Zones reset: an unreadable header.
     pub zones_reset: usize,
     pub duration: Duration,
 }
@@ -59,9 +67,22 @@ pub struct Recovered {
     pub report: RecoveryReport,
 }
 
-struct ChainZone {
+/// A written zone with a valid header, and its frames' entries in position order.
+struct ZoneFrames {
     info: ZoneInfo,
     header: ZoneHeader,
+    entries: Vec<FrameEntry>,
+}
+
+/// One frame as recovery places it: its boot epoch, its zone, its rank in the zone.
+#[derive(Clone, Copy)]
+struct Located {
+    boot: u64,
+    zone: ZoneId,
+    sequence: u64,
+    ordinal: u32,
+    created_ms: i64,
+    entry: FrameEntry,
 }
 
 impl LogStore {
@@ -72,84 +93,479 @@ impl LogStore {
     ) -> Result<Recovered, LogError> {
         let started = Instant::now();
         let mut report = RecoveryReport::default();
-        let mut chains: BTreeMap<PartitionId, Vec<ChainZone>> = BTreeMap::new();
-        let mut unreadable = Vec::new();
-        for info in device.report_zones() {
-            if info.write_pointer_bytes == 0 {
-                continue;
-            }
+        let allocator = Arc::new(ZoneAllocator::new(device.clone(), config.write_chunk_bytes));
+        let mut headed = Vec::new();
+        for info in device
+            .report_zones()
+            .into_iter()
+            .filter(|info| info.write_pointer_bytes > 0)
+        {
             let block = device.read(info.id, 0, ZONE_HEADER_BYTES).await?;
             match ZoneHeader::decode(&block) {
-                Some(header) => {
-                    let id = PartitionId {
-                        topic: header.topic.clone(),
-                        topic_id: header.topic_id,
-                        partition: header.partition,
-                    };
-                    chains
-                        .entry(id)
-                        .or_default()
-                        .push(ChainZone { info, header });
+                Some(header) => headed.push((info, header)),
+                None => {
+                    tracing::warn!(
+                        zone = info.id,
+                        "zone header does not verify; resetting the zone"
+                    );
+                    allocator.release(info.id);
+                    report.zones_reset += 1;
                 }
-                None => unreadable.push(info.id),
             }
         }
-        let owned: BTreeSet<ZoneId> = chains.values().flatten().map(|zone| zone.info.id).collect();
-        let allocator = Arc::new(ZoneAllocator::new(device.clone(), &owned, config.write_chunk_bytes));
-        for zone in unreadable {
-            tracing::warn!(zone, "zone header does not verify; resetting the zone");
-            allocator.release(zone);
-            report.zones_reset += 1;
-        }
-        let mut partitions = Vec::with_capacity(chains.len());
-        // Every zone's scan is independent of the others: several run at once so their reads
-        // overlap (one zone at a time reads at queue depth 1, well below the device's bandwidth).
-        let jobs: Vec<(ZoneInfo, &ZoneHeader)> = chains.values().flatten().map(|zone| (zone.info, &zone.header)).collect();
-        let mut scans: BTreeMap<ZoneId, ScannedZone> = BTreeMap::new();
-        let mut progress = ScanProgress::new(jobs.len(), jobs.iter().map(|(info, _)| info.write_pointer_bytes).sum());
-        for wave in jobs.chunks(RECOVERY_ZONES_IN_FLIGHT) {
-            let scanning = wave.iter().map(|(info, header)| scan_zone(device.as_ref(), *info, header, &config)).collect();
-            for ((info, _), scanned) in wave.iter().zip(join_all(scanning).await) {
-                scans.insert(info.id, scanned?);
-                progress.zone_scanned(info.write_pointer_bytes);
+        let zones = read_zones(device.as_ref(), headed, &mut report).await?;
+        let boot = zones
+            .iter()
+            .map(|zone| zone.header.boot + 1)
+            .max()
+            .unwrap_or(0);
+        let next_zone_sequence = zones
+            .iter()
+            .map(|zone| zone.header.zone_sequence + 1)
+            .max()
+            .unwrap_or(0);
+        let mut by_partition: HashMap<PartitionKey, Vec<Located>> = HashMap::new();
+        for zone in &zones {
+            for (ordinal, entry) in zone.entries.iter().enumerate() {
+                let located = Located {
+                    boot: entry.boot,
+                    zone: zone.info.id,
+                    sequence: zone.header.zone_sequence,
+                    ordinal: ordinal as u32,
+                    created_ms: zone.header.created_ms,
+                    entry: *entry,
+                };
+                by_partition.entry(entry.key).or_default().push(located);
             }
         }
-        drop(jobs);
-        for (id, mut chain) in chains {
-            chain.sort_by_key(|zone| zone.header.zone_sequence);
-            let log = recover_chain(id, chain, &mut scans, &allocator, &config, &mut report).await?;
-            partitions.push(log);
+        let mut live: HashMap<ZoneId, u64> = HashMap::new();
+        let mut resolved = Vec::with_capacity(by_partition.len());
+        for (key, frames) in by_partition {
+            let (parts, batches) = resolve(frames, &config, &mut live);
+            report.batches_recovered += batches;
+            resolved.push((key, parts));
         }
+        for zone in &zones {
+            let live_bytes = live.get(&zone.info.id).copied().unwrap_or(0);
+            let usage = ZoneUse {
+                sequence: zone.header.zone_sequence,
+                live_bytes,
+                sealed: true,
+                stream: zone.header.stream,
+            };
+            allocator.adopt(zone.info.id, usage);
+            if live_bytes > 0 && zone.info.state != ZoneState::Full {
+                allocator.finish(zone.info.id).await?;
+            }
+        }
+        // What recovery read may sit in a volatile cache: durable before anything depends on it.
+        device.flush().await?;
         allocator.settle().await?;
+        let streams = Arc::new(Streams::new(
+            allocator,
+            boot,
+            next_zone_sequence,
+            config.index_interval_bytes,
+        ));
+        let partitions = resolved
+            .into_iter()
+            .map(|(key, parts)| {
+                let id = PartitionId {
+                    topic: String::new(),
+                    topic_id: key.topic_id,
+                    partition: key.partition,
+                };
+                PartitionLog::from_parts(id, streams.clone(), config.clone(), parts)
+            })
+            .collect();
         report.duration = started.elapsed();
+        let reclaimer = Reclaimer::spawn(&streams);
         Ok(Recovered {
-            store: LogStore { allocator, config },
+            store: LogStore {
+                streams,
+                config,
+                _reclaimer: reclaimer,
+            },
             partitions,
             report,
         })
     }
 
-    /// A new, empty partition log (it takes a zone at its first append).
+    /// A new, empty partition log.
     pub fn create_partition(&self, id: PartitionId) -> PartitionLog {
-        PartitionLog::create(id, self.allocator.clone(), self.config.clone())
+        PartitionLog::create(id, self.streams.clone(), self.config.clone())
     }
 
     pub fn allocator(&self) -> &Arc<ZoneAllocator> {
-        &self.allocator
+        self.streams.allocator()
+    }
+
+    pub fn streams(&self) -> &Arc<Streams> {
+        &self.streams
     }
 
     pub fn device(&self) -> &Arc<dyn ZonedDevice> {
-        self.allocator.device()
+        self.allocator().device()
+    }
+
+    /// Runs one garbage collection pass now, whether or not free zones are low (tests, bench):
+    /// the emptiest sealed zone's live frames are copied forward. Returns the bytes copied.
+    pub fn collect_garbage(&self, now_ms: i64) -> Result<u64, LogError> {
+        super::gc::collect(&self.streams, now_ms, true)
+    }
+
+    /// Makes everything appended durable and resets every dead zone now (the reclaimer does it
+    /// in the background; tests and shutdown want it done).
+    pub async fn settle(&self) -> Result<(), LogError> {
+        let dead = self.allocator().dead_zones().take(Duration::ZERO);
+        self.streams.flush_all().complete().await?;
+        super::reclaim::pass(&self.streams, dead);
+        self.allocator().settle().await?;
+        Ok(())
     }
 }
 
-/// Start-up recovery's progress, logged about once a second while a scan runs longer than that
-/// (a device of many full zones takes minutes), and counted in the recovery metrics.
+/// Every zone's entries, from its summary when it is sealed with a valid one, else by a scan;
+/// several zones at once so their reads overlap.
+async fn read_zones(
+    device: &dyn ZonedDevice,
+    headed: Vec<(ZoneInfo, ZoneHeader)>,
+    report: &mut RecoveryReport,
+) -> Result<Vec<ZoneFrames>, LogError> {
+    let mut progress = ScanProgress::new(
+        headed.len(),
+        headed
+            .iter()
+            .map(|(info, _)| info.write_pointer_bytes)
+            .sum(),
+    );
+    let mut zones = Vec::with_capacity(headed.len());
+    for wave in headed.chunks(RECOVERY_ZONES_IN_FLIGHT) {
+        let reading = wave
+            .iter()
+            .map(|(info, header)| read_zone(device, *info, header))
+            .collect();
+        for ((info, header), read) in wave.iter().zip(join_all(reading).await) {
+            let read = read?;
+            match read.source {
+                Source::Summary => report.zones_from_summary += 1,
+                Source::Scan { clean, bytes } => {
+                    report.zones_scanned += 1;
+                    report.bytes_scanned += bytes;
+                    if !clean {
+                        tracing::warn!(
+                            zone = info.id,
+                            "frame does not verify (torn write); the zone is cut there"
+                        );
+                        report.zones_cut += 1;
+                    }
+                }
+            }
+            progress.zone_read(info.write_pointer_bytes);
+            zones.push(ZoneFrames {
+                info: *info,
+                header: header.clone(),
+                entries: read.entries,
+            });
+        }
+    }
+    Ok(zones)
+}
+
+enum Source {
+    Summary,
+    /// Scanned: whether every frame up to the write pointer verified, and the bytes read.
+    Scan {
+        clean: bool,
+        bytes: u64,
+    },
+}
+
+struct ZoneRead {
+    entries: Vec<FrameEntry>,
+    source: Source,
+}
+
+async fn read_zone(
+    device: &dyn ZonedDevice,
+    info: ZoneInfo,
+    header: &ZoneHeader,
+) -> Result<ZoneRead, LogError> {
+    if info.state == ZoneState::Full {
+        if let Some(entries) = read_summary(device, info, header).await? {
+            return Ok(ZoneRead {
+                entries,
+                source: Source::Summary,
+            });
+        }
+    }
+    scan_zone(device, info).await
+}
+
+/// A sealed zone's entries from its trailer and summary; `None` if they do not verify (a seal
+/// cut by a crash, or a zone finished without one).
+async fn read_summary(
+    device: &dyn ZonedDevice,
+    info: ZoneInfo,
+    header: &ZoneHeader,
+) -> Result<Option<Vec<FrameEntry>>, LogError> {
+    let trailer_at = info.capacity_bytes - TRAILER_BYTES as u64;
+    let block = device.read(info.id, trailer_at, TRAILER_BYTES).await?;
+    let Some(trailer) =
+        Trailer::decode(&block).filter(|trailer| trailer.zone_sequence == header.zone_sequence)
+    else {
+        return Ok(None);
+    };
+    let start = trailer.summary_start_bytes;
+    let len = trailer.summary_bytes();
+    if start % BLOCK_SIZE as u64 != 0
+        || start < ZONE_HEADER_BYTES as u64
+        || start + len > trailer_at
+    {
+        return Ok(None);
+    }
+    let read_len = round_up(len as usize, BLOCK_SIZE).max(BLOCK_SIZE);
+    let bytes = device.read(info.id, start, read_len).await?;
+    let summary = &bytes[..len as usize];
+    if crc32fast::hash(summary) != trailer.summary_crc {
+        return Ok(None);
+    }
+    let mut entries = Vec::with_capacity(trailer.entry_count as usize);
+    for chunk in summary.chunks_exact(SUMMARY_ENTRY_BYTES) {
+        match FrameEntry::decode(chunk).filter(|entry| entry.end_bytes() <= start) {
+            Some(entry) => entries.push(entry),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(entries))
+}
+
+/// Scans a zone's frames up to its write pointer or the first one that does not verify.
+async fn scan_zone(device: &dyn ZonedDevice, info: ZoneInfo) -> Result<ZoneRead, LogError> {
+    let write_pointer = info.write_pointer_bytes;
+    let mut entries = Vec::new();
+    let mut position = ZONE_HEADER_BYTES as u64;
+    let mut window = AlignedBuf::with_capacity(RECOVERY_WINDOW_BYTES.min(write_pointer as usize));
+    let mut window_start = 0u64;
+    let mut read_bytes_min = Some(RECOVERY_WINDOW_BYTES as u64);
+    let mut bytes_read = 0u64;
+    let clean = loop {
+        if let Some(bytes_min) = read_bytes_min.take() {
+            if position >= write_pointer {
+                break true;
+            }
+            window_start = position / BLOCK_SIZE as u64 * BLOCK_SIZE as u64;
+            let len = bytes_min
+                .max(RECOVERY_WINDOW_BYTES as u64)
+                .min(write_pointer - window_start) as usize;
+            if window.capacity() < len {
+                window = AlignedBuf::with_capacity(len);
+            }
+            window = device.read_into(info.id, window_start, window, len).await?;
+            bytes_read += len as u64;
+        }
+        match format::scan_frame(&window, window_start, position, write_pointer) {
+            ScanStep::Frame {
+                kind,
+                key,
+                boot,
+                payload,
+                start_bytes,
+                end_bytes,
+            } => {
+                let Some(entry) = entry_of(kind, key, boot, payload, start_bytes, end_bytes) else {
+                    break false;
+                };
+                entries.push(entry);
+                position = end_bytes;
+            }
+            ScanStep::Padding { next_bytes } => position = next_bytes,
+            // Clean if the frames reach the write pointer, or if the zone is full (zeros
+            // after the last frame; anything after them was never acknowledged).
+            ScanStep::End => break position >= write_pointer || info.state == ZoneState::Full,
+            ScanStep::NeedMore { frame_end_bytes } => {
+                read_bytes_min =
+                    Some(frame_end_bytes - position / BLOCK_SIZE as u64 * BLOCK_SIZE as u64);
+            }
+            ScanStep::Invalid => break false,
+        }
+    };
+    crate::metrics::global()
+        .recovery_bytes_scanned
+        .inc_by(bytes_read);
+    Ok(ZoneRead {
+        entries,
+        source: Source::Scan {
+            clean,
+            bytes: bytes_read,
+        },
+    })
+}
+
+/// The entry of a scanned frame; `None` if its payload does not verify.
+fn entry_of(kind: FrameKind, key: PartitionKey, boot: u64, payload: &[u8], start_bytes: u64, end_bytes: u64) -> Option<FrameEntry> {
+    let entry = match kind {
+        FrameKind::RecordBatch => {
+            // The frame CRC covers only the batch's prefix: the batch CRC covers the rest.
+            let header = batch::validate_integrity(payload).ok()?;
+            FrameEntry::for_batch(key, boot, &header, records::timestamp_lower_bound_ms(payload, &header))
+        }
+        FrameKind::LogStartOffset => {
+            let offset = i64::from_be_bytes(<[u8; 8]>::try_from(payload).ok()?);
+            if offset < 0 {
+                return None;
+            }
+            FrameEntry::for_log_start(key, boot, offset)
+        }
+    };
+    Some(FrameEntry { position_bytes: start_bytes, frame_bytes: (end_bytes - start_bytes) as u32, ..entry })
+}
+
+/// Rebuilds one partition from its frames, wherever they are.
+///
+/// The log start is the largest recorded. Batches are taken in (boot, offset) order: within a
+/// boot they must continue the log exactly (base offset = the end so far); the first one that
+/// leaves a gap (its predecessor was torn or lost) ends what that boot contributes, since
+/// nothing after a lost write was acknowledged. A later boot's batch below the end replaces
+/// what the earlier boot left from there (recovery of that later boot had cut the log at that
+/// point and appends continued from it). Adds each kept frame's bytes to `live`; returns the
+/// partition and its batch count.
+fn resolve(
+    mut frames: Vec<Located>,
+    config: &LogConfig,
+    live: &mut HashMap<ZoneId, u64>,
+) -> (RecoveredParts, u64) {
+    let marker = frames
+        .iter()
+        .filter(|frame| frame.entry.kind == FrameKind::LogStartOffset)
+        .max_by_key(|frame| {
+            (
+                frame.entry.base_offset,
+                frame.boot,
+                frame.sequence,
+                frame.ordinal,
+            )
+        })
+        .copied();
+    let log_start = marker.map_or(0, |marker| marker.entry.base_offset);
+    frames.retain(|frame| {
+        frame.entry.kind == FrameKind::RecordBatch && frame.entry.last_offset() >= log_start
+    });
+    frames.sort_by_key(|frame| {
+        (
+            frame.boot,
+            frame.entry.base_offset,
+            frame.sequence,
+            frame.ordinal,
+        )
+    });
+    let mut accepted: Vec<Located> = Vec::new();
+    let mut gap_boot = None;
+    for frame in frames {
+        if gap_boot == Some(frame.boot) {
+            continue;
+        }
+        let base = frame.entry.base_offset;
+        match accepted.last() {
+            None if base <= log_start => accepted.push(frame),
+            None => gap_boot = Some(frame.boot),
+            Some(last) if base == last.entry.last_offset() + 1 => accepted.push(frame),
+            Some(last) if base > last.entry.last_offset() + 1 => gap_boot = Some(frame.boot),
+            Some(last) if frame.boot > last.boot => {
+                accepted.retain(|kept| kept.entry.base_offset < base);
+                let continues = accepted.last().map_or(base <= log_start, |kept| {
+                    kept.entry.last_offset() + 1 == base
+                });
+                if continues {
+                    accepted.push(frame);
+                } else {
+                    gap_boot = Some(frame.boot);
+                }
+            }
+            // The same boot wrote this offset twice: only a copy; the first is kept.
+            Some(_) => {}
+        }
+    }
+    let mut index = PartitionIndex::new(config.index_interval_bytes);
+    let mut producers = ProducerStateTable::default();
+    let mut previous: Option<&Located> = None;
+    for frame in &accepted {
+        let entry = &frame.entry;
+        let follows_previous = previous.is_some_and(|previous| {
+            previous.zone == frame.zone
+                && previous.sequence == frame.sequence
+                && previous.ordinal + 1 == frame.ordinal
+        });
+        index.on_batch(IndexedBatch {
+            zone: frame.zone,
+            sequence: frame.sequence,
+            start_bytes: entry.position_bytes,
+            end_bytes: entry.end_bytes(),
+            base_offset: entry.base_offset,
+            last_offset: entry.last_offset(),
+            max_timestamp_ms: entry.max_timestamp_ms,
+            min_timestamp_ms: entry.min_timestamp_ms,
+            follows_previous,
+        });
+        // When the batch was appended is not stored: no earlier than the zone's creation, and
+        // (but for client clocks) its timestamps. The estimate only matters for expiry.
+        producers.load(
+            &header_of(entry),
+            entry.max_timestamp_ms.max(frame.created_ms),
+        );
+        *live.entry(frame.zone).or_default() += u64::from(entry.frame_bytes);
+        previous = Some(frame);
+    }
+    let start_marker = marker.map(|marker| {
+        *live.entry(marker.zone).or_default() += u64::from(marker.entry.frame_bytes);
+        StartMarker {
+            zone: marker.zone,
+            sequence: marker.sequence,
+            start_bytes: marker.entry.position_bytes,
+            bytes: u64::from(marker.entry.frame_bytes),
+        }
+    });
+    let end = accepted
+        .last()
+        .map_or(0, |last| last.entry.last_offset() + 1);
+    let next_offset = end.max(log_start);
+    (
+        RecoveredParts {
+            index,
+            log_start_offset: log_start,
+            start_marker,
+            next_offset,
+            producers,
+        },
+        accepted.len() as u64,
+    )
+}
+
+/// The batch header fields producer state needs, from a summary entry.
+fn header_of(entry: &FrameEntry) -> BatchHeader {
+    BatchHeader {
+        base_offset: entry.base_offset,
+        batch_length_bytes: 0,
+        partition_leader_epoch: 0,
+        magic: 2,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta: entry.last_offset_delta,
+        base_timestamp_ms: entry.max_timestamp_ms,
+        max_timestamp_ms: entry.max_timestamp_ms,
+        producer_id: entry.producer_id,
+        producer_epoch: entry.producer_epoch,
+        base_sequence: entry.base_sequence,
+        record_count: entry.last_offset_delta + 1,
+    }
+}
+
+/// Start-up recovery's progress, logged about once a second while it lasts longer than that,
+/// and counted in the recovery metrics.
 struct ScanProgress {
     zones_total: usize,
     bytes_total: u64,
-    zones_scanned: usize,
-    bytes_scanned: u64,
+    zones_read: usize,
     started: Instant,
     last_logged: Instant,
 }
@@ -159,199 +575,29 @@ impl ScanProgress {
 
     fn new(zones_total: usize, bytes_total: u64) -> ScanProgress {
         let now = Instant::now();
-        ScanProgress { zones_total, bytes_total, zones_scanned: 0, bytes_scanned: 0, started: now, last_logged: now }
+        ScanProgress {
+            zones_total,
+            bytes_total,
+            zones_read: 0,
+            started: now,
+            last_logged: now,
+        }
     }
 
-    fn zone_scanned(&mut self, bytes: u64) {
-        self.zones_scanned += 1;
-        self.bytes_scanned += bytes;
-        let metrics = crate::metrics::global();
-        metrics.recovery_zones_scanned.inc();
-        metrics.recovery_bytes_scanned.inc_by(bytes);
+    fn zone_read(&mut self, _written_bytes: u64) {
+        self.zones_read += 1;
+        crate::metrics::global().recovery_zones_scanned.inc();
         if self.last_logged.elapsed() >= Self::LOG_INTERVAL {
             self.last_logged = Instant::now();
-            let seconds = self.started.elapsed().as_secs_f64();
             tracing::info!(
-                zones_scanned = self.zones_scanned,
+                zones_read = self.zones_read,
                 zones_total = self.zones_total,
-                mib_scanned = self.bytes_scanned >> 20,
                 mib_total = self.bytes_total >> 20,
-                mib_per_s = format!("{:.1}", self.bytes_scanned as f64 / (1 << 20) as f64 / seconds),
-                "recovering: {}/{} zones scanned",
-                self.zones_scanned,
+                seconds = format!("{:.1}", self.started.elapsed().as_secs_f64()),
+                "recovering: {}/{} zones read",
+                self.zones_read,
                 self.zones_total
             );
         }
     }
-}
-
-async fn recover_chain(
-    id: PartitionId,
-    chain: Vec<ChainZone>,
-    scans: &mut BTreeMap<ZoneId, ScannedZone>,
-    allocator: &Arc<ZoneAllocator>,
-    config: &LogConfig,
-    report: &mut RecoveryReport,
-) -> Result<PartitionLog, LogError> {
-    let mut zones: VecDeque<LogZone> = VecDeque::new();
-    let mut producers = ProducerStateTable::default();
-    let mut log_start_offset = 0i64;
-    // New zones get a sequence above every zone seen, even dropped ones whose reset may not
-    // complete before another crash.
-    let next_zone_sequence = chain
-        .iter()
-        .map(|zone| zone.header.zone_sequence + 1)
-        .max()
-        .unwrap_or(0);
-    for ChainZone { info, header } in chain {
-        // A zone continues the log only if it starts exactly where the verified log ends. That
-        // keeps a zone written after an earlier cut (its base is the cut point) and drops one
-        // written before a crash after a torn write (its base lies beyond the cut).
-        let continues = zones.back().is_none_or(|last| {
-            last.end_offset == header.base_offset && last.sequence < header.zone_sequence
-        });
-        if !continues {
-            tracing::warn!(topic = %id.topic, partition = id.partition, zone = info.id, "zone does not continue the verified log; resetting it");
-            allocator.release(info.id);
-            report.zones_reset += 1;
-            continue;
-        }
-        let scanned = scans.remove(&info.id).expect("every chain zone was scanned");
-        report.zones_scanned += 1;
-        report.bytes_scanned += info.write_pointer_bytes;
-        report.batches_recovered += scanned.batches;
-        log_start_offset = log_start_offset.max(scanned.log_start_offset);
-        producers.absorb(scanned.producers);
-        let mut zone = scanned.zone;
-        if !scanned.clean {
-            tracing::warn!(
-                topic = %id.topic, partition = id.partition, zone = info.id, position_bytes = zone.data_end_bytes,
-                "frame does not verify (torn write); cutting the log here"
-            );
-            report.zones_cut += 1;
-        }
-        if !scanned.clean || info.state == ZoneState::Full {
-            zone.sealed = true;
-            if info.state != ZoneState::Full {
-                allocator.finish(info.id).await?;
-            }
-        }
-        zones.push_back(zone);
-    }
-    // Every zone but the last is sealed: appends only ever go to the newest zone.
-    let count = zones.len();
-    for zone in zones.iter_mut().take(count.saturating_sub(1)) {
-        if !zone.sealed {
-            zone.sealed = true;
-            allocator.finish(zone.zone).await?;
-        }
-    }
-    let first_base = zones.front().map_or(0, |zone| zone.base_offset);
-    let next_offset = zones.back().map_or(0, |zone| zone.end_offset);
-    let log_start_offset = log_start_offset.max(first_base).min(next_offset);
-    Ok(PartitionLog::from_parts(
-        id,
-        allocator.clone(),
-        config.clone(),
-        zones,
-        (log_start_offset, next_offset),
-        next_zone_sequence,
-        producers,
-    ))
-}
-
-struct ScannedZone {
-    zone: LogZone,
-    batches: u64,
-    log_start_offset: i64,
-    /// The idempotent producers' last batches in this zone.
-    producers: ProducerStateTable,
-    /// The scan reached the write pointer with every frame verified.
-    clean: bool,
-}
-
-async fn scan_zone(
-    device: &dyn ZonedDevice,
-    info: ZoneInfo,
-    header: &ZoneHeader,
-    config: &LogConfig,
-) -> Result<ScannedZone, LogError> {
-    let write_pointer = info.write_pointer_bytes;
-    let mut index = ZoneIndex::new(config.index_interval_bytes);
-    let mut position = ZONE_HEADER_BYTES as u64;
-    let mut data_end = position;
-    let mut next_offset = header.base_offset;
-    let mut batches = 0;
-    let mut log_start_offset = 0;
-    let mut producers = ProducerStateTable::default();
-    // The zone is read in windows into one buffer; a frame that does not fit the window makes
-    // the next read start at that frame, large enough to hold it.
-    let mut window = AlignedBuf::with_capacity(RECOVERY_WINDOW_BYTES.min(write_pointer as usize));
-    let mut window_start = 0u64;
-    let mut read_bytes_min = Some(RECOVERY_WINDOW_BYTES as u64);
-    let clean = loop {
-        if let Some(bytes_min) = read_bytes_min.take() {
-            if position >= write_pointer {
-                break true;
-            }
-            window_start = position / BLOCK_SIZE as u64 * BLOCK_SIZE as u64;
-            let len = (bytes_min.max(RECOVERY_WINDOW_BYTES as u64)).min(write_pointer - window_start) as usize;
-            if window.capacity() < len {
-                window = AlignedBuf::with_capacity(len);
-            }
-            window = device.read_into(info.id, window_start, window, len).await?;
-        }
-        match format::scan_frame(&window, window_start, position, write_pointer) {
-            ScanStep::Frame { kind: FrameKind::RecordBatch, payload, end_bytes } => {
-                // The frame CRC covers only the batch's prefix: the batch CRC covers the rest.
-                let Ok(batch) = batch::validate_integrity(payload) else { break false };
-                if batch.base_offset != next_offset {
-                    break false;
-                }
-                index.on_batch(batch.base_offset, batch.last_offset(), position, batch.max_timestamp_ms, records::timestamp_lower_bound_ms(payload, &batch));
-                // When the batch was appended is not stored: it was no earlier than the zone's
-                // creation, and (but for client clocks) no earlier than its timestamps. The
-                // estimate only matters for expiry.
-                producers.load(&batch, batch.max_timestamp_ms.max(header.created_ms));
-                next_offset = batch.last_offset() + 1;
-                batches += 1;
-                position = end_bytes;
-                data_end = end_bytes;
-            }
-            ScanStep::Frame { kind: FrameKind::LogStartOffset, payload, end_bytes } => {
-                let Ok(bytes) = <[u8; 8]>::try_from(payload) else { break false };
-                log_start_offset = log_start_offset.max(i64::from_be_bytes(bytes));
-                position = end_bytes;
-                data_end = end_bytes;
-            }
-            ScanStep::Padding { next_bytes } => position = next_bytes,
-            // Clean if the frames reach the write pointer, or if the zone is full: a zone
-            // finished at a roll holds zeros after its last frame. (Anything a full zone could
-            // hold after zeros was never acknowledged: an acknowledgement waits for every earlier
-            // write.) Not for a zone still open to appends: appending after a gap of zeros would
-            // leave data that a later recovery stops before.
-            ScanStep::End => break position >= write_pointer || info.state == ZoneState::Full,
-            ScanStep::NeedMore { frame_end_bytes } => {
-                read_bytes_min = Some(frame_end_bytes - position / BLOCK_SIZE as u64 * BLOCK_SIZE as u64);
-            }
-            ScanStep::Invalid => break false,
-        }
-    };
-    let zone = LogZone {
-        zone: info.id,
-        sequence: header.zone_sequence,
-        base_offset: header.base_offset,
-        end_offset: next_offset,
-        data_end_bytes: data_end,
-        submitted_bytes: write_pointer,
-        index,
-        sealed: false,
-    };
-    Ok(ScannedZone {
-        zone,
-        batches,
-        log_start_offset,
-        producers,
-        clean,
-    })
 }

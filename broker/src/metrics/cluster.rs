@@ -61,6 +61,25 @@ impl ClusterCollector {
         }
         let fill_ratio = if capacity_bytes == 0 { 0.0 } else { written_bytes as f64 / capacity_bytes as f64 };
         ConstGauge::new(fill_ratio).encode(encoder.encode_descriptor("zone_fill_ratio", "Bytes written over zone capacity, all zones (0 to 1)", None, MetricType::Gauge)?)?;
+        self.encode_storage(encoder)
+    }
+
+    /// Storage v2: live bytes, free zones, whether data appends are refused, write amplification.
+    fn encode_storage(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let allocator = self.cluster.store().allocator();
+        let live_bytes: u64 = allocator.zone_uses().iter().flatten().map(|usage| usage.live_bytes).sum();
+        let free = allocator.free_zone_count();
+        let full = i64::from(free <= allocator.reserved_zone_count());
+        let gauges = [
+            ("zone_live_bytes", "Bytes of frames some partition still holds, all zones", i64::try_from(live_bytes).unwrap_or(i64::MAX)),
+            ("zones_free", "Empty zones ready for a stream", i64::try_from(free).unwrap_or(i64::MAX)),
+            ("storage_full", "1 while no zone is free for data appends (produce answers KAFKA_STORAGE_ERROR until zones are reclaimed)", full),
+        ];
+        for (name, help, value) in gauges {
+            ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        let amplification = allocator.write_amplification();
+        ConstGauge::new(amplification).encode(encoder.encode_descriptor("write_amplification", "Bytes written to zones per byte appended (zone seals and garbage collection copies included)", None, MetricType::Gauge)?)?;
         Ok(())
     }
 

@@ -64,6 +64,10 @@ pub struct Metrics {
     /// Zones scanned and bytes read by start-up recovery.
     pub recovery_zones_scanned: Counter,
     pub recovery_bytes_scanned: Counter,
+    /// Reclaimer passes that reset dead zones, and appends refused because no zone was free
+    /// (KAFKA_STORAGE_ERROR at once).
+    pub zones_reclaimed: Counter,
+    pub appends_refused_storage_full: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -79,6 +83,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     fsync_latency_seconds: Histogram::new(latency_buckets_seconds()),
     recovery_zones_scanned: Counter::default(),
     recovery_bytes_scanned: Counter::default(),
+    zones_reclaimed: Counter::default(),
+    appends_refused_storage_full: Counter::default(),
 });
 
 impl Metrics {
@@ -139,6 +145,8 @@ impl MetricsRegistry {
         );
         registry.register("recovery_zones_scanned", "Zones scanned by start-up recovery", metrics.recovery_zones_scanned.clone());
         registry.register("recovery_bytes_scanned", "Bytes read by start-up recovery", metrics.recovery_bytes_scanned.clone());
+        registry.register("zones_reclaimed", "Reclaimer passes that reset zones with nothing live", metrics.zones_reclaimed.clone());
+        registry.register("appends_refused_storage_full", "Appends refused at once because no zone was free", metrics.appends_refused_storage_full.clone());
         registry.register_collector(Box::new(kafka::KafkaCollector));
         registry.register_collector(Box::new(cluster::ClusterCollector::new(cluster)));
         MetricsRegistry { registry }

@@ -109,6 +109,18 @@ pub fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch
     .map_err(CastError::Arrow)
 }
 
+/// An Int64 or Float64 array of epoch-readable numbers as Timestamp (seconds or milliseconds by
+/// magnitude): what a view's stored numbers become when their column came to hold dates.
+/// `None` for other types.
+pub fn epochs_to_timestamps(array: &ArrayRef) -> Option<ArrayRef> {
+    let from = match array.data_type() {
+        DataType::Int64 => ColumnType::Int64,
+        DataType::Float64 => ColumnType::Float64,
+        _ => return None,
+    };
+    Some(widen_array(array, from, ColumnType::Timestamp))
+}
+
 fn widen_array(array: &ArrayRef, from: ColumnType, to: ColumnType) -> ArrayRef {
     debug_assert!(from.widens_to(to));
     if from.arrow_type() == to.arrow_type() {

@@ -31,7 +31,7 @@ mod schema;
 mod text;
 mod visit;
 
-pub use cast::{cast_batch, CastError};
+pub use cast::{cast_batch, epochs_to_timestamps, CastError};
 pub use datetime::{
     epoch_float_to_micros, epoch_integer_to_micros, epoch_text_to_micros, format_rfc3339,
     parse_datetime_text, EPOCH_SECONDS_MAGNITUDE_LIMIT,

@@ -19,6 +19,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 
+use super::budget::MemoryBudget;
 use super::definition::ViewDefinition;
 use super::maintain::ViewLimits;
 use super::runner::{self, ViewRuntime};
@@ -56,6 +57,8 @@ struct Running {
 pub struct Materializer {
     cluster: Arc<Cluster>,
     config: MaterializerConfig,
+    /// Shared by every view's chunks.
+    budget: Arc<MemoryBudget>,
     /// DDL is serialised by this lock; queries read `published`.
     running: Mutex<BTreeMap<String, Running>>,
     published: RwLock<BTreeMap<String, Arc<ViewShared>>>,
@@ -75,7 +78,14 @@ impl Materializer {
     /// Loads the stored definitions, resumes each view from its checkpoint and starts its task.
     pub async fn open(cluster: Arc<Cluster>, config: MaterializerConfig) -> Result<Arc<Materializer>, ViewError> {
         assert!(!config.checkpoint_interval.is_zero(), "the checkpoint interval must be positive");
-        let materializer = Arc::new(Materializer { cluster, config, running: Mutex::new(BTreeMap::new()), published: RwLock::new(BTreeMap::new()) });
+        let budget = Arc::new(MemoryBudget::new(config.limits.memory_bytes_max.max(1)));
+        let materializer = Arc::new(Materializer {
+            cluster,
+            config,
+            budget,
+            running: Mutex::new(BTreeMap::new()),
+            published: RwLock::new(BTreeMap::new()),
+        });
         let definitions = materializer.read_definitions()?;
         let mut running = materializer.running.lock().await;
         for (sql, indexes) in definitions {
@@ -87,14 +97,18 @@ impl Materializer {
                     for (index, column) in indexes {
                         match view.shared.store.add_index(&index, &column) {
                             Ok(()) => view.indexes.push((index, column)),
-                            Err(error) => tracing::error!(view = %name, %index, %error, "a stored index could not be rebuilt"),
+                            Err(error) => {
+                                tracing::error!(view = %name, %index, %error, "a stored index could not be rebuilt")
+                            }
                         }
                     }
                     materializer.publish(&name, Some(view.shared.clone()));
                     running.insert(name, view);
                 }
                 // One broken view must not keep the server (and the other views) down.
-                Err(error) => tracing::error!(view = %name, %error, "a stored view could not be started"),
+                Err(error) => {
+                    tracing::error!(view = %name, %error, "a stored view could not be started")
+                }
             }
         }
         drop(running);
@@ -144,11 +158,16 @@ impl Materializer {
     async fn start(&self, name: &str, key: Option<&str>, sql: &str) -> Result<Running, ViewError> {
         let definition = Arc::new(ViewDefinition::analyse(name, key, sql)?);
         let directory = self.views_directory().join(name);
-        let runtime = ViewRuntime::open(definition, directory, self.config.limits).await?;
+        let runtime = ViewRuntime::open(definition, directory, self.config.limits, self.budget.clone()).await?;
         let shared = runtime.shared.clone();
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(runner::run(runtime, self.cluster.clone(), self.config.checkpoint_interval, stopped));
-        Ok(Running { shared, indexes: Vec::new(), stop, task })
+        Ok(Running {
+            shared,
+            indexes: Vec::new(),
+            stop,
+            task,
+        })
     }
 
     fn publish(&self, name: &str, view: Option<Arc<ViewShared>>) {
@@ -159,12 +178,22 @@ impl Materializer {
         };
     }
 
+    /// The views' memory budget and what their chunks hold of it.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
     pub fn view(&self, name: &str) -> Option<Arc<ViewShared>> {
         self.published.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
     }
 
     pub fn views(&self) -> Vec<Arc<ViewShared>> {
-        self.published.read().unwrap_or_else(|poisoned| poisoned.into_inner()).values().cloned().collect()
+        self.published
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Every view's progress against its topic's high watermarks (`system.views`, `/metrics`).
@@ -199,7 +228,10 @@ impl Materializer {
                     return Err(ViewError::Invalid(format!("no topic {} to read (create it first)", definition.topic)));
                 }
                 if running.contains_key(&definition.topic) {
-                    return Err(ViewError::Invalid(format!("{} is a view: views read topics, not other views", definition.topic)));
+                    return Err(ViewError::Invalid(format!(
+                        "{} is a view: views read topics, not other views",
+                        definition.topic
+                    )));
                 }
                 // A directory left by an earlier view of this name (dropped while the server
                 // was down mid-drop) must not be resumed from.
@@ -222,10 +254,19 @@ impl Materializer {
                 }
                 let shared = running.get(&name).expect("inserted above").shared.clone();
                 let caught_up = self.wait_for_catch_up(&shared, CREATE_CATCH_UP_WAIT).await;
-                let progress = if caught_up { "caught up with the topic" } else { "still catching up: see system.views" };
+                let progress = if caught_up {
+                    "caught up with the topic"
+                } else {
+                    "still catching up: see system.views"
+                };
                 format!("created materialized view {name} ({kind} over topic {topic}; {progress})")
             }
-            ViewStatement::CreateIndex { name, view, column, if_not_exists } => {
+            ViewStatement::CreateIndex {
+                name,
+                view,
+                column,
+                if_not_exists,
+            } => {
                 if let Some((owner, _)) = running.iter().find(|(_, running)| running.indexes.iter().any(|(index, _)| *index == name)) {
                     if if_not_exists {
                         return Ok(result(format!("index {name} exists (on {owner})")));
@@ -257,7 +298,12 @@ impl Materializer {
                     return Err(ViewError::Invalid(format!("no materialized view {name}")));
                 };
                 self.publish(&name, None);
-                self.write_definitions(&running)?;
+                if let Err(error) = self.write_definitions(&running) {
+                    // Not dropped: the view goes on running and being shown, as before.
+                    self.publish(&name, Some(view.shared.clone()));
+                    running.insert(name, view);
+                    return Err(error);
+                }
                 stop(view).await;
                 if let Err(error) = fs::remove_dir_all(self.views_directory().join(&name)) {
                     if error.kind() != io::ErrorKind::NotFound {
@@ -292,7 +338,18 @@ impl Materializer {
                 column(views.iter().map(|view| view.shared.definition.name.clone()).collect()),
                 column(views.iter().map(|view| view.shared.definition.kind.as_str().to_string()).collect()),
                 column(views.iter().map(|view| view.shared.definition.topic.clone()).collect()),
-                column(views.iter().map(|view| view.indexes.iter().map(|(name, column)| format!("{name}({column})")).collect::<Vec<_>>().join(", ")).collect()),
+                column(
+                    views
+                        .iter()
+                        .map(|view| {
+                            view.indexes
+                                .iter()
+                                .map(|(name, column)| format!("{name}({column})"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .collect(),
+                ),
                 column(views.iter().map(|view| view.shared.definition.sql.clone()).collect()),
             ],
         )
@@ -323,11 +380,21 @@ impl Materializer {
     /// Waits until `view` has applied its topic up to the high watermarks of now, for `wait`
     /// at most (and not once the view has stopped on a failure): whether it has.
     async fn wait_for_catch_up(&self, view: &Arc<ViewShared>, wait: Duration) -> bool {
-        let marks: Vec<(i32, i64)> = super::progress::view_progress(&self.cluster, view).partitions.iter().map(|p| (p.partition, p.high_watermark)).collect();
+        let marks: Vec<(i32, i64)> = super::progress::view_progress(&self.cluster, view)
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.high_watermark))
+            .collect();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let progress = super::progress::view_progress(&self.cluster, view);
-            let applied = |partition: i32| progress.partitions.iter().find(|p| p.partition == partition).map_or(i64::MAX, |p| p.last_applied_offset + 1);
+            let applied = |partition: i32| {
+                progress
+                    .partitions
+                    .iter()
+                    .find(|p| p.partition == partition)
+                    .map_or(i64::MAX, |p| p.last_applied_offset + 1)
+            };
             if marks.iter().all(|(partition, mark)| applied(*partition) >= *mark) {
                 return true;
             }
@@ -343,7 +410,10 @@ impl Materializer {
     pub fn caught_up(&self) -> bool {
         self.views().iter().all(|view| {
             self.cluster.topic(&view.definition.topic).is_some()
-                && super::progress::view_progress(&self.cluster, view).partitions.iter().all(|partition| partition.lag == 0)
+                && super::progress::view_progress(&self.cluster, view)
+                    .partitions
+                    .iter()
+                    .all(|partition| partition.lag == 0)
         })
     }
 }

@@ -7,7 +7,10 @@
 //!   per micro-batch; invalid definitions refused with a reason.
 //! - `eval` — runs that SQL with DataFusion on a micro-batch of normalised records.
 //! - `maintain` — applies evaluated micro-batches to the rows; `aggregate` — accumulators.
-//! - `store` — rows and indexes shared with queries; `types` — output types, index keys.
+//! - `store` — the writer's side of a view's Arrow state: chunks, tail, deletes, indexes;
+//!   `snapshot` — what queries read (`ViewSnapshot`, `ViewIndex`); `chunk` — immutable
+//!   record batches in memory or spilled to files, per-value row lists; `deletes` — deletion
+//!   vectors; `budget` — the views' memory budget; `types` — output types, index keys.
 //! - `runner` — one task per view: read, normalise, evaluate, apply, checkpoint.
 //! - `checkpoint` — state and offsets in one atomic file; the Parquet snapshot.
 //! - `freshness` — ack-to-visible times; `letters` — dead letters as shown to queries.
@@ -16,9 +19,12 @@
 //!   same as Prometheus metrics, computed at scrape time.
 
 mod aggregate;
+pub mod budget;
 pub mod catalog;
 pub mod checkpoint;
+pub mod chunk;
 pub mod definition;
+pub mod deletes;
 mod eval;
 pub mod freshness;
 pub mod letters;
@@ -26,6 +32,7 @@ mod maintain;
 pub mod metrics;
 pub mod progress;
 mod runner;
+pub mod snapshot;
 pub mod statement;
 pub mod store;
 pub mod types;
@@ -36,8 +43,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use catalog::{Materializer, MaterializerConfig};
 pub use definition::{ViewDefinition, ViewKind};
 pub use maintain::ViewLimits;
+pub use snapshot::{ChunkRef, ViewIndex, ViewSnapshot};
 pub use statement::{parse_statement, ViewStatement};
-pub use store::{ViewIndex, ViewStore};
+pub use store::ViewStore;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ViewError {

@@ -36,9 +36,9 @@ pub struct ViewProgress {
 /// `view`'s progress against the topic's high watermarks. Partition locks are taken (briefly,
 /// one at a time) before the view's status lock, never while holding it.
 pub fn view_progress(cluster: &Cluster, view: &Arc<ViewShared>) -> ViewProgress {
-    let rows = view.store.read().len() as u64;
+    let rows = view.store.snapshot().live_rows as u64;
     let marks: Vec<(i32, i64)> = match cluster.topic(&view.definition.topic) {
-        Some(topic) => topic.partitions().iter().filter_map(|p| p.with_log(|log| (p.index, log.high_watermark())).ok()).collect(),
+        Some(topic) => topic.partitions().iter().filter_map(|p| p.reader().bounds().ok().map(|bounds| (p.index, bounds.high_watermark))).collect(),
         None => Vec::new(),
     };
     let status = view.lock_status();
@@ -59,5 +59,11 @@ pub fn view_progress(cluster: &Cluster, view: &Arc<ViewShared>) -> ViewProgress 
             }
         })
         .collect();
-    ViewProgress { view: view.clone(), rows, dead_letters: status.dead_letters.total, errors: status.errors, partitions }
+    ViewProgress {
+        view: view.clone(),
+        rows,
+        dead_letters: status.dead_letters.total,
+        errors: status.errors,
+        partitions,
+    }
 }

@@ -5,7 +5,10 @@
 //! JSON lattice where both are JSON types, numbers to Float64, anything else to Utf8). Stored
 //! values keep the type they were computed with and are cast when read.
 
+use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::error::ArrowError;
 use datafusion::common::ScalarValue;
 
 use crate::json::ColumnType;
@@ -66,28 +69,25 @@ pub fn indexable(data_type: &DataType) -> bool {
     )
 }
 
-/// The index key of `value` in a column of `data_type`: its text once cast to the column's
-/// type (what `col = literal` compares in); `None` for NULL, which `=` never matches.
-pub fn index_key(value: &ScalarValue, data_type: &DataType) -> Option<String> {
-    let value = cast_value(value, data_type);
-    if value.is_null() {
-        return None;
-    }
-    Some(match value {
-        ScalarValue::Utf8(Some(text)) | ScalarValue::LargeUtf8(Some(text)) | ScalarValue::Utf8View(Some(text)) => text,
-        other => other.to_string(),
-    })
+/// The index keys of `values` in a column of `data_type`: each value's text once cast to the
+/// column's type (what `col = literal` compares in); NULL for NULL, which `=` never matches.
+/// Chunks' value lists and the tail's CAS lists are keyed by these, and lookups by the same
+/// function applied to the literal, so both sides agree by construction.
+pub fn key_texts(values: &ArrayRef, data_type: &DataType) -> Result<StringArray, ArrowError> {
+    let typed = if values.data_type() == data_type {
+        values.clone()
+    } else {
+        cast(values, data_type)?
+    };
+    let texts = cast(&typed, &DataType::Utf8)?;
+    Ok(texts.as_any().downcast_ref::<StringArray>().expect("cast to Utf8 gives a StringArray").clone())
 }
 
-/// A value as key text (upsert keys): strings as they are, others as their SQL text.
-pub fn key_text(value: &ScalarValue) -> Option<String> {
-    if value.is_null() {
-        return None;
-    }
-    Some(match value {
-        ScalarValue::Utf8(Some(text)) | ScalarValue::LargeUtf8(Some(text)) | ScalarValue::Utf8View(Some(text)) => text.clone(),
-        other => other.to_string(),
-    })
+/// The index key of one value (a query's literal). See `key_texts`.
+pub fn index_key(value: &ScalarValue, data_type: &DataType) -> Option<String> {
+    let array = value.to_array().ok()?;
+    let texts = key_texts(&array, data_type).ok()?;
+    texts.is_valid(0).then(|| texts.value(0).to_string())
 }
 
 #[cfg(test)]
@@ -112,6 +112,5 @@ mod tests {
         assert_eq!(index_key(&ScalarValue::Int64(Some(5)), &DataType::Utf8).as_deref(), Some("5"));
         assert_eq!(index_key(&ScalarValue::Utf8(Some("north".into())), &DataType::Utf8).as_deref(), Some("north"));
         assert_eq!(index_key(&ScalarValue::Int64(None), &DataType::Int64), None);
-        assert_eq!(key_text(&ScalarValue::Int64(Some(-3))).as_deref(), Some("-3"));
     }
 }

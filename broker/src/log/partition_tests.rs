@@ -1,0 +1,345 @@
+//! Tests of `PartitionLog` reads: the read cache, readahead and device reads agree.
+
+use super::*;
+use crate::log::batch::{encode_batch, Compression, SimpleRecord};
+use crate::log::read::ReadPlan;
+use crate::log::{LogStore, PartitionId};
+use crate::zone::mem::MemZonedDevice;
+use crate::zone::ZoneGeometry;
+use crate::zone::ZonedDevice;
+use std::sync::atomic::Ordering;
+
+/// Reads answered by the read cache are exactly what the device answers, at every offset
+/// and budget, as batches are evicted, and after delete-records and retention move the log
+/// start; deleting the partition frees its cached bytes.
+#[test]
+fn cache_reads_equal_device_reads_across_eviction_retention_and_delete_records() {
+    let geometry = ZoneGeometry {
+        zone_size_bytes: 64 << 10,
+        zone_capacity_bytes: 64 << 10,
+        zone_count: 16,
+        max_open_zones: 4,
+        max_active_zones: 16,
+    };
+    let open = |cache_bytes: usize| {
+        let config = LogConfig {
+            write_chunk_bytes: 16 << 10,
+            index_interval_bytes: 2048,
+            recent_cache_bytes_max: cache_bytes,
+            read_window_bytes: 8 << 10,
+        };
+        let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+        crate::pending::block_on(LogStore::open(device, config))
+            .unwrap()
+            .store
+    };
+    let id = PartitionId {
+        topic: "t".into(),
+        topic_id: [1; 16],
+        partition: 0,
+    };
+    let (device_store, cached_store) = (open(0), open(40 << 10));
+    let mut device_log = device_store.create_partition(id.clone());
+    let mut cached_log = cached_store.create_partition(id);
+    let cache = cached_store.allocator().read_cache(0).clone();
+    assert_eq!(cache.bytes_max(), 40 << 10);
+    // What a fetch gathers: reads (each within one zone) continued until the budget is
+    // spent, the first batch whatever its size.
+    let read_all =
+        |log: &PartitionLog, offset: i64, max_bytes: usize| -> Result<Vec<Bytes>, LogError> {
+            let mut batches: Vec<Bytes> = Vec::new();
+            let mut total = 0;
+            let mut next = offset;
+            loop {
+                let plan = match log.read(next, max_bytes.saturating_sub(total)) {
+                    Ok(plan) => plan,
+                    Err(error) if batches.is_empty() => return Err(error),
+                    Err(_) => break,
+                };
+                let mut progressed = false;
+                for batch in plan.wait()? {
+                    if total + batch.len() > max_bytes && !batches.is_empty() {
+                        break;
+                    }
+                    next = batch::parse_header(&batch).unwrap().last_offset() + 1;
+                    total += batch.len();
+                    batches.push(batch);
+                    progressed = true;
+                }
+                if !progressed || total >= max_bytes || next >= log.high_watermark() {
+                    return Ok(batches);
+                }
+            }
+            Ok(batches)
+        };
+    let compare = |device_log: &PartitionLog, cached_log: &PartitionLog, label: &str| {
+        assert_eq!(device_log.log_start_offset(), cached_log.log_start_offset());
+        assert_eq!(device_log.high_watermark(), cached_log.high_watermark());
+        let mut from_cache = 0;
+        for offset in 0..=cached_log.high_watermark() + 1 {
+            for max_bytes in [0, 3000, 20_000, 1 << 20] {
+                let expected = read_all(device_log, offset, max_bytes);
+                if matches!(cached_log.read(offset, max_bytes), Ok(ReadPlan::Ready(ref batches)) if !batches.is_empty())
+                {
+                    from_cache += 1;
+                }
+                let got = read_all(cached_log, offset, max_bytes);
+                match (&expected, &got) {
+                    (Ok(expected), Ok(got)) => {
+                        let summary = |batches: &Vec<Bytes>| -> Vec<(i64, usize)> {
+                            batches
+                                .iter()
+                                .map(|batch| {
+                                    (batch::parse_header(batch).unwrap().base_offset, batch.len())
+                                })
+                                .collect()
+                        };
+                        assert_eq!(
+                            summary(expected),
+                            summary(got),
+                            "{label}: offset {offset} max {max_bytes}"
+                        );
+                        assert!(expected == got, "{label}: offset {offset} max {max_bytes}: same batches, different bytes");
+                    }
+                    (Err(expected), Err(got)) => assert_eq!(
+                        expected.to_string(),
+                        got.to_string(),
+                        "{label}: offset {offset}"
+                    ),
+                    _ => {
+                        panic!("{label}: offset {offset} max {max_bytes}: {expected:?} vs {got:?}")
+                    }
+                }
+            }
+        }
+        assert!(cache.bytes() <= 40 << 10);
+        from_cache
+    };
+    let mut appended = 0;
+    let mut append =
+        |device_log: &mut PartitionLog, cached_log: &mut PartitionLog, count: usize| {
+            for _ in 0..count {
+                let records: Vec<Vec<u8>> = (0..1 + appended % 3)
+                    .map(|r| vec![(appended + r) as u8; 500 + (appended * 331) % 3000])
+                    .collect();
+                let simple: Vec<SimpleRecord> = records
+                    .iter()
+                    .map(|value| SimpleRecord::new(None, Some(value), &[], 1))
+                    .collect();
+                let batch = encode_batch(&simple, Compression::None).unwrap();
+                device_log.append(BytesMut::from(&batch[..]), 0).unwrap();
+                cached_log.append(BytesMut::from(&batch[..]), 0).unwrap();
+                appended += 1;
+                if appended % 4 != 0 {
+                    device_log.start_flush().wait().unwrap();
+                    cached_log.start_flush().wait().unwrap();
+                }
+            }
+        };
+    append(&mut device_log, &mut cached_log, 30);
+    // Not yet flushed batches are cached but not served.
+    assert!(compare(&device_log, &cached_log, "first appends") > 0);
+    device_log.start_flush().wait().unwrap();
+    cached_log.start_flush().wait().unwrap();
+    append(&mut device_log, &mut cached_log, 40);
+    device_log.start_flush().wait().unwrap();
+    cached_log.start_flush().wait().unwrap();
+    assert!(
+        cached_log.zone_ids().len() > 3,
+        "several zones, so that retention releases some"
+    );
+    assert!(compare(&device_log, &cached_log, "after eviction") > 0);
+    let high_watermark = cached_log.high_watermark();
+    for log in [&mut device_log, &mut cached_log] {
+        log.delete_records(high_watermark - 5, 0)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    compare(&device_log, &cached_log, "after delete-records");
+    assert!(cache.bytes() > 0);
+    append(&mut device_log, &mut cached_log, 10);
+    for log in [&mut device_log, &mut cached_log] {
+        log.start_flush().wait().unwrap();
+        log.apply_retention(0, None, Some(0));
+    }
+    compare(&device_log, &cached_log, "after retention");
+    // Retention to 0 bytes drops every durable run: the log starts at its end, and nothing
+    // wholly below the log start stays cached.
+    assert_eq!(cached_log.log_start_offset(), cached_log.high_watermark());
+    if let Some((first_cached, _)) = cached_log.cache().range() {
+        let first = cached_log
+            .cache()
+            .read(first_cached, i64::MAX, 0)
+            .expect("cached");
+        assert!(
+            batch::parse_header(&first[0]).unwrap().last_offset() >= cached_log.log_start_offset()
+        );
+    }
+    cached_log.delete();
+    assert_eq!(cache.bytes(), 0, "topic deletion frees the cached batches");
+}
+
+/// Eight 1 MiB zones, two open at once: small enough for a test to fill several.
+fn small_geometry() -> ZoneGeometry {
+    ZoneGeometry {
+        zone_size_bytes: 1 << 20,
+        zone_capacity_bytes: 1 << 20,
+        zone_count: 8,
+        max_open_zones: 2,
+        max_active_zones: 8,
+    }
+}
+
+/// A read at the offset a readahead started from is answered by the readahead, with what a
+/// device read of its own budget would give; readaheads are bounded by the device budget,
+/// and retention or delete-records past them drop them.
+#[test]
+fn readahead_answers_as_the_device_would() {
+    let geometry = small_geometry();
+    let config = LogConfig {
+        write_chunk_bytes: 16 << 10,
+        index_interval_bytes: 2048,
+        recent_cache_bytes_max: 0,
+        read_window_bytes: 8 << 10,
+    };
+    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+    let store = crate::pending::block_on(LogStore::open(device, config))
+        .unwrap()
+        .store;
+    let mut log = store.create_partition(PartitionId {
+        topic: "t".into(),
+        topic_id: [1; 16],
+        partition: 0,
+    });
+    for i in 0..40usize {
+        let value = vec![i as u8; 1000 + (i * 797) % 5000];
+        let batch = encode_batch(
+            &[SimpleRecord::new(None, Some(&value), &[], 1)],
+            Compression::None,
+        )
+        .unwrap();
+        log.append(BytesMut::from(&batch[..]), 0).unwrap();
+        log.start_flush().wait().unwrap();
+    }
+    let device_read = |log: &PartitionLog, offset: i64, max_bytes: usize| {
+        log.device_read(offset, max_bytes).wait().unwrap()
+    };
+    for (offset, ahead_bytes, max_bytes) in [
+        (3i64, 20_000usize, 20_000usize),
+        (7, 20_000, 5_000),
+        (7, 5_000, 60_000),
+        (10, 1, 1),
+    ] {
+        let readahead = log
+            .start_readahead(offset, ahead_bytes)
+            .expect("room for a readahead");
+        assert!(
+            log.start_readahead(offset, ahead_bytes).is_none(),
+            "one readahead per offset"
+        );
+        crate::pending::block_on(readahead.run());
+        let plan = log.read(offset, max_bytes).unwrap();
+        assert!(matches!(plan, ReadPlan::Readahead { .. }));
+        let got = plan.wait().unwrap();
+        let expected = device_read(&log, offset, max_bytes.min(ahead_bytes));
+        assert_eq!(
+            got, expected,
+            "offset {offset} ahead {ahead_bytes} max {max_bytes}"
+        );
+        // Another offset reads the device.
+        assert!(matches!(
+            log.read(offset + 1, max_bytes).unwrap(),
+            ReadPlan::Device { .. }
+        ));
+        log.drop_readahead(offset);
+    }
+    // The budget: a readahead larger than what remains is refused.
+    assert!(log.start_readahead(20, READAHEAD_BYTES_MAX + 1).is_none());
+    assert!(log.start_readahead(20, 1000).is_some());
+    assert_eq!(
+        store
+            .allocator()
+            .readahead_reserved()
+            .load(Ordering::Relaxed),
+        1000
+    );
+    log.drop_readahead(20);
+    assert_eq!(
+        store
+            .allocator()
+            .readahead_reserved()
+            .load(Ordering::Relaxed),
+        0
+    );
+    // Delete-records past a readahead drops it.
+    let _unrun = log.start_readahead(25, 1000).unwrap();
+    log.delete_records(30, 0).unwrap().wait().unwrap();
+    assert!(!log.has_readahead());
+    assert_eq!(
+        store
+            .allocator()
+            .readahead_reserved()
+            .load(Ordering::Relaxed),
+        0
+    );
+    // At the high watermark there is nothing to read ahead.
+    assert!(log.start_readahead(log.high_watermark(), 1000).is_none());
+}
+
+/// Device reads serve exactly the greedy prefix of batches that fits the budget (the first
+/// whatever its size), whatever the window size, with small windows that cut frames.
+#[test]
+fn device_reads_fill_the_budget_exactly() {
+    let geometry = small_geometry();
+    for read_window_bytes in [4 << 10, 8 << 10, 256 << 10] {
+        let config = LogConfig {
+            write_chunk_bytes: 16 << 10,
+            index_interval_bytes: 2048,
+            recent_cache_bytes_max: 4 << 10,
+            read_window_bytes,
+        };
+        let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+        let store = crate::pending::block_on(LogStore::open(device, config))
+            .unwrap()
+            .store;
+        let mut log = store.create_partition(PartitionId {
+            topic: "t".into(),
+            topic_id: [1; 16],
+            partition: 0,
+        });
+        let mut sizes = Vec::new();
+        for i in 0..24usize {
+            let value = vec![i as u8; 1000 + (i * 797) % 5000];
+            let batch = encode_batch(
+                &[SimpleRecord::new(None, Some(&value), &[], 1)],
+                Compression::None,
+            )
+            .unwrap();
+            sizes.push(batch.len());
+            log.append(BytesMut::from(&batch[..]), 0).unwrap();
+            // Flush each batch: frames padded to blocks, as with acks=all.
+            log.start_flush().wait().unwrap();
+        }
+        for max_bytes in [0, 1, 1500, 4096, 9000, 20_000, 33_333, 60_000, 200_000] {
+            for start in [0usize, 5] {
+                let batches = log.read(start as i64, max_bytes).unwrap().wait().unwrap();
+                let mut expected = 0;
+                let mut total = 0;
+                for &size in &sizes[start..] {
+                    if expected > 0 && total + size > max_bytes {
+                        break;
+                    }
+                    total += size;
+                    expected += 1;
+                }
+                let got: Vec<usize> = batches.iter().map(|batch| batch.len()).collect();
+                assert_eq!(
+                    got,
+                    sizes[start..start + expected].to_vec(),
+                    "window {read_window_bytes} max {max_bytes} start {start}"
+                );
+            }
+        }
+    }
+}
