@@ -3,6 +3,7 @@
 pub mod index;
 pub mod json;
 pub mod plan;
+pub mod timestamp_cast;
 pub mod view;
 
 pub use view::{Materializer, MaterializerConfig};

@@ -1,13 +1,17 @@
 //! Properties of JSON decoding over random records of a few shapes: nothing panics, every record
-//! is a row or a dead letter, the final type of each column does not depend on record order, and
-//! casting an early batch to the final schema shows what converting its rows directly shows.
+//! is a row or a dead letter, the decoder agrees with the old row-by-row rules (`json_oracle`)
+//! on every record, error and batch, the final type of each column does not depend on record
+//! order, and casting an early batch to the final schema shows what converting its rows late
+//! shows.
+
+mod json_oracle;
 
 use std::collections::BTreeMap;
 
 use arrow_array::Array;
 use materializer::json::{
-    cast_batch, decode_record, rows_to_batch, ColumnType, DeadLetterLimits, DecodeLimits,
-    DecodeOptions, InferredSchema, JsonNormaliser, Row,
+    cast_batch, ColumnType, DeadLetterLimits, DecodeLimits, DecodeOptions, InferredSchema,
+    JsonDecoder, JsonNormaliser,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
@@ -78,6 +82,30 @@ fn record_bytes() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// An object's text whose top-level keys may repeat (`{"a": 1, "a": {"b": 2}}`), which a
+/// `Map` cannot hold: duplicate keys keep their first place and last value.
+/// Numbers beyond epochs (Int64Large), beyond i64 (a float) and beyond epochs as floats are
+/// among its values.
+fn object_with_duplicates() -> impl Strategy<Value = Vec<u8>> {
+    let large = prop_oneof![
+        prop::sample::select(vec![i64::MAX, i64::MIN, 1_764_437_991_123_456_789, 1 << 53])
+            .prop_map(|value| Value::Number(value.into())),
+        Just(Value::Number(u64::MAX.into())),
+        Just(Value::Number(Number::from_f64(-1.5e300).unwrap())),
+    ];
+    let value =
+        prop_oneof![2 => object(), 2 => scalar(), 1 => large, 1 => Just(Value::Object(Map::new()))];
+    prop::collection::vec((prop::sample::select(FIELD_NAMES.to_vec()), value), 0..6).prop_map(
+        |fields| {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|(name, value)| format!("{}: {value}", Value::from(*name)))
+                .collect();
+            format!("{{{}}}", fields.join(", ")).into_bytes()
+        },
+    )
+}
+
 fn column_types(schema: &InferredSchema) -> BTreeMap<String, ColumnType> {
     schema
         .fields()
@@ -86,13 +114,25 @@ fn column_types(schema: &InferredSchema) -> BTreeMap<String, ColumnType> {
         .collect()
 }
 
-fn decode_all(records: &[Vec<u8>], options: &DecodeOptions) -> (InferredSchema, Vec<Row>) {
-    let mut schema = InferredSchema::new();
+/// The schema after decoding every record that decodes, and how many did.
+fn decode_all(records: &[Vec<u8>], options: &DecodeOptions) -> (InferredSchema, usize) {
+    let mut decoder = JsonDecoder::new(options.clone());
     let rows = records
         .iter()
-        .filter_map(|record| decode_record(record, options, &mut schema).ok())
-        .collect();
-    (schema, rows)
+        .filter(|record| decoder.decode(record).is_ok())
+        .count();
+    (decoder.schema().clone(), rows)
+}
+
+fn small_limits() -> DecodeLimits {
+    DecodeLimits {
+        schema_fields_max: 12,
+        record_fields_max: 5,
+        depth_max: 3,
+        string_bytes_max: 12,
+        field_name_bytes_max: 9,
+        value_bytes_max: 200,
+    }
 }
 
 proptest! {
@@ -101,19 +141,46 @@ proptest! {
         let limits = DecodeLimits { schema_fields_max: 12, depth_max: 3, ..DecodeLimits::default() };
         let options = DecodeOptions { limits, ..DecodeOptions::default() };
         let mut normaliser = JsonNormaliser::new(options, DeadLetterLimits { recent_max: 4, value_prefix_bytes_max: 8 });
-        let mut rows = Vec::new();
+        let mut rows = 0;
         for (offset, record) in records.iter().enumerate() {
-            if let Some(row) = normaliser.normalise(0, offset as i64, record) {
-                rows.push(row);
-            }
+            rows += usize::from(normaliser.push(0, offset as i64, record));
         }
         let dead_letters = normaliser.dead_letters();
-        prop_assert_eq!(rows.len() as u64 + dead_letters.count_total(), records.len() as u64);
+        prop_assert_eq!(rows as u64 + dead_letters.count_total(), records.len() as u64);
         prop_assert!(dead_letters.recent().len() <= 4);
         prop_assert!(normaliser.schema().len() <= 12);
-        let batch = rows_to_batch(normaliser.schema(), &rows).unwrap();
-        prop_assert_eq!(batch.num_rows(), rows.len());
         prop_assert_eq!(dead_letters.recent_batch().unwrap().num_rows(), dead_letters.recent().len());
+        let batch = normaliser.finish_batch().unwrap();
+        prop_assert_eq!(batch.num_rows(), rows);
+    }
+
+    /// Same records, same answers: every record's outcome (the error itself when refused), the
+    /// schema after each, and the batches, cut wherever `cuts` says, equal the old rules'.
+    #[test]
+    fn the_decoder_follows_the_old_rules(
+        records in prop::collection::vec(prop_oneof![4 => record_bytes(), 2 => object_with_duplicates()], 0..40),
+        cuts in prop::collection::vec(any::<bool>(), 40),
+        small in any::<bool>(),
+    ) {
+        let limits = if small { small_limits() } else { DecodeLimits::default() };
+        let options = DecodeOptions { limits, ..DecodeOptions::default() };
+        let mut decoder = JsonDecoder::new(options.clone());
+        let mut oracle_schema = InferredSchema::new();
+        let mut oracle_rows = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            let expected = json_oracle::decode_record(record, &options, &mut oracle_schema);
+            let got = decoder.decode(record);
+            prop_assert_eq!(got.as_ref().err(), expected.as_ref().err(), "{}", String::from_utf8_lossy(record));
+            oracle_rows.extend(expected.ok());
+            prop_assert_eq!(decoder.schema().fields(), oracle_schema.fields());
+            prop_assert_eq!(decoder.schema().version(), oracle_schema.version());
+            if cuts[index] || index + 1 == records.len() {
+                let batch = decoder.finish().unwrap();
+                let expected = json_oracle::rows_to_batch(&oracle_schema, &oracle_rows).unwrap();
+                prop_assert_eq!(batch, expected);
+                oracle_rows.clear();
+            }
+        }
     }
 
     /// Holds while no record is refused for filling the schema: which records fit under
@@ -126,8 +193,8 @@ proptest! {
         let options = DecodeOptions::default();
         let (schema, rows) = decode_all(&records, &options);
         let (shuffled_schema, shuffled_rows) = decode_all(&shuffled, &options);
-        prop_assert_eq!(rows.len(), records.len());
-        prop_assert_eq!(shuffled_rows.len(), records.len());
+        prop_assert_eq!(rows, records.len());
+        prop_assert_eq!(shuffled_rows, records.len());
         prop_assert_eq!(column_types(&schema), column_types(&shuffled_schema));
     }
 
@@ -138,18 +205,19 @@ proptest! {
     ) {
         let options = DecodeOptions::default();
         let split = split.index(records.len() + 1);
-        let mut schema = InferredSchema::new();
-        let mut early_rows = Vec::new();
+        let mut early_decoder = JsonDecoder::new(options.clone());
+        let mut late_decoder = JsonDecoder::new(options);
         for record in &records[..split] {
-            early_rows.push(decode_record(record, &options, &mut schema).unwrap());
+            early_decoder.decode(record).unwrap();
         }
-        let early_schema = schema.clone();
-        let early_batch = rows_to_batch(&early_schema, &early_rows).unwrap();
-        for record in &records[split..] {
-            decode_record(record, &options, &mut schema).unwrap();
+        let early_schema = early_decoder.schema().clone();
+        let early_batch = early_decoder.finish().unwrap();
+        for record in &records {
+            late_decoder.decode(record).unwrap();
         }
+        let schema = late_decoder.schema().clone();
+        let late = late_decoder.finish().unwrap().slice(0, split);
         let cast = cast_batch(&early_batch, &schema.arrow_schema()).unwrap();
-        let late = rows_to_batch(&schema, &early_rows).unwrap();
         prop_assert_eq!(cast.schema(), late.schema());
         for (index, field) in schema.fields().iter().enumerate() {
             let early_type = early_schema.field(&field.name).map(|field| field.column_type);

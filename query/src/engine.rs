@@ -139,6 +139,8 @@ impl QueryEngine {
         datafusion_pg_catalog::setup_pg_catalog(&context, CATALOG, datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider)
             .map_err(|error| *error)?;
         context.register_udf(crate::pg::current_setting_udf(limits.timeout.as_millis()));
+        // CAST(x AS TIMESTAMP) reads every time spelling JSON decoding reads, epochs included.
+        materializer::timestamp_cast::register(&context);
         Ok(QueryEngine { cluster, materializer, limits, template: context.state() })
     }
 

@@ -3,6 +3,7 @@
 
 mod consume;
 mod duckdb;
+mod json;
 pub(crate) mod kafka_client;
 mod limits;
 mod produce;
@@ -20,6 +21,9 @@ pub enum BenchCommand {
     Produce(produce::KafkaBenchArgs),
     /// Kafka consumer load (kafka-consumer-perf-test style) vs. loopback TCP bandwidth.
     Consume(consume::ConsumeBenchArgs),
+    /// The views' JSON decoder alone (records to Arrow columns) vs serde_json parsing the same
+    /// bytes, one core.
+    Json(json::JsonBenchArgs),
     /// Materialized views: materialization throughput vs JSON parsing, freshness under load,
     /// an indexed 1%-selective query vs the same query as a full scan.
     Views(views::ViewsBenchArgs),
@@ -30,6 +34,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Storage(args) => storage::run(args),
         BenchCommand::Produce(args) => produce::run(args),
         BenchCommand::Consume(args) => consume::run(args),
+        BenchCommand::Json(args) => json::run(args),
         BenchCommand::Views(args) => views::run(args),
     }
 }

@@ -70,7 +70,7 @@ pub struct ViewsBenchArgs {
     no_upsert: bool,
 }
 
-fn value(i: usize) -> Vec<u8> {
+pub(crate) fn value(i: usize) -> Vec<u8> {
     let statuses = ["moving", "idle", "maintenance", "parked"];
     format!(
         r#"{{"vehicle_id":"v{}","region":"r{}","status":"{}","speed":{},"engine":{{"temp":{}.5}},"seen_at":"2024-05-{:02}T10:{:02}:00Z"}}"#,

@@ -2,8 +2,9 @@
 //! materialised need not be rebuilt from the log when a view's schema widens.
 //!
 //! Conversions are exactly the ones `widen` allows: a column missing from the batch becomes all
-//! nulls, a Null column becomes nulls of the new type, Int64 becomes Float64, and anything
-//! becomes Utf8 as canonical JSON text (`5`, `2.5`, `true`). One loss is unavoidable: a batch no
+//! nulls, a Null column becomes nulls of the new type, integers become floats, epoch-readable
+//! numbers (Int64, Float64) become timestamps (seconds or milliseconds by magnitude), and
+//! anything becomes Utf8 as canonical JSON text (`5`, `2.5`, `true`). One loss is unavoidable: a batch no
 //! longer has a timestamp's original text, so a Timestamp column widened to Utf8 shows RFC 3339
 //! (`2026-11-29T17:39:51Z`) where rows converted before batching (`batch.rs`) show the original
 //! text. A view that needs the original text everywhere rebuilds from the log, which has it.
@@ -16,9 +17,9 @@ use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
 use arrow_schema::{ArrowError, DataType, SchemaRef};
 
-use super::datetime::format_rfc3339;
-use super::row::{bool_text, float_text};
+use super::datetime::{epoch_float_to_micros, epoch_integer_to_micros, format_rfc3339};
 use super::schema::ColumnType;
+use super::text::{bool_text, float_text};
 
 #[derive(Debug)]
 pub enum CastError {
@@ -73,20 +74,20 @@ pub fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch
             });
         }
     }
-    let column_type = |name: &str, data_type: &DataType| {
-        ColumnType::from_arrow(data_type).ok_or_else(|| CastError::UnknownType {
-            name: name.to_string(),
-            data_type: data_type.clone(),
+    let column_type = |field: &arrow_schema::Field| {
+        ColumnType::from_field(field).ok_or_else(|| CastError::UnknownType {
+            name: field.name().to_string(),
+            data_type: field.data_type().clone(),
         })
     };
     let mut columns = Vec::with_capacity(target.fields().len());
     for target_field in target.fields() {
         let name = target_field.name();
-        let to = column_type(name, target_field.data_type())?;
+        let to = column_type(target_field)?;
         let column = match source.index_of(name) {
             Err(_) => new_null_array(target_field.data_type(), batch.num_rows()),
             Ok(index) => {
-                let from = column_type(name, source.field(index).data_type())?;
+                let from = column_type(source.field(index))?;
                 if !from.widens_to(to) {
                     return Err(CastError::NotAWidening {
                         name: name.clone(),
@@ -108,21 +109,51 @@ pub fn cast_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch
     .map_err(CastError::Arrow)
 }
 
+/// An Int64 or Float64 array of epoch-readable numbers as Timestamp (seconds or milliseconds by
+/// magnitude): what a view's stored numbers become when their column came to hold dates.
+/// `None` for other types.
+pub fn epochs_to_timestamps(array: &ArrayRef) -> Option<ArrayRef> {
+    let from = match array.data_type() {
+        DataType::Int64 => ColumnType::Int64,
+        DataType::Float64 => ColumnType::Float64,
+        _ => return None,
+    };
+    Some(widen_array(array, from, ColumnType::Timestamp))
+}
+
 fn widen_array(array: &ArrayRef, from: ColumnType, to: ColumnType) -> ArrayRef {
     debug_assert!(from.widens_to(to));
-    if from == to {
+    if from.arrow_type() == to.arrow_type() {
         return array.clone();
     }
+    use ColumnType::*;
     match (from, to) {
-        (ColumnType::Null, _) => new_null_array(&to.arrow_type(), array.len()),
-        (ColumnType::Int64, ColumnType::Float64) => {
+        (Null, _) => new_null_array(&to.arrow_type(), array.len()),
+        (Int64 | Int64Large, Float64 | Float64Large) => {
             let floats = array
                 .as_primitive::<Int64Type>()
                 .unary::<_, Float64Type>(|value| value as f64);
             Arc::new(floats)
         }
-        (_, ColumnType::Utf8) => Arc::new(texts(array, from)),
-        _ => unreachable!("{from:?} does not widen to {to:?} other than to Utf8"),
+        // The types guarantee every value reads as an epoch; 0 is never reached.
+        (Int64, Timestamp) => {
+            let micros = array
+                .as_primitive::<Int64Type>()
+                .unary::<_, TimestampMicrosecondType>(|value| {
+                    epoch_integer_to_micros(value).unwrap_or_default()
+                });
+            Arc::new(micros.with_timezone(super::schema::TIMESTAMP_ZONE))
+        }
+        (Float64, Timestamp) => {
+            let micros = array
+                .as_primitive::<Float64Type>()
+                .unary::<_, TimestampMicrosecondType>(|value| {
+                    epoch_float_to_micros(value).unwrap_or_default()
+                });
+            Arc::new(micros.with_timezone(super::schema::TIMESTAMP_ZONE))
+        }
+        (_, Utf8) => Arc::new(texts(array, from)),
+        _ => unreachable!("{from:?} does not widen to {to:?}"),
     }
 }
 
@@ -133,12 +164,12 @@ fn texts(array: &ArrayRef, from: ColumnType) -> StringArray {
             .iter()
             .map(|value| value.map(bool_text))
             .collect(),
-        ColumnType::Int64 => array
+        ColumnType::Int64 | ColumnType::Int64Large => array
             .as_primitive::<Int64Type>()
             .iter()
             .map(|value| value.map(|value| value.to_string()))
             .collect(),
-        ColumnType::Float64 => array
+        ColumnType::Float64 | ColumnType::Float64Large => array
             .as_primitive::<Float64Type>()
             .iter()
             .map(|value| value.map(float_text))
@@ -155,35 +186,31 @@ fn texts(array: &ArrayRef, from: ColumnType) -> StringArray {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::batch::rows_to_batch;
-    use crate::json::decode::{decode_record, DecodeOptions};
-    use crate::json::schema::InferredSchema;
+    use crate::json::decode::{DecodeOptions, JsonDecoder};
     use arrow_schema::{Field, Schema};
 
-    fn decode(schema: &mut InferredSchema, record: &str) -> crate::json::row::Row {
-        decode_record(record.as_bytes(), &DecodeOptions::default(), schema).unwrap()
+    fn decode(decoder: &mut JsonDecoder, record: &str) {
+        decoder.decode(record.as_bytes()).unwrap()
     }
 
     #[test]
     fn an_earlier_batch_casts_to_the_widened_schema() {
-        let mut schema = InferredSchema::new();
-        let rows = vec![
-            decode(
-                &mut schema,
-                r#"{"n": 1, "b": true, "f": 1.5, "t": "2026-11-29T17:39:51Z", "z": null, "s": "x"}"#,
-            ),
-            decode(
-                &mut schema,
-                r#"{"n": 2, "b": false, "f": 2, "t": "29/11/2026", "z": null}"#,
-            ),
-        ];
-        let early = rows_to_batch(&schema, &rows).unwrap();
-        // Widen: n to Float64, b, f and t to Utf8, z to Int64, and a new column.
-        let later = vec![decode(
-            &mut schema,
-            r#"{"n": 0.5, "b": "maybe", "f": "many", "t": "later", "z": 4, "new": true}"#,
-        )];
-        let target = schema.arrow_schema();
+        let mut decoder = JsonDecoder::new(DecodeOptions::default());
+        decode(
+            &mut decoder,
+            r#"{"n": 1, "b": true, "f": 1.5, "t": "2026-11-29T17:39:51Z", "z": null, "s": "x", "e": 1764437991}"#,
+        );
+        decode(
+            &mut decoder,
+            r#"{"n": 2, "b": false, "f": 2, "t": "29/11/2026", "z": null, "e": 2.5}"#,
+        );
+        let early = decoder.finish().unwrap();
+        // Widen: n to Float64, b, f and t to Utf8, z to Int64, e to Timestamp, a new column.
+        decode(
+            &mut decoder,
+            r#"{"n": 0.5, "b": "maybe", "f": "many", "t": "later", "z": 4, "new": true, "e": "2026-11-29"}"#,
+        );
+        let target = decoder.schema().arrow_schema();
         let cast = cast_batch(&early, &target).unwrap();
         assert_eq!(cast.schema(), target);
         assert_eq!(cast.num_rows(), 2);
@@ -216,33 +243,43 @@ mod tests {
             [Some("x"), None]
         );
         assert_eq!(column("new").null_count(), 2);
+        // Numbers in a column that came to hold dates are epochs, seconds by magnitude.
+        let e = column("e");
+        assert_eq!(
+            e.as_primitive::<TimestampMicrosecondType>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [Some(1_764_437_991_000_000), Some(2_500_000)]
+        );
 
         // The cast batch and a batch of the later rows concatenate: one schema.
-        let later_batch = rows_to_batch(&schema, &later).unwrap();
+        let later_batch = decoder.finish().unwrap();
         assert_eq!(later_batch.schema(), cast.schema());
     }
 
     #[test]
     fn a_cast_of_numbers_shows_what_converting_the_rows_shows() {
-        let mut schema = InferredSchema::new();
-        let early_rows = vec![
-            decode(&mut schema, r#"{"v": 5}"#),
-            decode(&mut schema, r#"{"v": 2.25}"#),
-        ];
-        let early = rows_to_batch(&schema, &early_rows).unwrap();
+        let records = [r#"{"v": 5}"#, r#"{"v": 2.25}"#, r#"{"v": 12345678901234}"#];
+        let mut early_decoder = JsonDecoder::new(DecodeOptions::default());
+        let mut late_decoder = JsonDecoder::new(DecodeOptions::default());
+        for record in records {
+            decode(&mut early_decoder, record);
+            decode(&mut late_decoder, record);
+        }
+        let early = early_decoder.finish().unwrap();
         assert_eq!(early.schema().field(0).data_type(), &DataType::Float64);
-        decode(&mut schema, r#"{"v": true}"#);
-        let from_batch = cast_batch(&early, &schema.arrow_schema()).unwrap();
-        let from_rows = rows_to_batch(&schema, &early_rows).unwrap();
-        assert_eq!(from_batch, from_rows);
-        assert_eq!(from_rows.column(0).as_string::<i32>().value(0), "5");
+        decode(&mut late_decoder, r#"{"v": true}"#);
+        let late = late_decoder.finish().unwrap();
+        let from_batch = cast_batch(&early, &late_decoder.schema().arrow_schema()).unwrap();
+        assert_eq!(from_batch, late.slice(0, records.len()));
+        assert_eq!(late.column(0).as_string::<i32>().value(0), "5");
     }
 
     #[test]
     fn narrowing_dropping_and_foreign_types_are_refused() {
-        let mut schema = InferredSchema::new();
-        decode(&mut schema, r#"{"a": "x", "b": 1}"#);
-        let batch = rows_to_batch(&schema, &[]).unwrap();
+        let mut decoder = JsonDecoder::new(DecodeOptions::default());
+        decode(&mut decoder, r#"{"a": "x", "b": 1}"#);
+        let batch = decoder.finish().unwrap().slice(0, 0);
         let narrower = Arc::new(Schema::new(vec![
             Field::new("a", DataType::Int64, true),
             Field::new("b", DataType::Int64, true),
@@ -265,6 +302,9 @@ mod tests {
             Err(CastError::UnknownType { .. })
         ));
         // Casting to the same schema is the identity.
-        assert_eq!(cast_batch(&batch, &schema.arrow_schema()).unwrap(), batch);
+        assert_eq!(
+            cast_batch(&batch, &decoder.schema().arrow_schema()).unwrap(),
+            batch
+        );
     }
 }

@@ -44,6 +44,13 @@ pub fn parse_datetime_text(text: &str) -> Option<i64> {
         return None;
     }
     let first = text.as_bytes()[0];
+    // RFC 2822 has a time, so a colon: chrono's parser is not tried on words.
+    let parse_rfc2822 = |text: &str| {
+        text.as_bytes()
+            .contains(&b':')
+            .then(|| parse_rfc2822(text))
+            .flatten()
+    };
     let micros = if first.is_ascii_digit() {
         parse_iso8601(text)
             .or_else(|| parse_day_month_year(text))

@@ -4,51 +4,70 @@
 //! A record without a value (a tombstone) is not JSON and never reaches `normalise`: what it
 //! means (a delete in an upsert view, nothing in an append view) is the view's to decide.
 
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
+
 use super::dead_letters::{DeadLetterLimits, DeadLetters};
-use super::decode::{decode_record, DecodeOptions};
-use super::row::Row;
+use super::decode::{DecodeOptions, JsonDecoder};
 use super::schema::InferredSchema;
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct JsonNormaliser {
-    options: DecodeOptions,
-    schema: InferredSchema,
+    decoder: JsonDecoder,
     dead_letters: DeadLetters,
 }
 
 impl JsonNormaliser {
     pub fn new(options: DecodeOptions, dead_letter_limits: DeadLetterLimits) -> Self {
-        options.limits.assert_valid();
         JsonNormaliser {
-            options,
-            schema: InferredSchema::new(),
+            decoder: JsonDecoder::new(options),
             dead_letters: DeadLetters::new(dead_letter_limits),
         }
     }
 
     /// Resumes with a schema restored from a checkpoint (`InferredSchema::from_arrow_schema`).
     pub fn with_schema(mut self, schema: InferredSchema) -> Self {
-        self.schema = schema;
+        assert_eq!(
+            self.decoder.rows(),
+            0,
+            "a schema is restored before any record"
+        );
+        self.decoder = JsonDecoder::with_schema(self.decoder.options().clone(), schema);
         self
     }
 
-    /// The row for the record at (`partition`, `offset`), or `None` when it became a dead letter.
-    pub fn normalise(&mut self, partition: i32, offset: i64, value: &[u8]) -> Option<Row> {
-        match decode_record(value, &self.options, &mut self.schema) {
-            Ok(row) => Some(row),
+    /// Decodes the record at (`partition`, `offset`) into the batch in progress: true when it
+    /// became a row, false when it became a dead letter.
+    pub fn push(&mut self, partition: i32, offset: i64, value: &[u8]) -> bool {
+        match self.decoder.decode(value) {
+            Ok(()) => true,
             Err(error) => {
                 self.dead_letters.record(partition, offset, value, error);
-                None
+                false
             }
         }
     }
 
+    /// The rows pushed since the last call, as one batch under the current schema.
+    pub fn finish_batch(&mut self) -> Result<RecordBatch, ArrowError> {
+        self.decoder.finish()
+    }
+
+    /// Rows pushed since the last `finish_batch`.
+    pub fn rows(&self) -> usize {
+        self.decoder.rows()
+    }
+
+    pub fn decoder(&self) -> &JsonDecoder {
+        &self.decoder
+    }
+
     pub fn options(&self) -> &DecodeOptions {
-        &self.options
+        self.decoder.options()
     }
 
     pub fn schema(&self) -> &InferredSchema {
-        &self.schema
+        self.decoder.schema()
     }
 
     pub fn dead_letters(&self) -> &DeadLetters {
@@ -66,12 +85,13 @@ mod tests {
         let mut normaliser =
             JsonNormaliser::new(DecodeOptions::default(), DeadLetterLimits::default());
         let values: [&[u8]; 4] = [br#"{"a": 1}"#, b"not json", br#"{"a": 2.5}"#, b"[]"];
-        let rows: Vec<Option<Row>> = values
+        let rows: Vec<bool> = values
             .iter()
             .enumerate()
-            .map(|(offset, value)| normaliser.normalise(3, offset as i64, value))
+            .map(|(offset, value)| normaliser.push(3, offset as i64, value))
             .collect();
-        assert_eq!(rows.iter().filter(|row| row.is_some()).count(), 2);
+        assert_eq!(rows, [true, false, true, false]);
+        assert_eq!(normaliser.rows(), 2);
         assert_eq!(
             normaliser
                 .dead_letters()
@@ -91,5 +111,8 @@ mod tests {
             .collect();
         assert_eq!(positions, [(3, 1), (3, 3)]);
         assert_eq!(normaliser.schema().version(), 2);
+        let batch = normaliser.finish_batch().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(normaliser.rows(), 0);
     }
 }

@@ -106,7 +106,7 @@ fn inferred_to_json(inferred: &InferredSchema) -> serde_json::Value {
     let fields: Vec<serde_json::Value> = inferred
         .fields()
         .iter()
-        .map(|field| serde_json::json!([field.name, field.column_type.arrow_type().to_string()]))
+        .map(|field| serde_json::json!([field.name, field.column_type.name()]))
         .collect();
     serde_json::json!({ "version": inferred.version(), "fields": fields })
 }
@@ -125,11 +125,9 @@ fn inferred_from_json(value: &serde_json::Value) -> io::Result<InferredSchema> {
         let (Some(name), Some(type_text)) = (field.get(0).and_then(|name| name.as_str()), field.get(1).and_then(|text| text.as_str())) else {
             return Err(json_error("bad schema field"));
         };
-        let column_type = ColumnType::ALL
-            .into_iter()
-            .find(|column_type| column_type.arrow_type().to_string() == type_text)
+        let column_type = ColumnType::from_name(type_text)
             .ok_or_else(|| json_error(format!("unknown column type {type_text}")))?;
-        fields.push(Field::new(name, column_type.arrow_type(), true));
+        fields.push(column_type.field(name));
     }
     let metadata = HashMap::from([(SCHEMA_VERSION_METADATA_KEY.to_string(), version.to_string())]);
     InferredSchema::from_arrow_schema(&Schema::new_with_metadata(fields, metadata)).map_err(json_error)

@@ -30,15 +30,15 @@ use datafusion::error::Result;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::definition::{ViewDefinition, KEY_COLUMN, METADATA_COLUMNS, OFFSET_COLUMN, PARTITION_COLUMN, TIMESTAMP_COLUMN};
-use crate::json::{rows_to_batch, InferredSchema, Row};
+use crate::json::InferredSchema;
 
-/// One decoded record of a micro-batch.
+/// One decoded record of a micro-batch (its JSON columns are the row of the same index in the
+/// normaliser's batch).
 pub struct SourceRecord {
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: i64,
     pub key: Option<String>,
-    pub row: Row,
 }
 
 pub struct Evaluator {
@@ -59,8 +59,10 @@ impl Evaluator {
             .with_target_partitions(1)
             .with_default_catalog_and_schema("yottastore", "public")
             .with_information_schema(false);
+        let context = SessionContext::new_with_config(config);
+        crate::timestamp_cast::register(&context);
         Evaluator {
-            context: SessionContext::new_with_config(config),
+            context,
             table: TableReference::bare(definition.topic.clone()),
             referenced: definition.referenced.clone(),
             slot: Slot::default(),
@@ -68,16 +70,17 @@ impl Evaluator {
         }
     }
 
-    /// The micro-batch as a table: the JSON columns under `schema`, the metadata columns, and
-    /// a NULL column for each referenced column not seen yet.
-    pub fn source_batch(&self, schema: &InferredSchema, records: &[SourceRecord]) -> Result<RecordBatch> {
-        self.source_batch_with(schema, records, &DataType::Null)
+    /// The micro-batch as a table: the JSON columns (`json`, a batch under `schema`, a row per
+    /// record), the metadata columns, and a NULL column for each referenced column not seen yet.
+    pub fn source_batch(&self, schema: &InferredSchema, json: &RecordBatch, records: &[SourceRecord]) -> Result<RecordBatch> {
+        self.source_batch_with(schema, json, records, &DataType::Null)
     }
 
     /// `source_batch` with columns not seen yet of `unseen_type` rather than Null.
-    pub fn source_batch_with(&self, schema: &InferredSchema, records: &[SourceRecord], unseen_type: &DataType) -> Result<RecordBatch> {
-        let rows: Vec<Row> = records.iter().map(|record| record.row.clone()).collect();
-        let json = rows_to_batch(schema, &rows)?;
+    pub fn source_batch_with(&self, schema: &InferredSchema, json: &RecordBatch, records: &[SourceRecord], unseen_type: &DataType) -> Result<RecordBatch> {
+        if json.num_rows() != records.len() || json.num_columns() != schema.len() {
+            return Err(DataFusionError::Internal(format!("{} JSON rows of {} columns for {} records of {} columns", json.num_rows(), json.num_columns(), records.len(), schema.len())));
+        }
         let mut fields: Vec<Field> = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
         for (field, column) in json.schema().fields().iter().zip(json.columns()) {

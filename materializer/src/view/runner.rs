@@ -86,7 +86,9 @@ impl ViewRuntime {
             normaliser = normaliser.with_schema(saved.inferred.clone());
         }
         // The output columns as planned over what the source has shown so far.
-        let source = evaluator.source_batch(normaliser.schema(), &[]).map_err(internal)?;
+        let source = evaluator
+            .source_batch(normaliser.schema(), &normaliser.schema().empty_batch(), &[])
+            .map_err(internal)?;
         let planned = evaluator
             .plan_schema(&definition.eval_sql, source.schema())
             .await
@@ -183,6 +185,10 @@ impl ViewRuntime {
             return Ok(false);
         }
         let log_batches: Vec<Bytes> = reader.read(next, READ_BYTES).await.map_err(|error| ViewError::Source(error.message))?;
+        // Rows of a step that failed half-way are not this step's.
+        if self.normaliser.rows() > 0 {
+            self.normaliser.finish_batch().map_err(internal)?;
+        }
         let mut records = Vec::new();
         let mut values = Vec::new();
         let mut tombstones = Vec::new();
@@ -205,18 +211,17 @@ impl ViewRuntime {
                 match &record.value {
                     None if upsert => tombstones.push(Tombstone { offset: record.offset, key }),
                     None => {}
-                    Some(value) => match self.normaliser.normalise(index, record.offset, value) {
-                        Some(row) => {
+                    Some(value) => match self.normaliser.push(index, record.offset, value) {
+                        true => {
                             records.push(SourceRecord {
                                 partition: index,
                                 offset: record.offset,
                                 timestamp_ms: record.timestamp_ms,
                                 key,
-                                row,
                             });
                             values.push(value.clone());
                         }
-                        None => {
+                        false => {
                             let reason = self
                                 .normaliser
                                 .dead_letters()
@@ -254,16 +259,17 @@ impl ViewRuntime {
     /// some record), records are evaluated one by one and the failing ones become dead letters.
     async fn evaluate(&mut self, records: &[SourceRecord], values: &[Bytes]) -> Result<RecordBatch, ViewError> {
         let sql = self.shared.definition.eval_sql.clone();
-        let source = self.evaluator.source_batch(self.normaliser.schema(), records).map_err(internal)?;
+        let json = self.normaliser.finish_batch().map_err(internal)?;
+        let source = self.evaluator.source_batch(self.normaliser.schema(), &json, records).map_err(internal)?;
         let error = match self.evaluator.run(&sql, source).await {
             Ok(batch) => return Ok(batch),
             Err(error) => error,
         };
         tracing::debug!(view = %self.shared.definition.name, %error, "micro-batch evaluation failed; evaluating record by record");
         let mut batches = Vec::new();
-        for (record, value) in records.iter().zip(values) {
+        for (row, (record, value)) in records.iter().zip(values).enumerate() {
             let one = std::slice::from_ref(record);
-            let source = self.evaluator.source_batch(self.normaliser.schema(), one).map_err(internal)?;
+            let source = self.evaluator.source_batch(self.normaliser.schema(), &json.slice(row, 1), one).map_err(internal)?;
             match self.evaluator.run(&sql, source).await {
                 Ok(batch) => batches.push(batch),
                 Err(error) => self
@@ -275,7 +281,7 @@ impl ViewRuntime {
         match batches.first() {
             Some(first) => concat_batches(&first.schema(), &batches).map_err(internal),
             None => {
-                let empty = self.evaluator.source_batch(self.normaliser.schema(), &[]).map_err(internal)?;
+                let empty = self.evaluator.source_batch(self.normaliser.schema(), &json.slice(0, 0), &[]).map_err(internal)?;
                 self.evaluator.run(&sql, empty).await.map_err(internal)
             }
         }
@@ -415,7 +421,7 @@ impl ViewRuntime {
 async fn aggregate_output_names(evaluator: &Evaluator, definition: &ViewDefinition, normaliser: &JsonNormaliser) -> Result<Vec<String>, ViewError> {
     let mut first_error = None;
     for unseen_type in [DataType::Null, DataType::Int64, DataType::Float64, DataType::Utf8] {
-        let source = evaluator.source_batch_with(normaliser.schema(), &[], &unseen_type).map_err(internal)?;
+        let source = evaluator.source_batch_with(normaliser.schema(), &normaliser.schema().empty_batch(), &[], &unseen_type).map_err(internal)?;
         match evaluator.plan_schema(&definition.select_sql, source.schema()).await {
             Ok(schema) => return Ok(schema.fields().iter().map(|field| field.name().clone()).collect()),
             Err(error) => {

@@ -214,6 +214,10 @@ pub fn conform(batch: &RecordBatch, present: &[usize], projection: &[usize], sch
     for (field, column) in schema.fields().iter().zip(projection) {
         let array = match present.iter().position(|present| present == column) {
             Some(at) if batch.column(at).data_type() == field.data_type() => batch.column(at).clone(),
+            // Numbers whose column came to hold dates are epochs (the JSON lattice), not µs.
+            Some(at) if *field.data_type() == crate::json::ColumnType::Timestamp.arrow_type() && crate::json::epochs_to_timestamps(batch.column(at)).is_some() => {
+                crate::json::epochs_to_timestamps(batch.column(at)).unwrap_or_else(|| batch.column(at).clone())
+            }
             // Values computed under a type the plan has not seen cast to it, or are NULL if
             // they cannot be (a plan made before the column widened).
             Some(at) if can_cast_types(batch.column(at).data_type(), field.data_type()) => cast(batch.column(at), field.data_type())?,

@@ -33,9 +33,18 @@ pub fn cast_value(value: &ScalarValue, data_type: &DataType) -> ScalarValue {
     if value.data_type() == *data_type {
         return value.clone();
     }
-    value
-        .cast_to(data_type)
-        .unwrap_or_else(|_| ScalarValue::try_from(data_type).unwrap_or(ScalarValue::Null))
+    if *data_type == ColumnType::Timestamp.arrow_type() {
+        // Numbers in a column that came to hold dates are epochs (the JSON lattice).
+        let micros = match value {
+            ScalarValue::Int64(Some(number)) => Some(crate::json::epoch_integer_to_micros(*number)),
+            ScalarValue::Float64(Some(number)) => Some(crate::json::epoch_float_to_micros(*number)),
+            _ => None,
+        };
+        if let Some(micros) = micros {
+            return ScalarValue::TimestampMicrosecond(micros, Some(crate::json::TIMESTAMP_ZONE.into()));
+        }
+    }
+    value.cast_to(data_type).unwrap_or_else(|_| ScalarValue::try_from(data_type).unwrap_or(ScalarValue::Null))
 }
 
 /// Column types whose values compare equal exactly when their texts are equal, so an index
@@ -92,6 +101,10 @@ mod tests {
         assert_eq!(widen(&DataType::Int32, &DataType::Float64), DataType::Float64);
         assert_eq!(widen(&DataType::Boolean, &DataType::Int64), DataType::Utf8);
         assert_eq!(widen(&DataType::Utf8, &DataType::Utf8), DataType::Utf8);
+        let timestamp = ColumnType::Timestamp.arrow_type();
+        assert_eq!(widen(&DataType::Int64, &timestamp), timestamp);
+        let micros = cast_value(&ScalarValue::Int64(Some(1_764_437_991)), &timestamp);
+        assert_eq!(micros, ScalarValue::TimestampMicrosecond(Some(1_764_437_991_000_000), Some("UTC".into())));
     }
 
     #[test]
