@@ -146,6 +146,17 @@ pub async fn handle_segmented(cluster: &Arc<Cluster>, api_version: i16, request:
         }
     };
 
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // (partition, fetch offset, error code, bytes answered) per partition asked for.
+        let answered: Vec<(i32, i64, i16, usize)> = topics
+            .iter()
+            .flat_map(|topic| topic.partitions.iter())
+            .zip(responses.iter().flatten())
+            .map(|(wanted, (data, batches))| (wanted.index, wanted.fetch_offset, data.error_code, batches.iter().map(Bytes::len).sum()))
+            .collect();
+        let waited_ms = max_wait.saturating_sub(deadline.saturating_duration_since(Instant::now())).as_millis();
+        tracing::debug!(?answered, waited_ms, max_wait_ms = request.max_wait_ms, session_epoch = request.session_epoch, "Fetch");
+    }
     let mut records = Vec::new();
     let responses = topics
         .iter()

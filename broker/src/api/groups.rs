@@ -260,6 +260,15 @@ pub async fn offset_commit(cluster: &Arc<Cluster>, _api_version: i16, request: O
             cluster.groups().coordinator().retain_group_offsets(&group_id, |name, id| name != topic || current.as_ref() == Some(id));
         }
     }
+    tracing::debug!(
+        group = %group_id,
+        member = %&*request.member_id,
+        generation = request.generation_id_or_member_epoch,
+        validation = ?validation.err(),
+        write_error = ?write_error,
+        committed = ?keys,
+        "OffsetCommit"
+    );
     let topics = request
         .topics
         .iter()
@@ -286,7 +295,16 @@ struct Fetched {
 /// The committed offsets of `group_id`: of the `requested` (topic, partitions), or all.
 fn fetch_offsets(cluster: &Arc<Cluster>, group_id: &str, requested: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<Fetched>)> {
     let coordinator = cluster.groups().coordinator();
-    let group = coordinator.group(group_id);
+    let fetched = fetch_group_offsets(coordinator.group(group_id), requested);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let offsets: Vec<(&str, i32, i64)> =
+            fetched.iter().flat_map(|(topic, partitions)| partitions.iter().map(move |f| (topic.as_str(), f.partition, f.offset))).collect();
+        tracing::debug!(group = %group_id, ?offsets, "OffsetFetch");
+    }
+    fetched
+}
+
+fn fetch_group_offsets(group: Option<&coordinator::Group>, requested: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<Fetched>)> {
     match requested {
         Some(requested) => requested
             .into_iter()

@@ -101,9 +101,23 @@ pub struct Member {
     heartbeat_deadline_ms: i64,
     join_ticket: Option<Ticket>,
     sync_ticket: Option<Ticket>,
+    /// Whether the member sent SyncGroup for the current generation (Kafka's pending sync
+    /// members are those that have not): false from the end of a join phase until then.
+    synced: bool,
 }
 
 impl Member {
+    /// Takes the member's parked SyncGroup, whose answer is about to go out. Its session starts
+    /// again from now, as Kafka's `completeAndScheduleNextHeartbeatExpiration` after
+    /// propagating an assignment: the member was not expected to heartbeat while it waited, so
+    /// a wait longer than its session (a slow leader) must not expire it before its next
+    /// heartbeat can arrive.
+    fn take_sync_ticket(&mut self, now_ms: i64) -> Option<Ticket> {
+        let ticket = self.sync_ticket.take()?;
+        self.heartbeat_deadline_ms = self.heartbeat_deadline_ms.max(now_ms + i64::from(self.session_timeout_ms));
+        Some(ticket)
+    }
+
     /// The metadata the member gave for `protocol`.
     pub fn metadata(&self, protocol: &str) -> Option<&Bytes> {
         self.protocols.iter().find(|(name, _)| name == protocol).map(|(_, metadata)| metadata)
@@ -136,7 +150,9 @@ pub struct Group {
     rebalance_deadline_ms: Option<i64>,
     /// While a new group waits for more members (INITIAL_REBALANCE_DELAY_MS).
     initial_delay_deadline_ms: Option<i64>,
-    /// When members that have not sent SyncGroup are removed.
+    /// When members that have not sent SyncGroup for this generation are removed (Kafka's
+    /// pending sync timeout): in CompletingRebalance, and in Stable while a member that got its
+    /// JoinGroup answer has not synced (it heartbeats, but has no assignment and fetches nothing).
     sync_deadline_ms: Option<i64>,
 }
 
@@ -416,9 +432,32 @@ impl Coordinator {
     }
 
     pub fn join(&mut self, request: JoinRequest, ticket: Ticket, now_ms: i64, outputs: &mut Vec<Output>) {
-        if let Err(error) = self.join_inner(request.clone(), ticket, now_ms, outputs) {
+        let result = self.join_inner(request.clone(), ticket, now_ms, outputs);
+        self.trace(&request.group_id, &request.member_id, ticket, "JoinGroup", None, result);
+        if let Err(error) = result {
             outputs.push(Output::Join(ticket, JoinResponse::error(error, &request.member_id)));
         }
+    }
+
+    /// A debug line per group request and what it found (`RUST_LOG=broker::group=debug`): what
+    /// a stalled rebalance is diagnosed from.
+    fn trace(&self, group_id: &str, member_id: &str, ticket: Ticket, request: &str, generation: Option<i32>, result: Result<(), ResponseError>) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let group = self.groups.get(group_id);
+        tracing::debug!(
+            group = %group_id,
+            member = %member_id,
+            ticket,
+            request,
+            request_generation = generation,
+            generation = group.map(|g| g.generation_id),
+            state = group.map(|g| g.state.name()),
+            members = group.map(|g| g.members.len()),
+            error = ?result.err(),
+            "group request"
+        );
     }
 
     fn join_inner(&mut self, request: JoinRequest, ticket: Ticket, now_ms: i64, outputs: &mut Vec<Output>) -> Result<(), ResponseError> {
@@ -522,7 +561,10 @@ impl Coordinator {
     }
 
     pub fn sync(&mut self, request: SyncRequest, ticket: Ticket, now_ms: i64, outputs: &mut Vec<Output>) {
-        if let Err(error) = self.sync_inner(request, ticket, now_ms, outputs) {
+        let (group_id, member_id, generation) = (request.group_id.clone(), request.member_id.clone(), request.generation_id);
+        let result = self.sync_inner(request, ticket, now_ms, outputs);
+        self.trace(&group_id, &member_id, ticket, "SyncGroup", Some(generation), result);
+        if let Err(error) = result {
             outputs.push(Output::Sync(ticket, SyncResponse::error(error)));
         }
     }
@@ -544,6 +586,10 @@ impl Coordinator {
             GroupState::Stable => {
                 let member = group.members.get_mut(&request.member_id).expect("validated");
                 member.heartbeat_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
+                member.synced = true;
+                if group.members.values().all(|member| member.synced) {
+                    group.sync_deadline_ms = None;
+                }
                 outputs.push(Output::Sync(ticket, sync_answer(group, &request.member_id)));
                 Ok(())
             }
@@ -554,6 +600,7 @@ impl Coordinator {
                 }
                 let member = group.members.get_mut(&request.member_id).expect("validated");
                 member.heartbeat_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
+                member.synced = true;
                 if let Some(previous) = member.sync_ticket.replace(ticket) {
                     outputs.push(Output::Sync(previous, SyncResponse::error(ResponseError::RebalanceInProgress)));
                 }
@@ -567,12 +614,20 @@ impl Coordinator {
                         }
                     }
                     group.state = GroupState::Stable;
-                    group.sync_deadline_ms = None;
+                    if group.members.values().all(|member| member.synced) {
+                        group.sync_deadline_ms = None;
+                    }
                     let waiting: Vec<(String, Ticket)> = group
                         .members
                         .values_mut()
-                        .filter_map(|member| member.sync_ticket.take().map(|ticket| (member.member_id.clone(), ticket)))
+                        .filter_map(|member| member.take_sync_ticket(now_ms).map(|ticket| (member.member_id.clone(), ticket)))
                         .collect();
+                    tracing::debug!(
+                        group = %group.group_id,
+                        generation = group.generation_id,
+                        assignment_bytes = ?group.members.values().map(|m| (m.member_id.as_str(), m.assignment.len())).collect::<Vec<_>>(),
+                        "the leader's assignment: Stable"
+                    );
                     for (member_id, ticket) in waiting {
                         outputs.push(Output::Sync(ticket, sync_answer(group, &member_id)));
                     }
@@ -583,6 +638,12 @@ impl Coordinator {
     }
 
     pub fn heartbeat(&mut self, group_id: &str, member_id: &str, group_instance_id: Option<&str>, generation_id: i32, now_ms: i64) -> Result<(), ResponseError> {
+        let result = self.heartbeat_inner(group_id, member_id, group_instance_id, generation_id, now_ms);
+        self.trace(group_id, member_id, 0, "Heartbeat", Some(generation_id), result);
+        result
+    }
+
+    fn heartbeat_inner(&mut self, group_id: &str, member_id: &str, group_instance_id: Option<&str>, generation_id: i32, now_ms: i64) -> Result<(), ResponseError> {
         let group = self.groups.get_mut(group_id).ok_or(ResponseError::UnknownMemberId)?;
         group.validate_member(member_id, group_instance_id)?;
         if generation_id != group.generation_id {
@@ -789,15 +850,22 @@ impl Coordinator {
                 tracing::info!(group = %group.group_id, member = %member_id, "session timed out; removing the member");
                 remove_member(group, &member_id, now_ms, outputs);
             }
-            if group.state == GroupState::CompletingRebalance && group.sync_deadline_ms.is_some_and(|deadline| deadline <= now_ms) {
+            let syncing = matches!(group.state, GroupState::CompletingRebalance | GroupState::Stable);
+            if syncing && group.sync_deadline_ms.is_some_and(|deadline| deadline <= now_ms) {
+                // Kafka's pending sync expiry: whoever has not sent SyncGroup for this
+                // generation within the rebalance timeout is removed, whether or not the leader
+                // has synced meanwhile, and the others rebalance without it.
                 let unsynced: Vec<String> =
-                    group.members.values().filter(|member| member.sync_ticket.is_none()).map(|member| member.member_id.clone()).collect();
+                    group.members.values().filter(|member| !member.synced).map(|member| member.member_id.clone()).collect();
                 for member_id in &unsynced {
-                    tracing::info!(group = %group.group_id, member = %member_id, "no SyncGroup within the rebalance timeout; removing the member");
+                    tracing::info!(group = %group.group_id, member = %member_id, generation = group.generation_id, state = group.state.name(), "no SyncGroup within the rebalance timeout; removing the member");
                     group.members.remove(member_id);
                     group.static_members.retain(|_, id| id != member_id);
                 }
-                prepare_rebalance(group, now_ms, 0, outputs);
+                group.sync_deadline_ms = None;
+                if !unsynced.is_empty() {
+                    prepare_rebalance(group, now_ms, 0, outputs);
+                }
             }
             maybe_complete_join(group, now_ms, outputs);
         }
@@ -849,6 +917,7 @@ fn add_member(group: &mut Group, member_id: String, request: &JoinRequest, ticke
         heartbeat_deadline_ms: 0,
         join_ticket: Some(ticket),
         sync_ticket: None,
+        synced: false,
     };
     update_member(&mut member, request, now_ms);
     if group.members.is_empty() {
@@ -937,7 +1006,7 @@ fn prepare_rebalance(group: &mut Group, now_ms: i64, initial_delay_ms: i64, outp
         // The assignment being computed is for a generation that will not be: parked syncs
         // learn to rejoin.
         for member in group.members.values_mut() {
-            if let Some(ticket) = member.sync_ticket.take() {
+            if let Some(ticket) = member.take_sync_ticket(now_ms) {
                 outputs.push(Output::Sync(ticket, SyncResponse::error(ResponseError::RebalanceInProgress)));
             }
         }
@@ -995,6 +1064,7 @@ fn maybe_complete_join(group: &mut Group, now_ms: i64, outputs: &mut Vec<Output>
             .map(|member| {
                 member.heartbeat_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
                 member.assignment = Bytes::new();
+                member.synced = false;
                 (member.member_id.clone(), member.join_ticket.take().expect("all joined"))
             })
             .collect();
@@ -1002,7 +1072,7 @@ fn maybe_complete_join(group: &mut Group, now_ms: i64, outputs: &mut Vec<Output>
             outputs.push(Output::Join(ticket, join_answer(group, &member_id, member_id == leader, false)));
         }
     }
-    tracing::info!(group = %group.group_id, generation = group.generation_id, members = group.members.len(), state = group.state.name(), "rebalance completed its join phase");
+    tracing::info!(group = %group.group_id, generation = group.generation_id, members = group.members.len(), state = group.state.name(), leader = ?group.leader_id, "rebalance completed its join phase");
     outputs.push(Output::Persist(GroupRecord::GroupMetadata {
         group: group.group_id.clone(),
         protocol_type: group.protocol_type.clone(),
@@ -1189,6 +1259,193 @@ mod tests {
         assert_eq!(answers, BTreeMap::from([(13, Bytes::from("pb")), (14, Bytes::from("pa"))]));
         assert_eq!(c.validate_commit("g", 1, &a, None), Err(ResponseError::IllegalGeneration));
         assert_eq!(c.validate_commit("g", 2, &a, None), Ok(()));
+    }
+
+    /// a (the leader) and b have joined generation 2, which waits for the leader's SyncGroup.
+    fn completing_pair(c: &mut Coordinator, now: i64) -> (String, String) {
+        let a = stable_single(c);
+        let b = member_id(c, 10, now);
+        let mut out = Vec::new();
+        c.join(join_request(&b, None, &["range"]), 11, now, &mut out);
+        c.join(join_request(&a, None, &["range"]), 12, now, &mut out);
+        assert_eq!(joins(&out).len(), 2);
+        assert_eq!(c.group("g").unwrap().state(), GroupState::CompletingRebalance);
+        (a, b)
+    }
+
+    #[test]
+    fn a_member_that_never_syncs_is_removed_even_once_the_leader_synced() {
+        // Kafka's pending sync expiry: the leader's SyncGroup makes the group Stable, but a
+        // follower that got its JoinGroup answer and heartbeats without ever sending SyncGroup
+        // has no assignment; its partitions would be nobody's until it left.
+        let mut c = coordinator();
+        let (a, b) = completing_pair(&mut c, 0);
+        let mut out = Vec::new();
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 13, 100, &mut out);
+        assert_eq!(c.group("g").unwrap().state(), GroupState::Stable);
+        let mut now = 100;
+        while now < i64::from(REBALANCE_MS) + 1_000 && c.group("g").unwrap().member_count() == 2 {
+            now += 500;
+            assert_eq!(c.heartbeat("g", &a, None, 2, now), Ok(()));
+            let _ = c.heartbeat("g", &b, None, 2, now);
+            c.tick(now, &mut out);
+        }
+        let group = c.group("g").unwrap();
+        assert_eq!(group.member_count(), 1, "b never synced generation 2");
+        assert!(now >= i64::from(REBALANCE_MS), "not before the rebalance timeout ({now} ms)");
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(c.heartbeat("g", &b, None, 2, now), Err(ResponseError::UnknownMemberId));
+        assert_eq!(c.heartbeat("g", &a, None, 2, now), Err(ResponseError::RebalanceInProgress));
+    }
+
+    #[test]
+    fn members_that_synced_are_not_removed_at_the_sync_deadline() {
+        let mut c = coordinator();
+        let (a, b) = completing_pair(&mut c, 0);
+        let mut out = Vec::new();
+        c.sync(sync_request(&b, 2, &[]), 13, 100, &mut out);
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 14, 100, &mut out);
+        for now in (500..=i64::from(REBALANCE_MS) + 1_000).step_by(500) {
+            assert_eq!(c.heartbeat("g", &a, None, 2, now), Ok(()));
+            assert_eq!(c.heartbeat("g", &b, None, 2, now), Ok(()));
+            c.tick(now, &mut out);
+        }
+        let group = c.group("g").unwrap();
+        assert_eq!((group.state(), group.generation_id, group.member_count()), (GroupState::Stable, 2, 2));
+        assert_eq!(c.next_deadline_ms(), Some(i64::from(REBALANCE_MS) + 1_000 + i64::from(SESSION_MS)), "no sync deadline left");
+    }
+
+    #[test]
+    fn a_follower_answered_after_a_long_sync_wait_keeps_its_session() {
+        // b parks its SyncGroup at once; the leader takes longer than b's session to send its
+        // own (a busy machine). b did nothing wrong: answering it must not leave it expired
+        // before its next heartbeat (Kafka reschedules the session when it answers).
+        let mut c = coordinator();
+        let (a, b) = completing_pair(&mut c, 0);
+        let mut out = Vec::new();
+        c.sync(sync_request(&b, 2, &[]), 13, 0, &mut out);
+        let mut now = 0;
+        while now < i64::from(SESSION_MS) + 2_000 {
+            now += 500;
+            assert_eq!(c.heartbeat("g", &a, None, 2, now), Ok(()));
+            c.tick(now, &mut out);
+        }
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 14, now, &mut out);
+        assert_eq!(syncs(&out).into_iter().find(|(t, _)| *t == 13).map(|(_, r)| r.assignment), Some(Bytes::from("pb")));
+        c.tick(now + 100, &mut out);
+        let group = c.group("g").unwrap();
+        assert_eq!((group.state(), group.member_count()), (GroupState::Stable, 2), "b answered, then expired at once");
+        assert_eq!(c.heartbeat("g", &b, None, 2, now + 500), Ok(()));
+    }
+
+    #[test]
+    fn a_parked_sync_answered_by_a_new_rebalance_keeps_its_session() {
+        // The same for the REBALANCE_IN_PROGRESS answer of a parked SyncGroup: b must have a
+        // session's time to rejoin.
+        let mut c = coordinator();
+        let (a, b) = completing_pair(&mut c, 0);
+        let mut out = Vec::new();
+        c.sync(sync_request(&b, 2, &[]), 13, 0, &mut out);
+        let now = i64::from(SESSION_MS) * 2;
+        // a leaves instead of syncing: b's parked SyncGroup learns to rejoin.
+        assert_eq!(c.leave("g", &[(a.clone(), None)], now, &mut out), Ok(vec![None]));
+        assert_eq!(syncs(&out).into_iter().find(|(t, _)| *t == 13).and_then(|(_, r)| r.error), Some(ResponseError::RebalanceInProgress));
+        c.tick(now + 100, &mut out);
+        assert_eq!(c.group("g").unwrap().member_count(), 1, "b expired before it could rejoin");
+        out.clear();
+        c.join(join_request(&b, None, &["range"]), 14, now + 1_000, &mut out);
+        assert_eq!(joins(&out).into_iter().map(|(_, r)| (r.generation_id, r.leader)).collect::<Vec<_>>(), vec![(3, b.clone())]);
+    }
+
+    #[test]
+    fn a_join_resent_during_completing_rebalance_gets_the_same_generation() {
+        // The JoinGroup answer was lost (a client-side timeout, a new connection): the member
+        // asks again with its id. Kafka answers with the current generation (the leader with
+        // the members again) and does not rebalance.
+        let mut c = coordinator();
+        let (a, b) = completing_pair(&mut c, 0);
+        let mut out = Vec::new();
+        c.join(join_request(&b, None, &["range"]), 20, 100, &mut out);
+        c.join(join_request(&a, None, &["range"]), 21, 100, &mut out);
+        let answers: BTreeMap<Ticket, JoinResponse> = joins(&out).into_iter().collect();
+        assert_eq!((answers[&20].generation_id, answers[&20].members.len()), (2, 0));
+        assert_eq!((answers[&21].generation_id, answers[&21].members.len(), answers[&21].leader.clone()), (2, 2, a.clone()));
+        out.clear();
+        c.sync(sync_request(&b, 2, &[]), 22, 200, &mut out);
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 23, 200, &mut out);
+        let assigned: BTreeMap<Ticket, Bytes> = syncs(&out).into_iter().map(|(t, r)| (t, r.assignment)).collect();
+        assert_eq!(assigned, BTreeMap::from([(22, Bytes::from("pb")), (23, Bytes::from("pa"))]));
+    }
+
+    #[test]
+    fn a_follower_rejoining_a_stable_group_gets_its_assignment_back() {
+        // A follower that lost its SyncGroup answer, or was told ILLEGAL_GENERATION by a commit
+        // of the previous generation, rejoins a Stable group with the same metadata: the current
+        // generation, then its current assignment, without a rebalance (Kafka's Stable case).
+        let mut c = coordinator();
+        let (a, b) = completing_pair(&mut c, 0);
+        let mut out = Vec::new();
+        c.sync(sync_request(&b, 2, &[]), 13, 0, &mut out);
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 14, 0, &mut out);
+        out.clear();
+        c.join(join_request(&b, None, &["range"]), 15, 1_000, &mut out);
+        assert_eq!(joins(&out).into_iter().map(|(t, r)| (t, r.error, r.generation_id)).collect::<Vec<_>>(), vec![(15, None, 2)]);
+        c.sync(sync_request(&b, 2, &[]), 16, 1_000, &mut out);
+        assert_eq!(syncs(&out).into_iter().map(|(t, r)| (t, r.assignment)).collect::<Vec<_>>(), vec![(16, Bytes::from("pb"))]);
+        // A SyncGroup of the superseded generation is refused, and so is a commit of it.
+        c.sync(sync_request(&b, 1, &[]), 17, 1_000, &mut out);
+        assert_eq!(syncs(&out).into_iter().find(|(t, _)| *t == 17).and_then(|(_, r)| r.error), Some(ResponseError::IllegalGeneration));
+        assert_eq!(c.validate_commit("g", 1, &b, None), Err(ResponseError::IllegalGeneration));
+        assert_eq!(c.group("g").unwrap().state(), GroupState::Stable);
+    }
+
+    #[test]
+    fn a_join_parked_on_a_dead_connection_is_answered_and_then_expires() {
+        // c rejoined, then its process died with the JoinGroup parked: it counts as joined (as
+        // in Kafka), gets an answer nobody reads, and its session then ends the generation.
+        let mut c = coordinator();
+        let (a, b) = completing_pair(&mut c, 0);
+        let mut out = Vec::new();
+        c.sync(sync_request(&b, 2, &[]), 13, 0, &mut out);
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 14, 0, &mut out);
+        let dead = member_id(&mut c, 15, 0);
+        c.join(join_request(&dead, None, &["range"]), 16, 0, &mut out);
+        c.join(join_request(&a, None, &["range"]), 17, 100, &mut out);
+        c.join(join_request(&b, None, &["range"]), 18, 100, &mut out);
+        assert_eq!(c.group("g").unwrap().generation_id, 3);
+        let mut now = 100;
+        c.sync(sync_request(&b, 3, &[]), 19, now, &mut out);
+        c.sync(sync_request(&a, 3, &[(&a, "pa"), (&b, "pb"), (&dead, "pd")]), 20, now, &mut out);
+        while c.group("g").unwrap().member_count() == 3 {
+            now += 500;
+            assert!(now <= 100 + i64::from(SESSION_MS), "the dead member outlived its session");
+            let _ = c.heartbeat("g", &a, None, 3, now);
+            let _ = c.heartbeat("g", &b, None, 3, now);
+            c.tick(now, &mut out);
+        }
+        assert_eq!(c.group("g").unwrap().state(), GroupState::PreparingRebalance);
+    }
+
+    #[test]
+    fn a_leader_that_never_syncs_frees_the_parked_followers() {
+        // The leader heartbeats but its SyncGroup never comes: at the rebalance timeout it is
+        // removed and the follower's parked SyncGroup is told to rejoin (never left hanging).
+        let mut c = coordinator();
+        let (a, b) = completing_pair(&mut c, 0);
+        let mut out = Vec::new();
+        c.sync(sync_request(&b, 2, &[]), 13, 0, &mut out);
+        let mut now = 0;
+        while syncs(&out).is_empty() {
+            now += 1_000;
+            assert!(now <= i64::from(REBALANCE_MS), "the parked SyncGroup is answered by the rebalance timeout");
+            assert_eq!(c.heartbeat("g", &a, None, 2, now), Ok(()));
+            c.tick(now, &mut out);
+        }
+        assert_eq!(syncs(&out)[0], (13, SyncResponse::error(ResponseError::RebalanceInProgress)));
+        assert_eq!(c.heartbeat("g", &a, None, 2, now), Err(ResponseError::UnknownMemberId));
+        out.clear();
+        c.join(join_request(&b, None, &["range"]), 14, now, &mut out);
+        assert_eq!(joins(&out)[0].1.leader, b);
     }
 
     #[test]

@@ -81,7 +81,9 @@ impl Groups {
         let mut outputs = Vec::new();
         self.coordinator().join(request, ticket, now_ms(), &mut outputs);
         self.deliver(outputs).await;
-        receiver.await.unwrap_or_else(|_| lost_join(&member_id))
+        let answer = receiver.await.unwrap_or_else(|_| lost_join(&member_id));
+        tracing::debug!(ticket, member = %answer.member_id, error = ?answer.error, generation = answer.generation_id, leader = %answer.leader, members = answer.members.len(), "JoinGroup answered");
+        answer
     }
 
     pub async fn sync(&self, request: SyncRequest) -> SyncResponse {
@@ -93,7 +95,9 @@ impl Groups {
         let mut outputs = Vec::new();
         self.coordinator().sync(request, ticket, now_ms(), &mut outputs);
         self.deliver(outputs).await;
-        receiver.await.unwrap_or_else(|_| sync_error(ResponseError::RebalanceInProgress))
+        let answer = receiver.await.unwrap_or_else(|_| sync_error(ResponseError::RebalanceInProgress));
+        tracing::debug!(ticket, error = ?answer.error, assignment_bytes = answer.assignment.len(), "SyncGroup answered");
+        answer
     }
 
     /// Registers a parked request; false once the broker is shutting down.
@@ -177,16 +181,18 @@ impl Groups {
             for output in outputs {
                 // A closed receiver is a client that went away: nothing to answer.
                 match output {
-                    Output::Join(ticket, response) => {
-                        if let Some(Waiter::Join(sender)) = waiters.by_ticket.remove(&ticket) {
+                    Output::Join(ticket, response) => match waiters.by_ticket.remove(&ticket) {
+                        Some(Waiter::Join(sender)) => {
                             let _ = sender.send(response);
                         }
-                    }
-                    Output::Sync(ticket, response) => {
-                        if let Some(Waiter::Sync(sender)) = waiters.by_ticket.remove(&ticket) {
+                        _ => tracing::debug!(ticket, "a JoinGroup answer for no parked request (shutting down)"),
+                    },
+                    Output::Sync(ticket, response) => match waiters.by_ticket.remove(&ticket) {
+                        Some(Waiter::Sync(sender)) => {
                             let _ = sender.send(response);
                         }
-                    }
+                        _ => tracing::debug!(ticket, "a SyncGroup answer for no parked request (shutting down)"),
+                    },
                     Output::Persist(record) => persist.push(record),
                 }
             }
