@@ -147,7 +147,7 @@ fn join_and_sync_through_the_handlers() {
         let joining = handle(&cluster, 9, join(&member_id));
         let ticking = async {
             loop {
-                cluster.groups().tick().await;
+                cluster.groups().tick();
                 std::thread::sleep(std::time::Duration::from_millis(50));
                 if cluster.groups().coordinator().group("g").is_some_and(|g| g.state() != broker::group::GroupState::PreparingRebalance) {
                     return;
@@ -258,5 +258,156 @@ fn consumer_group_describe_through_the_handlers() {
             .map(|m| m.target_assignment.topic_partitions.iter().flat_map(|t| t.partitions.clone()).collect())
             .collect();
         assert_eq!(targets, vec![vec![0, 1], vec![2], vec![3]]);
+    });
+}
+
+/// A device whose flushes wait while its gate is closed: a device that fsyncs very slowly.
+struct GatedDevice {
+    inner: Arc<dyn ZonedDevice>,
+    /// `Some` while closed: the flushes held back.
+    held: std::sync::Mutex<Option<Vec<broker::pending::Completer<()>>>>,
+}
+
+impl GatedDevice {
+    fn close(&self) {
+        self.held.lock().unwrap().get_or_insert_with(Vec::new);
+    }
+
+    fn open(&self) {
+        for held in self.held.lock().unwrap().take().unwrap_or_default() {
+            held.complete(self.inner.flush().wait());
+        }
+    }
+}
+
+impl ZonedDevice for GatedDevice {
+    fn geometry(&self) -> broker::zone::ZoneGeometry {
+        self.inner.geometry()
+    }
+    fn report_zones(&self) -> Vec<broker::zone::ZoneInfo> {
+        self.inner.report_zones()
+    }
+    fn zone(&self, zone: broker::zone::ZoneId) -> std::io::Result<broker::zone::ZoneInfo> {
+        self.inner.zone(zone)
+    }
+    fn write(&self, zone: broker::zone::ZoneId, offset_bytes: u64, buf: broker::buf::AlignedBuf) -> broker::pending::Pending<broker::buf::AlignedBuf> {
+        self.inner.write(zone, offset_bytes, buf)
+    }
+    fn read_into(&self, zone: broker::zone::ZoneId, offset_bytes: u64, buf: broker::buf::AlignedBuf, len_bytes: usize) -> broker::pending::Pending<broker::buf::AlignedBuf> {
+        self.inner.read_into(zone, offset_bytes, buf, len_bytes)
+    }
+    fn flush(&self) -> broker::pending::Pending<()> {
+        let mut held = self.held.lock().unwrap();
+        match held.as_mut() {
+            Some(held) => {
+                let (completer, pending) = broker::pending::Pending::channel();
+                held.push(completer);
+                pending
+            }
+            None => self.inner.flush(),
+        }
+    }
+    fn open(&self, zone: broker::zone::ZoneId) -> std::io::Result<()> {
+        self.inner.open(zone)
+    }
+    fn close(&self, zone: broker::zone::ZoneId) -> std::io::Result<()> {
+        self.inner.close(zone)
+    }
+    fn finish(&self, zone: broker::zone::ZoneId) -> broker::pending::Pending<()> {
+        self.inner.finish(zone)
+    }
+    fn reset(&self, zone: broker::zone::ZoneId) -> broker::pending::Pending<()> {
+        self.inner.reset(zone)
+    }
+    fn describe(&self) -> String {
+        format!("gated {}", self.inner.describe())
+    }
+}
+
+fn group_join(member_id: &str) -> broker::group::JoinRequest {
+    broker::group::JoinRequest {
+        group_id: "g".into(),
+        member_id: member_id.into(),
+        group_instance_id: None,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+        session_timeout_ms: 200,
+        rebalance_timeout_ms: 60_000,
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        require_known_member_id: true,
+    }
+}
+
+/// Issue 12's timer starvation: session expiry, the join phase it completes and the answers
+/// to parked requests must not wait for the group log. Here no flush completes (a device
+/// behind a long fsync queue, a compaction, a stuck write): a member's session still ends, the
+/// survivor still gets generation 2 at once, and the generation record is written once the
+/// device flushes again.
+#[test]
+fn the_group_clock_runs_while_the_group_log_cannot_flush() {
+    broker::pending::block_on(async {
+        let gated = Arc::new(GatedDevice { inner: device(), held: std::sync::Mutex::new(None) });
+        let device: Arc<dyn ZonedDevice> = gated.clone();
+        let recovered = LogStore::open(device.clone(), LogConfig::default()).await.unwrap();
+        let config = broker::group::GroupConfig { session_timeout_min_ms: 10, initial_rebalance_delay_ms: 0, ..Default::default() };
+        let cluster = Cluster::open_with_groups(recovered.store, recovered.partitions, BrokerConfig::default(), config).await.unwrap();
+        let groups = cluster.groups();
+        let a = groups.join(group_join("")).await.member_id;
+        assert_eq!(groups.join(group_join(&a)).await.generation_id, 1);
+        let sync = |member: &str, generation| broker::group::SyncRequest {
+            group_id: "g".into(),
+            generation_id: generation,
+            member_id: member.into(),
+            group_instance_id: None,
+            protocol_type: None,
+            protocol_name: None,
+            assignments: Vec::new(),
+        };
+        assert_eq!(groups.sync(sync(&a, 1)).await.error, None);
+        // A committed offset keeps the group across the reopen below (idle groups are dropped).
+        cluster.create_topic("t", 1, &BTreeMap::new(), false).await.unwrap();
+        assert_eq!(commit(&cluster, 8, "g", "t", &[(0, 5)], "").await, vec![0]);
+
+        gated.close();
+        // b arrives and a must rejoin, but a's process is gone: its session (200 ms) ends the
+        // join phase. A watchdog opens the gate after 3 s, so a clock that waits for the log
+        // makes this test fail rather than hang.
+        let forced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let (gated, forced) = (gated.clone(), forced.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                if gated.held.lock().unwrap().is_some() {
+                    forced.store(true, std::sync::atomic::Ordering::SeqCst);
+                    gated.open();
+                }
+            })
+        };
+        let b = groups.join(group_join("")).await.member_id;
+        let started = std::time::Instant::now();
+        let clock = async {
+            while groups.coordinator().group("g").unwrap().state() == broker::group::GroupState::PreparingRebalance {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                // The server's timer: a tick, and the log writes started on a task of their own
+                // (here: not started at all, as no flush can complete).
+                groups.tick();
+            }
+        };
+        let (answer, ()) = tokio::join!(groups.join(group_join(&b)), clock);
+        assert_eq!((answer.error, answer.generation_id, answer.leader.as_str()), (None, 2, b.as_str()));
+        assert!(!forced.load(std::sync::atomic::Ordering::SeqCst), "the clock waited {:?} for the group log", started.elapsed());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+        // The generation records are queued; written once the device flushes again.
+        assert!(groups.start_persisting());
+        assert!(!groups.start_persisting(), "one writer at a time");
+        gated.open();
+        groups.persist_queued().await;
+        assert!(!groups.start_persisting(), "nothing left to write");
+        watchdog.join().unwrap();
+        drop(cluster);
+        let reopened = open(&device).await;
+        assert_eq!(reopened.groups().coordinator().group("g").map(|g| g.generation_id), Some(2));
     });
 }

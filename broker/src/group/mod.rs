@@ -3,6 +3,11 @@
 //! handlers: parked JoinGroup/SyncGroup requests, the timer, and writes that must be durable
 //! before they are applied or acknowledged.
 //!
+//! Nothing that expires sessions or answers parked requests waits for the group log: `tick` and
+//! the answers of JoinGroup/SyncGroup/LeaveGroup are memory work under the coordinator's lock,
+//! and the generation records they produce are queued, written by `persist_queued` on a task
+//! of the server's (a busy device, a compaction or a stuck flush must not stop the clock).
+//!
 //! This broker is the coordinator of every group. The coordinator's lock is a plain mutex,
 //! held for memory work only; nothing awaits while holding it.
 
@@ -11,7 +16,7 @@ pub mod coordinator;
 pub mod store;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
@@ -43,7 +48,14 @@ pub struct Groups {
     waiters: Mutex<Waiters>,
     next_ticket: AtomicU64,
     log: GroupLog,
+    /// Generation records produced by the state machine, not yet written (`persist_queued`).
+    unpersisted: Mutex<Vec<GroupRecord>>,
+    /// Whether a `persist_queued` task is running (`start_persisting`).
+    persisting: AtomicBool,
 }
+
+/// A group log write slower than this is logged as a warning: commits wait for it.
+const SLOW_WRITE_MS: u128 = 1_000;
 
 impl Groups {
     /// Replays the group log. `topic_is_current(name, id)` says whether a topic of that name
@@ -63,6 +75,8 @@ impl Groups {
             waiters: Mutex::new(Waiters { by_ticket: HashMap::new(), closed: false }),
             next_ticket: AtomicU64::new(1),
             log: GroupLog::new(log),
+            unpersisted: Mutex::new(Vec::new()),
+            persisting: AtomicBool::new(false),
         })
     }
 
@@ -80,7 +94,7 @@ impl Groups {
         }
         let mut outputs = Vec::new();
         self.coordinator().join(request, ticket, now_ms(), &mut outputs);
-        self.deliver(outputs).await;
+        self.deliver(outputs);
         let answer = receiver.await.unwrap_or_else(|_| lost_join(&member_id));
         tracing::debug!(ticket, member = %answer.member_id, error = ?answer.error, generation = answer.generation_id, leader = %answer.leader, members = answer.members.len(), "JoinGroup answered");
         answer
@@ -94,7 +108,7 @@ impl Groups {
         }
         let mut outputs = Vec::new();
         self.coordinator().sync(request, ticket, now_ms(), &mut outputs);
-        self.deliver(outputs).await;
+        self.deliver(outputs);
         let answer = receiver.await.unwrap_or_else(|_| sync_error(ResponseError::RebalanceInProgress));
         tracing::debug!(ticket, error = ?answer.error, assignment_bytes = answer.assignment.len(), "SyncGroup answered");
         answer
@@ -134,20 +148,49 @@ impl Groups {
     pub async fn leave(&self, group_id: &str, leaving: &[(String, Option<String>)]) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         let mut outputs = Vec::new();
         let result = self.coordinator().leave(group_id, leaving, now_ms(), &mut outputs);
-        self.deliver(outputs).await;
+        self.deliver(outputs);
         result
     }
 
-    /// Expires what is due (the server's timer calls this every TICK_INTERVAL_MS).
-    pub async fn tick(&self) {
+    /// Expires what is due (the server's timer calls this every TICK_INTERVAL_MS, then
+    /// `start_persisting`). Never waits: not for the group log either.
+    pub fn tick(&self) {
         let mut outputs = Vec::new();
         self.coordinator().tick(now_ms(), &mut outputs);
-        self.deliver(outputs).await;
+        self.deliver(outputs);
+    }
+
+    /// Whether generation records wait to be written and no `persist_queued` runs: the caller
+    /// then runs `persist_queued` (on a task of its own, so that it never delays the timer).
+    pub fn start_persisting(&self) -> bool {
+        let queued = !self.unpersisted.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        queued && !self.persisting.swap(true, Ordering::AcqRel)
+    }
+
+    /// Writes the queued generation records, until none is left.
+    pub async fn persist_queued(&self) {
+        loop {
+            let records = std::mem::take(&mut *self.unpersisted.lock().unwrap_or_else(|p| p.into_inner()));
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                if let Err(error) = self.write(record).await {
+                    tracing::error!(%error.message, "cannot persist a group generation");
+                }
+            }
+        }
+        self.persisting.store(false, Ordering::Release);
     }
 
     /// Appends a record, waits until it is durable, then applies it (and any earlier ones).
     pub async fn write(&self, record: GroupRecord) -> Result<(), ApiError> {
+        let started = std::time::Instant::now();
         self.log.write(record, now_ms(), |record| self.coordinator().apply(record)).await?;
+        let waited_ms = started.elapsed().as_millis();
+        if waited_ms >= SLOW_WRITE_MS {
+            tracing::warn!(waited_ms, "a group log write was slow to become durable");
+        }
         let compacted = self
             .log
             .compact_if_due(now_ms(), |record| self.coordinator().apply(record), || store::snapshot_records(self.coordinator().groups()))
@@ -164,7 +207,9 @@ impl Groups {
         self.log.size_bytes().await
     }
 
+    /// Writes the queued generation records and makes the log durable (shutdown).
     pub async fn flush(&self) -> Result<(), ApiError> {
+        self.persist_queued().await;
         self.log.flush().await
     }
 
@@ -173,8 +218,8 @@ impl Groups {
         self.coordinator().retain_offsets(|name, _| name != topic);
     }
 
-    /// Answers parked requests and persists new generations.
-    async fn deliver(&self, outputs: Vec<Output>) {
+    /// Answers parked requests and queues new generations for `persist_queued`.
+    fn deliver(&self, outputs: Vec<Output>) {
         let mut persist = Vec::new();
         {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
@@ -197,10 +242,8 @@ impl Groups {
                 }
             }
         }
-        for record in persist {
-            if let Err(error) = self.write(record).await {
-                tracing::error!(%error.message, "cannot persist a group generation");
-            }
+        if !persist.is_empty() {
+            self.unpersisted.lock().unwrap_or_else(|p| p.into_inner()).extend(persist);
         }
     }
 }

@@ -109,13 +109,21 @@ pub async fn run(listener: TcpListener, cluster: Arc<Cluster>, config: ServerCon
     flush_all(&cluster).await;
 }
 
-/// Drives the group coordinator's clock: session, join and sync timeouts.
+/// Drives the group coordinator's clock: session, join and sync timeouts. The generation
+/// records that come out are written on a task of their own: the clock never waits for the
+/// group log (a slow fsync would otherwise hold every session expiry behind it).
 async fn group_timer(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(crate::group::TICK_INTERVAL_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => cluster.groups().tick().await,
+            _ = tick.tick() => {
+                cluster.groups().tick();
+                if cluster.groups().start_persisting() {
+                    let cluster = cluster.clone();
+                    tokio::spawn(async move { cluster.groups().persist_queued().await });
+                }
+            }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     return;
