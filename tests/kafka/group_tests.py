@@ -13,8 +13,9 @@ registers `modules()` in build_modules(); each module gets its own broker.
   group-assignors   eager (range, roundrobin) and cooperative-sticky groups of two consumers.
   group-stress      issue 12: three consumers committing every record share 3,000 records; one
                     is SIGKILLed after 600; the others must commit everything within a deadline,
-                    while two busy loops keep both cores loaded; range, cooperative-sticky and
-                    KIP-848 groups at once, GROUP_STRESS_ROUNDS rounds (2).
+                    while three busy loops keep both cores loaded and the consumers run niced;
+                    range, cooperative-sticky and KIP-848 groups at once, GROUP_STRESS_ROUNDS
+                    rounds (2).
 
 This file is also the consumer worker process of group-rebalance:
     python group_tests.py worker --client confluent|kafka-python --broker H:P --topic T
@@ -707,6 +708,11 @@ STRESS_HEARTBEAT_MS = 500
 # From the SIGKILL until every record is consumed and committed. A round that runs clean takes
 # the session timeout plus a few seconds; the stall of issue 12 lasted until the members left.
 STRESS_DEADLINE_S = int(os.environ.get("GROUP_STRESS_DEADLINE_S", "45"))
+# Busy loops while the rounds run (issue 12 stalled only on a loaded machine), and how much
+# nicer than the broker the consumers run: a slow client (late heartbeats, late SyncGroup) is the
+# condition to reproduce, not a starved broker.
+STRESS_SPINNERS = int(os.environ.get("GROUP_STRESS_SPINNERS", "3"))
+STRESS_CLIENT_NICE = int(os.environ.get("GROUP_STRESS_CLIENT_NICE", "5"))
 # (name, protocol, assignor): eager and cooperative classic groups, and KIP-848.
 STRESS_VARIANTS = [("range", "classic", "range"),
                    ("cooperative-sticky", "classic", "cooperative-sticky"),
@@ -717,6 +723,12 @@ def cpu_spinners(count, seconds):
     """Busy loops, one per core, bounded in time even if this process dies without killing them."""
     code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
     return [subprocess.Popen([sys.executable, "-c", code], preexec_fn=R._die_with_parent) for _ in range(count)]
+
+
+def niced_child():
+    R._die_with_parent()
+    if STRESS_CLIENT_NICE:
+        os.nice(STRESS_CLIENT_NICE)
 
 
 def committed_offsets(admin, group, topic, partitions):
@@ -751,7 +763,7 @@ class StressGroup:
             if debug:
                 cmd += ["--debug", debug]
             self.procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(out + ".stderr", "w"),
-                                               preexec_fn=R._die_with_parent))
+                                               preexec_fn=niced_child))
         # The first worker to start usually leads the group: rounds take turns killing the leader
         # and a follower.
         self.victim = round_no % len(self.procs)
@@ -845,7 +857,8 @@ def test_stress_rebalance_under_load(broker):
     """Issue 12: three confluent-kafka consumers (synchronous commit per record, session 6 s,
     heartbeat 500 ms) share a 6-partition topic of 3,000 records; one is SIGKILLed after 600
     records; the two others must consume and commit everything within STRESS_DEADLINE_S, with
-    both cores kept busy. GROUP_STRESS_ROUNDS sets the rounds (default 2)."""
+    GROUP_STRESS_SPINNERS busy loops (3) and the consumers niced by GROUP_STRESS_CLIENT_NICE (5).
+    GROUP_STRESS_ROUNDS sets the rounds (default 2)."""
     rounds = int(os.environ.get("GROUP_STRESS_ROUNDS", "2"))
     # KIP-848 sessions are the broker's: as short as the classic members' here.
     broker.stop()
@@ -853,7 +866,7 @@ def test_stress_rebalance_under_load(broker):
     broker.start()
     work = os.path.join(R.ARTIFACTS, f"group-stress-{uuid.uuid4().hex[:6]}")
     os.makedirs(work, exist_ok=True)
-    spinners = cpu_spinners(2, rounds * (120 + STRESS_DEADLINE_S))
+    spinners = cpu_spinners(STRESS_SPINNERS, rounds * (120 + STRESS_DEADLINE_S))
     took = []
     try:
         for round_no in range(rounds):
