@@ -24,6 +24,7 @@ This file is also the consumer worker process of group-rebalance:
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -725,6 +726,18 @@ def cpu_spinners(count, seconds):
     return [subprocess.Popen([sys.executable, "-c", code], preexec_fn=R._die_with_parent) for _ in range(count)]
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def tail_matching(path, needles, count):
+    """The last `count` lines of `path` that contain one of `needles` (none if it cannot be read)."""
+    try:
+        with open(path, errors="replace") as f:
+            return [line.rstrip() for line in f if any(n in line for n in needles)][-count:]
+    except OSError:
+        return []
+
+
 def niced_child():
     R._die_with_parent()
     if STRESS_CLIENT_NICE:
@@ -743,6 +756,7 @@ class StressGroup:
 
     def __init__(self, broker, work, round_no, variant):
         self.name, self.protocol, self.strategy = variant
+        self.broker_log = broker.log_path
         self.topic = R.topic_name(f"group-stress-{self.name}")
         self.group = f"group-stress-{self.name}-{uuid.uuid4().hex[:8]}"
         self.admin = R.create_topic(broker, self.topic, STRESS_PARTITIONS)
@@ -804,6 +818,16 @@ class StressGroup:
             shown = [e for e in events if e["ev"] != "pending"][-3:]
             lines.append(f"  worker{i} {'victim' if i == self.victim else 'survivor'} pid {proc.pid} "
                          f"exit {proc.poll()}: {sum(e['ev'] == 'done' for e in events)} done, last {shown} ({out})")
+            # With GROUP_STRESS_DEBUG: where librdkafka's group state machine stands.
+            states = tail_matching(out + ".stderr", ("CGRPJOINSTATE", "JOINGROUP", "SYNCGROUP", "REBALANCE", "ASSIGN|"), 6)
+            states += tail_matching(out + ".stderr", ("|COMMIT|", "|HEARTBEAT|"), 2)
+            lines.extend(f"    {line[:220]}" for line in states)
+        # The broker's view of the group (its debug lines with RUST_LOG=broker::group=debug):
+        # the last requests other than heartbeats, and the last heartbeats.
+        about = [ANSI.sub("", line) for line in tail_matching(self.broker_log, (self.group,), 400)]
+        beats = [line for line in about if 'request="Heartbeat"' in line]
+        about = [line for line in about if 'request="Heartbeat"' not in line][-10:] + beats[-2:]
+        lines.extend(f"  broker: {line[:260]}" for line in about)
         return "\n".join(lines)
 
     def stop(self):
