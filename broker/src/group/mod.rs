@@ -169,6 +169,15 @@ impl Groups {
 
     /// Writes the queued generation records, until none is left.
     pub async fn persist_queued(&self) {
+        // Cleared however this ends (a task aborted at shutdown, a panic): else no writer would
+        // ever start again.
+        struct Running<'a>(&'a AtomicBool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _running = Running(&self.persisting);
         loop {
             let records = std::mem::take(&mut *self.unpersisted.lock().unwrap_or_else(|p| p.into_inner()));
             if records.is_empty() {
@@ -180,7 +189,6 @@ impl Groups {
                 }
             }
         }
-        self.persisting.store(false, Ordering::Release);
     }
 
     /// Appends a record, waits until it is durable, then applies it (and any earlier ones).
@@ -209,6 +217,11 @@ impl Groups {
 
     /// Writes the queued generation records and makes the log durable (shutdown).
     pub async fn flush(&self) -> Result<(), ApiError> {
+        // One writer at a time: wait for a running `persist_queued` to end, then write what is
+        // left (its guard clears the flag this one set).
+        while self.persisting.swap(true, Ordering::AcqRel) {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         self.persist_queued().await;
         self.log.flush().await
     }
