@@ -592,3 +592,178 @@ fn cancelled_flush_future_does_not_fail_the_log() {
     );
     assert!(log.failure().is_none());
 }
+
+/// Two partitions' batches interleaved until a few zones seal, then one partition deleted, so
+/// the sealed zones hold the other's runs at about half their capacity: GC victims.
+fn half_dead_zones(store: &LogStore) -> (PartitionLog, Vec<Bytes>) {
+    let mut kept = store.create_partition(partition_id(0, 1));
+    let mut dropped = store.create_partition(partition_id(1, 1));
+    let mut batches = Vec::new();
+    for salt in 0..24u64 {
+        let batch = make_batch(2, 4000, salt as i64, salt);
+        let info = kept.append(BytesMut::from(&batch[..]), 0).unwrap();
+        batches.push(stored(&batch, info.base_offset));
+        dropped
+            .append(BytesMut::from(&make_batch(2, 4000, 0, salt + 100)[..]), 0)
+            .unwrap();
+        kept.start_flush().wait().unwrap();
+        dropped.start_flush().wait().unwrap();
+    }
+    dropped.delete();
+    (kept, batches)
+}
+
+#[test]
+fn a_read_planned_before_gc_reads_what_it_planned() {
+    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry()).unwrap());
+    let store = broker::pending::block_on(LogStore::open(device.clone(), config()))
+        .unwrap()
+        .store;
+    let (mut log, batches) = half_dead_zones(&store);
+    let zones = log.zone_ids();
+    assert!(zones.len() >= 3, "the log spans sealed zones: {zones:?}");
+    // Planned from the index (a device read: the read cache holds only the tail), not run yet.
+    let plan = log.read(0, 1 << 20).unwrap();
+    // GC moves every run out of the planned zones and the reclaimer would reset them.
+    for _ in 0..zones.len() * 2 {
+        store.collect_garbage(0).unwrap();
+        broker::pending::block_on(store.settle()).unwrap();
+    }
+    let moved: Vec<_> = zones
+        .iter()
+        .filter(|zone| !log.zone_ids().contains(zone))
+        .collect();
+    assert!(!moved.is_empty(), "GC moved runs out of {zones:?}");
+    for &&zone in &moved {
+        assert!(
+            store.allocator().readers(zone) > 0,
+            "zone {zone} pinned by the plan"
+        );
+        assert!(
+            store.allocator().zone_uses()[zone as usize].is_some(),
+            "zone {zone} not reset while a read of it is planned"
+        );
+    }
+    // New appends take free zones, never a pinned one.
+    for salt in 0..8u64 {
+        let batch = make_batch(2, 4000, 0, 1000 + salt);
+        let info = log.append(BytesMut::from(&batch[..]), 0).unwrap();
+        log.start_flush().wait().unwrap();
+        assert!(!moved.contains(&&info_zone(&log, info.base_offset)));
+    }
+    let read = plan.wait().expect("a read planned before GC never fails");
+    assert!(!read.is_empty());
+    for (got, want) in read.iter().zip(&batches) {
+        assert_eq!(got, want);
+    }
+    // Unpinned: the next pass resets them.
+    broker::pending::block_on(store.settle()).unwrap();
+    for &&zone in &moved {
+        assert_eq!(store.allocator().readers(zone), 0);
+        assert!(
+            store.allocator().zone_uses()[zone as usize].is_none(),
+            "zone {zone} reset once unpinned"
+        );
+    }
+    // Read again through the index: the copies.
+    let again = log.read(0, 1 << 20).unwrap().wait().unwrap();
+    for (got, want) in again.iter().zip(&batches) {
+        assert_eq!(got, want);
+    }
+}
+
+fn info_zone(log: &PartitionLog, offset: i64) -> u32 {
+    log.zone_id_for_offset(offset).expect("offset in the log")
+}
+
+#[test]
+fn reads_racing_gc_and_retention_never_fail_nor_change() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    // Active zones to spare: GC forced in a loop seals zones faster than their summaries are
+    // written (each sealed zone stays active until then).
+    let geometry = ZoneGeometry {
+        max_active_zones: 32,
+        ..geometry()
+    };
+    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+    let store = Arc::new(
+        broker::pending::block_on(LogStore::open(device.clone(), config()))
+            .unwrap()
+            .store,
+    );
+    const LOGS: usize = 4;
+    // Each log and the batches appended to it (stored bytes by base offset).
+    let logs: Arc<Vec<Mutex<(PartitionLog, Vec<Bytes>)>>> = Arc::new(
+        (0..LOGS)
+            .map(|p| Mutex::new((store.create_partition(partition_id(p, 1)), Vec::new())))
+            .collect(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|reader| {
+            let (logs, stop, reads) = (logs.clone(), stop.clone(), reads.clone());
+            std::thread::spawn(move || {
+                let mut turn = reader;
+                while !stop.load(Ordering::Relaxed) {
+                    turn += 1;
+                    let (plan, expected) = {
+                        let guard = logs[turn % LOGS].lock().unwrap();
+                        let (log, batches) = &*guard;
+                        let start = log.log_start_offset();
+                        if start >= log.high_watermark() {
+                            continue;
+                        }
+                        let plan = log.read(start, 64 << 10).unwrap();
+                        (plan, batches.clone())
+                    };
+                    // Off the lock, as fetches run: GC and retention go on meanwhile.
+                    let read = plan.wait().expect("a read racing GC never fails");
+                    assert!(!read.is_empty());
+                    for got in read {
+                        let base = i64::from_be_bytes(got[0..8].try_into().unwrap());
+                        let want = expected
+                            .iter()
+                            .find(|b| i64::from_be_bytes(b[0..8].try_into().unwrap()) == base)
+                            .expect("a batch the log was given");
+                        assert_eq!(&got, want, "batch at {base}");
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let collector = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                store.collect_garbage(0).unwrap();
+                broker::pending::block_on(store.settle()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut salt = 0u64;
+    while std::time::Instant::now() < deadline {
+        salt += 1;
+        let mut guard = logs[salt as usize % LOGS].lock().unwrap();
+        let (log, batches) = &mut *guard;
+        let batch = make_batch(2, 3000, 0, salt);
+        let info = log.append(BytesMut::from(&batch[..]), 0).unwrap();
+        batches.push(stored(&batch, info.base_offset));
+        log.start_flush().wait().unwrap();
+        log.apply_retention(0, None, Some(60 << 10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.join().expect("reader");
+    }
+    collector.join().expect("collector");
+    assert!(
+        store.allocator().written_bytes().2 > 0,
+        "GC copied runs while reads ran"
+    );
+    assert!(reads.load(Ordering::Relaxed) > 100, "reads ran");
+}
