@@ -267,11 +267,22 @@ impl ZoneAllocator {
             ));
         }
         let zone = *state.free.iter().next().expect("checked non-empty");
+        // Active: open or closed on the device, or taken by a stream whose header write has
+        // not reached the device yet (still empty there, neither free nor being reset): two
+        // streams rolling at once must not both pass the check, or the later write fails at
+        // the device and fails its stream.
         let active = self
             .device
             .report_zones()
             .iter()
-            .filter(|zone| matches!(zone.state, ZoneState::Open | ZoneState::Closed))
+            .filter(|zone| match zone.state {
+                ZoneState::Open | ZoneState::Closed => true,
+                ZoneState::Empty => {
+                    !state.free.contains(&zone.id)
+                        && !state.resetting.iter().any(|(resetting, _)| *resetting == zone.id)
+                }
+                _ => false,
+            })
             .count() as u32;
         if active >= geometry.max_active_zones {
             return Err(ZoneError::TooManyActiveZones {
