@@ -453,6 +453,13 @@ impl ZoneAllocator {
         state.free.len()
     }
 
+    /// Whether data appends that need a new zone are refused now (no free zone beyond the
+    /// reserved ones): produce answers KAFKA_STORAGE_ERROR until zones are reclaimed. What
+    /// /metrics (`yotta_storage_full`) and system.partitions (`storage_full`) show.
+    pub fn storage_full(&self) -> bool {
+        self.free_zone_count() <= self.reserved_zones
+    }
+
     /// Zones kept for the internal stream.
     pub fn reserved_zone_count(&self) -> usize {
         self.reserved_zones
