@@ -71,6 +71,11 @@ pub struct AppendLoopArgs {
     /// than a zone let a kill land between two chunks of one frame (a torn write).
     #[arg(long, default_value_t = 1024)]
     pub write_chunk_kib: usize,
+    /// Run a garbage collection pass this often, in milliseconds, whether or not free zones
+    /// are low (0: only when they are, as `serve` does), so kills land among GC copies,
+    /// switches and resets too. Each pass that copied prints `GC <bytes>`.
+    #[arg(long, default_value_t = 0)]
+    pub gc_every_ms: u64,
 }
 
 #[derive(Args)]
@@ -244,7 +249,21 @@ fn append_loop(args: AppendLoopArgs) -> anyhow::Result<()> {
         config.log.write_chunk_bytes = (args.write_chunk_kib << 10).max(4096).next_multiple_of(4096);
         let (_device, recovered) = broker::storage::open(&config).await?;
         let report = recovered.report.clone();
-        let store = recovered.store;
+        let store = std::sync::Arc::new(recovered.store);
+        if args.gc_every_ms > 0 {
+            let (store, every) = (std::sync::Arc::downgrade(&store), Duration::from_millis(args.gc_every_ms));
+            std::thread::Builder::new().name("debug-gc".into()).spawn(move || loop {
+                std::thread::sleep(every);
+                let Some(store) = store.upgrade() else { return };
+                match store.collect_garbage(now_ms()) {
+                        Ok(0) => {}
+                        Ok(bytes) => {
+                            let _ = emit(&format!("GC {bytes}\n"));
+                        }
+                    Err(error) => tracing::warn!(%error, "garbage collection pass failed"),
+                }
+            })?;
+        }
         let mut logs: BTreeMap<u32, PartitionLog> = BTreeMap::new();
         for log in recovered.partitions {
             if log.id().topic_id == partition_id(0).topic_id && (0..args.partitions as i32).contains(&log.id().partition) {

@@ -64,3 +64,138 @@ fn topics_survive_reopen() {
     assert_eq!(partition.with_log(|log| log.log_end_offset()).unwrap(), 1);
     assert_eq!(cluster.topic_by_id(&orders.id).unwrap().name, "orders");
 }
+
+/// Each topic as the cluster has it: (id, partition count, config overrides) by name.
+type Topics = BTreeMap<String, ([u8; 16], i32, BTreeMap<String, String>)>;
+
+fn topics_of(cluster: &Cluster) -> Topics {
+    cluster.topics().iter().map(|topic| (topic.name.clone(), (topic.id, topic.partition_count(), topic.config().overrides().clone()))).collect()
+}
+
+fn open_with(device: &Arc<dyn ZonedDevice>, broker: BrokerConfig) -> Arc<Cluster> {
+    let recovered = block_on(LogStore::open(device.clone(), LogConfig::default())).unwrap();
+    block_on(Cluster::open(recovered.store, recovered.partitions, broker)).unwrap()
+}
+
+/// Zones holding anything, once the reclaimer has reset the dead ones.
+fn zones_in_use(cluster: &Cluster) -> usize {
+    block_on(cluster.store().settle()).unwrap();
+    cluster.store().allocator().zone_uses().iter().flatten().count()
+}
+
+/// One step of topic churn: creates `t{step}` (its configs naming the step), deletes the topic
+/// created `live` steps before, and every few steps alters a config or adds a partition.
+fn churn(cluster: &Cluster, step: usize, live: usize) -> Result<(), broker::cluster::ApiError> {
+    let name = format!("t{step}");
+    let configs = BTreeMap::from([("retention.ms".to_string(), format!("{}", 1000 + step))]);
+    block_on(cluster.create_topic(&name, 1 + (step % 3) as i32, &configs, false))?;
+    // (A crash may have lost the creation of the topic to delete.)
+    if step >= live && cluster.topic(&format!("t{}", step - live)).is_some() {
+        block_on(cluster.delete_topic(&format!("t{}", step - live), None))?;
+    }
+    if step % 5 == 0 {
+        block_on(cluster.alter_topic_config(&name, |config| config.set("retention.bytes", &format!("{}", 4096 + step)), false))?;
+    }
+    if step % 7 == 0 {
+        block_on(cluster.create_partitions(&name, 4, false))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn metadata_log_stays_bounded_through_topic_churn() {
+    let device = device();
+    let broker = BrokerConfig { metadata_compact_bytes_min: 32 << 10, ..BrokerConfig::default() };
+    let cluster = open_with(&device, broker.clone());
+    let zones_at_start = zones_in_use(&cluster);
+    let first_producer_id = block_on(cluster.allocate_producer_id()).unwrap();
+    let mut largest = 0;
+    const STEPS: usize = 3000;
+    for step in 0..STEPS {
+        churn(&cluster, step, 20).unwrap();
+        largest = largest.max(block_on(cluster.metadata_log_stats()).0);
+    }
+    let (bytes, compacted, compactions) = block_on(cluster.metadata_log_stats());
+    // 3,000 creations and deletions and their changes wrote about 1.5 MB of records.
+    assert!(compactions >= 10, "{compactions} compactions");
+    assert!(largest < 96 << 10, "the metadata log peaked at {largest} bytes");
+    assert!(bytes < 96 << 10 && compacted < 32 << 10, "{bytes} bytes, {compacted} after the last compaction");
+    // The zones the old records held were reclaimed.
+    let zones = zones_in_use(&cluster);
+    assert!(zones <= zones_at_start + 2, "{zones} zones in use, {zones_at_start} at start");
+    let before = topics_of(&cluster);
+    assert_eq!(before.len(), 20);
+    drop(cluster);
+
+    let cluster = open_with(&device, broker);
+    assert_eq!(topics_of(&cluster), before, "a restart restores exactly the live topics and configs");
+    assert!(cluster.topic("t0").is_none());
+    let last = cluster.topic(&format!("t{}", STEPS - 1)).unwrap();
+    assert_eq!(last.config().retention_ms(), Some(1000 + STEPS as i64 - 1));
+    assert!(block_on(cluster.allocate_producer_id()).unwrap() > first_producer_id, "producer ids never reused");
+}
+
+#[test]
+fn metadata_compaction_survives_crashes_anywhere() {
+    use broker::zone::fault::{FaultyZonedDevice, WriteFault};
+    let (faulty, control) = FaultyZonedDevice::new(device());
+    let device: Arc<dyn ZonedDevice> = Arc::new(faulty);
+    // Compactions every few changes, so the faults land in them often.
+    let broker = BrokerConfig { metadata_compact_bytes_min: 4 << 10, ..BrokerConfig::default() };
+    let mut cluster = open_with(&device, broker.clone());
+    let mut model = topics_of(&cluster);
+    let (mut crashes, mut failed, mut compactions, mut mid_compaction) = (0, 0, 0, 0);
+    for step in 0..400 {
+        let (bytes, compacted, _) = block_on(cluster.metadata_log_stats());
+        let compaction_due = bytes >= (4u64 << 10).max(2 * compacted);
+        // Every third step crashes, and every step a compaction is due in.
+        let crash = step % 3 == 0 || compaction_due;
+        mid_compaction += usize::from(crash && compaction_due);
+        if crash {
+            // A write (any stream's) torn or lost a few writes from now: mid-compaction or not.
+            let mode = [WriteFault::Torn, WriteFault::Dropped][step % 2];
+            control.fail_write_in((step % 4) as u64, libc::EIO, mode);
+        }
+        let outcome = churn(&cluster, step, 6);
+        let after = topics_of(&cluster);
+        if !crash {
+            outcome.unwrap();
+            model = after;
+            continue;
+        }
+        // Crash: nothing flushed on the way out; recover from what reached the device.
+        control.clear();
+        compactions += block_on(cluster.metadata_log_stats()).2;
+        drop(cluster);
+        crashes += 1;
+        cluster = open_with(&device, broker.clone());
+        // Each crash leaves the zones being written finished with a little live metadata: GC
+        // moves it on (the reclaimer would, at its own pace; a crash every few changes is faster).
+        for _ in 0..3 {
+            cluster.store().collect_garbage(0).unwrap();
+        }
+        block_on(cluster.store().settle()).unwrap();
+        let recovered = topics_of(&cluster);
+        if outcome.is_ok() {
+            assert_eq!(recovered, after, "step {step}: acknowledged changes survive");
+        } else {
+            failed += 1;
+            // The changes of a failed step that were acknowledged survive; the rest may not.
+            for (name, topic) in &recovered {
+                assert!(model.get(name) == Some(topic) || after.get(name) == Some(topic), "step {step}: topic {name} is one acknowledged");
+            }
+            for (name, topic) in &model {
+                if after.get(name) == Some(topic) {
+                    assert_eq!(recovered.get(name), Some(topic), "step {step}: untouched topic {name} survives");
+                }
+            }
+        }
+        model = recovered;
+    }
+    assert!(failed > 10, "{failed} of {crashes} crashes failed a change");
+    println!("{crashes} crashes ({mid_compaction} with a compaction due), {failed} of them failing a change, {compactions} compactions");
+    assert!(compactions > 10 && mid_compaction > 20, "{compactions} compactions, {mid_compaction} crashes with one due");
+    drop(cluster);
+    let cluster = open_with(&device, broker);
+    assert_eq!(topics_of(&cluster), model);
+}

@@ -1,8 +1,10 @@
 //! The partition log against a simple in-memory model: random appends, flushes, reads,
-//! timestamp lookups, retention, delete-records, partition deletion, garbage collection,
-//! injected faults (EIO, ENOSPC, torn writes) and reopens, on several partitions whose batches
-//! interleave in the same zones of a small device (zones seal with their summaries, the index
-//! checkpoints recovery reads, every few appends).
+//! timestamp lookups, retention, delete-records, partition deletion, garbage collection (and
+//! reads planned before it, run after it), injected faults (EIO, ENOSPC, torn writes, torn or
+//! lost zone summaries), a full device, crashes and clean reopens, on six partitions whose
+//! batches interleave in the same zones of a small device (zones seal with their summaries,
+//! the index checkpoints recovery reads, every few appends). The model is the oracle:
+//! acknowledged batches are never lost or changed, reads return exactly the model's batches.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use broker::zone::{ZoneGeometry, ZonedDevice};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
-const PARTITIONS: usize = 3;
+const PARTITIONS: usize = 6;
 
 fn geometry() -> ZoneGeometry {
     ZoneGeometry {
@@ -90,6 +92,25 @@ enum Op {
         kind: u8,
         amount: u64,
     },
+    /// A crash: the store dropped without a flush or a reclaim pass, then recovered.
+    Crash,
+    /// A read planned, then a forced GC and reclaim pass, then the read run.
+    ReadAcrossGc {
+        partition: usize,
+        at: f64,
+    },
+    /// The next zone seal's last write (summary tail and trailer) torn or lost, appends to the
+    /// partition until a zone seals, then a crash: recovery must scan that zone.
+    TornSeal {
+        partition: usize,
+        lost: bool,
+    },
+    /// Appends to the partition until the device is full (refused with nothing changed), a
+    /// log start moved on another partition (the internal stream's reserved zones), then the
+    /// full partition deleted and appends working again.
+    Fill {
+        partition: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -107,6 +128,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => partition.clone().prop_map(|partition| Op::Delete { partition }),
         2 => Just(Op::Gc),
         1 => (partition.clone(), 0..6u8, 0..4u64).prop_map(|(partition, kind, amount)| Op::Fault { partition, kind, amount }),
+        1 => Just(Op::Crash),
+        1 => (partition.clone(), 0.0..1.0f64).prop_map(|(partition, at)| Op::ReadAcrossGc { partition, at }),
+        1 => (partition.clone(), any::<bool>()).prop_map(|(partition, lost)| Op::TornSeal { partition, lost }),
+        1 => partition.clone().prop_map(|partition| Op::Fill { partition }),
     ]
 }
 
@@ -141,6 +166,59 @@ impl ModelPartition {
             .iter()
             .filter(|b| b.last >= self.log_start && b.base < self.durable_end)
     }
+    /// The offset at fraction `at` of the readable span.
+    fn offset_at(&self, at: f64) -> i64 {
+        let span = (self.durable_end - self.log_start) as f64;
+        self.log_start + (span * at) as i64
+    }
+    /// Retention moved the log start to `after`: it must be on a batch boundary.
+    fn move_start_to_boundary(&mut self, after: i64) -> Result<(), TestCaseError> {
+        prop_assert!(
+            after == self.log_start
+                || after == self.end()
+                || self.batches.iter().any(|b| b.base == after),
+            "log start {} on a batch boundary",
+            after
+        );
+        self.log_start = after;
+        Ok(())
+    }
+    /// Records an acknowledged-to-be append.
+    fn push(&mut self, info: &broker::log::AppendInfo, batch: &[u8]) {
+        self.batches.push(ModelBatch {
+            base: info.base_offset,
+            last: info.last_offset,
+            max_timestamp_ms: info.max_timestamp_ms,
+            bytes: stored(batch, info.base_offset),
+        });
+    }
+    /// A flush reported `hw` as the high watermark.
+    fn flushed(&mut self, hw: i64) {
+        self.durable_end = hw;
+        self.durable_log_start = self.log_start;
+    }
+}
+
+/// A read at `offset` returned `batches`: exactly the model's, from the one holding `offset`.
+fn check_read(
+    m: &ModelPartition,
+    offset: i64,
+    max_bytes: usize,
+    batches: &[Bytes],
+) -> Result<(), TestCaseError> {
+    let expected: Vec<&ModelBatch> = m.durable().filter(|b| b.last >= offset).collect();
+    if offset >= m.durable_end {
+        prop_assert!(batches.is_empty());
+    } else {
+        prop_assert!(!batches.is_empty(), "no batch at offset {}", offset);
+        let total: usize = batches.iter().map(|b| b.len()).sum();
+        prop_assert!(batches.len() == 1 || total <= max_bytes);
+        for (got, want) in batches.iter().zip(&expected) {
+            prop_assert_eq!(got, &want.bytes, "batch at {}", want.base);
+        }
+        prop_assert!(batches.len() <= expected.len());
+    }
+    Ok(())
 }
 
 fn make_batch(records: usize, value_bytes: usize, timestamp_ms: i64, salt: u64) -> Vec<u8> {
@@ -233,12 +311,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let m = &mut model[partition];
                 prop_assert_eq!(info.base_offset, m.end());
                 prop_assert_eq!(info.last_offset, info.base_offset + records as i64 - 1);
-                m.batches.push(ModelBatch {
-                    base: info.base_offset,
-                    last: info.last_offset,
-                    max_timestamp_ms: info.max_timestamp_ms,
-                    bytes: stored(&batch, info.base_offset),
-                });
+                m.push(&info, &batch);
             }
             Op::Flush { partition } => {
                 let hw = logs[partition]
@@ -246,8 +319,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .wait()
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(hw, model[partition].end());
-                model[partition].durable_end = hw;
-                model[partition].durable_log_start = model[partition].log_start;
+                model[partition].flushed(hw);
                 prop_assert_eq!(logs[partition].high_watermark(), hw);
             }
             Op::Read {
@@ -258,25 +330,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let m = &model[partition];
                 let log = &logs[partition];
                 prop_assert_eq!(log.log_start_offset(), m.log_start);
-                let span = (m.durable_end - m.log_start) as f64;
-                let offset = m.log_start + (span * at) as i64;
+                let offset = m.offset_at(at);
                 let batches = log
                     .read(offset, max_bytes)
                     .unwrap()
                     .wait()
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let expected: Vec<&ModelBatch> = m.durable().filter(|b| b.last >= offset).collect();
-                if offset >= m.durable_end {
-                    prop_assert!(batches.is_empty());
-                } else {
-                    prop_assert!(!batches.is_empty(), "no batch at offset {}", offset);
-                    let total: usize = batches.iter().map(|b| b.len()).sum();
-                    prop_assert!(batches.len() == 1 || total <= max_bytes);
-                    for (got, want) in batches.iter().zip(&expected) {
-                        prop_assert_eq!(got, &want.bytes, "batch at {}", want.base);
-                    }
-                    prop_assert!(batches.len() <= expected.len());
-                }
+                check_read(m, offset, max_bytes, &batches)?;
                 // Below the log start: out of range, as Kafka answers.
                 if m.log_start > 0 {
                     prop_assert!(
@@ -334,14 +394,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let m = &mut model[partition];
                 let after = log.log_start_offset();
                 prop_assert!(after >= before);
-                prop_assert!(
-                    after == m.log_start
-                        || after == m.end()
-                        || m.batches.iter().any(|b| b.base == after),
-                    "log start {} on a batch boundary",
-                    after
-                );
-                m.log_start = after;
+                m.move_start_to_boundary(after)?;
                 prop_assert!(
                     log.size_bytes() < bytes
                         || log.zone_ids().len() == 1
@@ -376,14 +429,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         batch.max_timestamp_ms
                     );
                 }
-                prop_assert!(
-                    after == m.log_start
-                        || after == m.end()
-                        || m.batches.iter().any(|b| b.base == after),
-                    "log start {} on a batch boundary",
-                    after
-                );
-                m.log_start = after;
+                m.move_start_to_boundary(after)?;
             }
             Op::DeleteRecords { partition, at } => {
                 let m = &mut model[partition];
@@ -427,15 +473,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 salt += 1;
                 let batch = make_batch(2, 3000, 7, salt);
                 if let Ok(info) = logs[partition].append(BytesMut::from(&batch[..]), 0) {
-                    model[partition].batches.push(ModelBatch {
-                        base: info.base_offset,
-                        last: info.last_offset,
-                        max_timestamp_ms: info.max_timestamp_ms,
-                        bytes: stored(&batch, info.base_offset),
-                    });
+                    model[partition].push(&info, &batch);
                     if let Ok(hw) = logs[partition].start_flush().wait() {
-                        model[partition].durable_end = hw;
-                        model[partition].durable_log_start = model[partition].log_start;
+                        model[partition].flushed(hw);
                     }
                 }
                 control.clear();
@@ -445,6 +485,137 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 drop(store);
                 (store, logs) = open(&device, &generations);
                 check_reopened(&logs, &mut model, true)?;
+            }
+            Op::Crash => {
+                drop(logs);
+                drop(store);
+                (store, logs) = open(&device, &generations);
+                check_reopened(&logs, &mut model, true)?;
+            }
+            Op::ReadAcrossGc { partition, at } => {
+                let m = &model[partition];
+                let offset = m.offset_at(at);
+                let plan = logs[partition].read(offset, 1 << 20).unwrap();
+                for _ in 0..2 {
+                    store
+                        .collect_garbage(0)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    broker::pending::block_on(store.settle()).unwrap();
+                }
+                let batches = plan
+                    .wait()
+                    .map_err(|e| TestCaseError::fail(format!("a read across GC: {e}")))?;
+                check_read(m, offset, 1 << 20, &batches)?;
+            }
+            Op::TornSeal { partition, lost } => {
+                let mode = if lost {
+                    WriteFault::Dropped
+                } else {
+                    WriteFault::Torn
+                };
+                control.fail_next_seal_write(libc::EIO, mode);
+                let failed = control.counts().writes_failed;
+                for _ in 0..40 {
+                    if control.counts().writes_failed > failed {
+                        break;
+                    }
+                    salt += 1;
+                    let batch = make_batch(2, 5000, 9, salt);
+                    let info = logs[partition]
+                        .append(BytesMut::from(&batch[..]), 0)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    model[partition].push(&info, &batch);
+                    let hw = logs[partition]
+                        .start_flush()
+                        .wait()
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    model[partition].flushed(hw);
+                    // The reclaimer writes the seal once a flush covers the zone's frames.
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                for _ in 0..100 {
+                    if control.counts().writes_failed > failed {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                prop_assert!(
+                    control.counts().writes_failed > failed,
+                    "a zone seal's write failed"
+                );
+                control.clear();
+                drop(logs);
+                drop(store);
+                (store, logs) = open(&device, &generations);
+                check_reopened(&logs, &mut model, true)?;
+            }
+            Op::Fill { partition } => {
+                let mut full = false;
+                // One batch appended again and again (made once: debug builds are slow at it).
+                salt += 1;
+                let batch = make_batch(4, 40_000, 11, salt);
+                for _ in 0..400 {
+                    let before = logs[partition].log_end_offset();
+                    match logs[partition].append(BytesMut::from(&batch[..]), 0) {
+                        Ok(info) => model[partition].push(&info, &batch),
+                        Err(LogError::Io(error))
+                            if error.kind() == std::io::ErrorKind::StorageFull =>
+                        {
+                            prop_assert_eq!(logs[partition].log_end_offset(), before);
+                            full = true;
+                            break;
+                        }
+                        // Zones sealed faster than the reclaimer writes their summaries
+                        // hold the active budget for a moment (a retriable error): the
+                        // pass writes them.
+                        Err(LogError::Io(error))
+                            if error.kind() == std::io::ErrorKind::ResourceBusy =>
+                        {
+                            prop_assert_eq!(logs[partition].log_end_offset(), before);
+                            broker::pending::block_on(store.settle()).unwrap();
+                        }
+                        Err(error) => return Err(TestCaseError::fail(error.to_string())),
+                    }
+                }
+                prop_assert!(full, "the device filled up");
+                let hw = logs[partition]
+                    .start_flush()
+                    .wait()
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                model[partition].flushed(hw);
+                // A full device still takes log start frames (reserved zones), once the
+                // reclaimer wrote the summaries of the zones the fill sealed (until then they
+                // hold the active budget).
+                broker::pending::block_on(store.settle()).unwrap();
+                let other = (partition + 1) % PARTITIONS;
+                let m = &mut model[other];
+                let target = m.offset_at(0.5);
+                logs[other]
+                    .delete_records(target, 0)
+                    .and_then(|flush| flush.wait().map(|_| ()))
+                    .map_err(|e| {
+                        TestCaseError::fail(format!("delete-records on a full device: {e}"))
+                    })?;
+                m.log_start = m.log_start.max(target);
+                m.durable_log_start = m.log_start;
+                m.durable_end = m.end();
+                // The full partition goes (topic deletion); its zones are reclaimed.
+                let fresh = partition_id(partition, generations[partition] + 1);
+                generations[partition] += 1;
+                let old = std::mem::replace(&mut logs[partition], store.create_partition(fresh));
+                old.delete();
+                model[partition] = ModelPartition::default();
+                broker::pending::block_on(store.settle()).unwrap();
+                salt += 1;
+                let batch = make_batch(1, 100, 0, salt);
+                let info = logs[partition]
+                    .append(BytesMut::from(&batch[..]), 0)
+                    .map_err(|e| {
+                        TestCaseError::fail(format!(
+                            "append after the full partition's deletion: {e}"
+                        ))
+                    })?;
+                model[partition].push(&info, &batch);
             }
         }
     }
@@ -591,4 +762,179 @@ fn cancelled_flush_future_does_not_fail_the_log() {
         "a later flush confirms everything"
     );
     assert!(log.failure().is_none());
+}
+
+/// Two partitions' batches interleaved until a few zones seal, then one partition deleted, so
+/// the sealed zones hold the other's runs at about half their capacity: GC victims.
+fn half_dead_zones(store: &LogStore) -> (PartitionLog, Vec<Bytes>) {
+    let mut kept = store.create_partition(partition_id(0, 1));
+    let mut dropped = store.create_partition(partition_id(1, 1));
+    let mut batches = Vec::new();
+    for salt in 0..24u64 {
+        let batch = make_batch(2, 4000, salt as i64, salt);
+        let info = kept.append(BytesMut::from(&batch[..]), 0).unwrap();
+        batches.push(stored(&batch, info.base_offset));
+        dropped
+            .append(BytesMut::from(&make_batch(2, 4000, 0, salt + 100)[..]), 0)
+            .unwrap();
+        kept.start_flush().wait().unwrap();
+        dropped.start_flush().wait().unwrap();
+    }
+    dropped.delete();
+    (kept, batches)
+}
+
+#[test]
+fn a_read_planned_before_gc_reads_what_it_planned() {
+    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry()).unwrap());
+    let store = broker::pending::block_on(LogStore::open(device.clone(), config()))
+        .unwrap()
+        .store;
+    let (mut log, batches) = half_dead_zones(&store);
+    let zones = log.zone_ids();
+    assert!(zones.len() >= 3, "the log spans sealed zones: {zones:?}");
+    // Planned from the index (a device read: the read cache holds only the tail), not run yet.
+    let plan = log.read(0, 1 << 20).unwrap();
+    // GC moves every run out of the planned zones and the reclaimer would reset them.
+    for _ in 0..zones.len() * 2 {
+        store.collect_garbage(0).unwrap();
+        broker::pending::block_on(store.settle()).unwrap();
+    }
+    let moved: Vec<_> = zones
+        .iter()
+        .filter(|zone| !log.zone_ids().contains(zone))
+        .collect();
+    assert!(!moved.is_empty(), "GC moved runs out of {zones:?}");
+    for &&zone in &moved {
+        assert!(
+            store.allocator().readers(zone) > 0,
+            "zone {zone} pinned by the plan"
+        );
+        assert!(
+            store.allocator().zone_uses()[zone as usize].is_some(),
+            "zone {zone} not reset while a read of it is planned"
+        );
+    }
+    // New appends take free zones, never a pinned one.
+    for salt in 0..8u64 {
+        let batch = make_batch(2, 4000, 0, 1000 + salt);
+        let info = log.append(BytesMut::from(&batch[..]), 0).unwrap();
+        log.start_flush().wait().unwrap();
+        assert!(!moved.contains(&&info_zone(&log, info.base_offset)));
+    }
+    let read = plan.wait().expect("a read planned before GC never fails");
+    assert!(!read.is_empty());
+    for (got, want) in read.iter().zip(&batches) {
+        assert_eq!(got, want);
+    }
+    // Unpinned: the next pass resets them.
+    broker::pending::block_on(store.settle()).unwrap();
+    for &&zone in &moved {
+        assert_eq!(store.allocator().readers(zone), 0);
+        assert!(
+            store.allocator().zone_uses()[zone as usize].is_none(),
+            "zone {zone} reset once unpinned"
+        );
+    }
+    // Read again through the index: the copies.
+    let again = log.read(0, 1 << 20).unwrap().wait().unwrap();
+    for (got, want) in again.iter().zip(&batches) {
+        assert_eq!(got, want);
+    }
+}
+
+fn info_zone(log: &PartitionLog, offset: i64) -> u32 {
+    log.zone_id_for_offset(offset).expect("offset in the log")
+}
+
+#[test]
+fn reads_racing_gc_and_retention_never_fail_nor_change() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    // Active zones to spare: GC forced in a loop seals zones faster than their summaries are
+    // written (each sealed zone stays active until then).
+    let geometry = ZoneGeometry {
+        max_active_zones: 32,
+        ..geometry()
+    };
+    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+    let store = Arc::new(
+        broker::pending::block_on(LogStore::open(device.clone(), config()))
+            .unwrap()
+            .store,
+    );
+    const LOGS: usize = 4;
+    // Each log and the batches appended to it (stored bytes by base offset).
+    let logs: Arc<Vec<Mutex<(PartitionLog, Vec<Bytes>)>>> = Arc::new(
+        (0..LOGS)
+            .map(|p| Mutex::new((store.create_partition(partition_id(p, 1)), Vec::new())))
+            .collect(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|reader| {
+            let (logs, stop, reads) = (logs.clone(), stop.clone(), reads.clone());
+            std::thread::spawn(move || {
+                let mut turn = reader;
+                while !stop.load(Ordering::Relaxed) {
+                    turn += 1;
+                    let (plan, expected) = {
+                        let guard = logs[turn % LOGS].lock().unwrap();
+                        let (log, batches) = &*guard;
+                        let start = log.log_start_offset();
+                        if start >= log.high_watermark() {
+                            continue;
+                        }
+                        let plan = log.read(start, 64 << 10).unwrap();
+                        (plan, batches.clone())
+                    };
+                    // Off the lock, as fetches run: GC and retention go on meanwhile.
+                    let read = plan.wait().expect("a read racing GC never fails");
+                    assert!(!read.is_empty());
+                    for got in read {
+                        let base = i64::from_be_bytes(got[0..8].try_into().unwrap());
+                        let want = expected
+                            .iter()
+                            .find(|b| i64::from_be_bytes(b[0..8].try_into().unwrap()) == base)
+                            .expect("a batch the log was given");
+                        assert_eq!(&got, want, "batch at {base}");
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let collector = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                store.collect_garbage(0).unwrap();
+                broker::pending::block_on(store.settle()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut salt = 0u64;
+    while std::time::Instant::now() < deadline {
+        salt += 1;
+        let mut guard = logs[salt as usize % LOGS].lock().unwrap();
+        let (log, batches) = &mut *guard;
+        let batch = make_batch(2, 3000, 0, salt);
+        let info = log.append(BytesMut::from(&batch[..]), 0).unwrap();
+        batches.push(stored(&batch, info.base_offset));
+        log.start_flush().wait().unwrap();
+        log.apply_retention(0, None, Some(60 << 10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.join().expect("reader");
+    }
+    collector.join().expect("collector");
+    assert!(
+        store.allocator().written_bytes().2 > 0,
+        "GC copied runs while reads ran"
+    );
+    assert!(reads.load(Ordering::Relaxed) > 100, "reads ran");
 }

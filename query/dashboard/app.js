@@ -263,7 +263,10 @@
     },
     sql: { queries: { topics: "SELECT name FROM system.topics ORDER BY name" }, render: renderSqlPage },
   };
-  const PARTITIONS_SQL = "SELECT topic, partition, log_start_offset, high_watermark, log_end_offset, size_bytes, zones, failure FROM system.partitions ORDER BY topic, partition";
+  const PARTITIONS_SQL = "SELECT topic, partition, log_start_offset, high_watermark, log_end_offset, size_bytes, zones, failure, storage_full FROM system.partitions ORDER BY topic, partition";
+  // system.partitions' storage_full (the same on every row): no zone is free for data appends.
+  const STORAGE_FULL_TEXT = "Storage full: no free zone for data appends. Produce answers KAFKA_STORAGE_ERROR until zones are reclaimed (retention, DeleteRecords, deleting a topic).";
+  const storageFull = (partitions) => partitions.some((p) => p.storage_full);
 
   // A missing table (system.views on a server without views) is a state, not a failure. It is
   // asked for again only after MISSING_RECHECK_MS, not on every poll.
@@ -317,7 +320,8 @@
       statCard("Topics", fmtInt(data.topics.rows.length), `${fmtInt(partitions.length)} partitions`, "topics"),
       statCard("Records", fmtInt(records), last(recordsNow) === null ? "rate after two polls" : fmtRate(last(recordsNow)), "records"),
       statCard("Stored", fmtBytes(bytes), last(bytesNow) === null ? "\u00a0" : fmtRate(last(bytesNow), true), "bytes"),
-      statCard("Zones in use", `${fmtInt(zonesUsed)} / ${fmtInt(zonesTotal)}`, `${pct(used, capacity).toFixed(1)}% of ${fmtBytes(capacity)}`, "zones"),
+      statCard("Zones in use", `${fmtInt(zonesUsed)} / ${fmtInt(zonesTotal)}`,
+        storageFull(partitions) ? "storage full: produce refused" : `${pct(used, capacity).toFixed(1)}% of ${fmtBytes(capacity)}`, "zones"),
       statCard("Groups", fmtInt(groups.groups || 0), groups.lag ? `total lag ${fmtInt(groups.lag)}` : "no lag", "groups"),
       viewsCard,
     );
@@ -374,7 +378,9 @@
       { label: "Records", value: (p) => fmtInt(p.high_watermark - p.log_start_offset), num: true },
       { label: "Stored", value: (p) => fmtBytes(p.size_bytes), num: true },
       { label: "Zones", value: (p) => fmtInt(p.zones), num: true },
-      { label: "Status", value: (p) => (p.failure ? badge("failed", "error") : badge("ok", "ok")), title: (p) => p.failure || "serving" },
+      { label: "Status",
+        value: (p) => (p.failure ? badge("failed", "error") : p.storage_full ? badge("storage full", "warn") : badge("ok", "ok")),
+        title: (p) => p.failure || (p.storage_full ? STORAGE_FULL_TEXT : "serving") },
     ], rows, { empty: "No partitions." }));
   }
 
@@ -739,6 +745,9 @@
         section.dataset.loaded = "true";
         delete section.dataset.error;
       }
+      // On every page, over any page's own warning: the device refuses data appends.
+      if (storageFull(partitions.rows)) showBanner(STORAGE_FULL_TEXT, "error");
+      document.body.dataset.storageFull = String(storageFull(partitions.rows));
       lastOk = new Date();
       setLive();
     } catch (error) {

@@ -64,6 +64,9 @@ impl SystemTableKind {
                 int64("size_bytes", false),
                 int32("zones", false),
                 utf8("failure", true),
+                // The device has no free zone for data appends: produce answers
+                // KAFKA_STORAGE_ERROR until zones are reclaimed (the same for every row).
+                Field::new("storage_full", DataType::Boolean, false),
             ],
             Self::ConsumerGroups => vec![
                 utf8("group_id", false),
@@ -156,6 +159,7 @@ impl SystemTable {
             zones: usize,
             failure: Option<String>,
         }
+        let storage_full = self.cluster.store().allocator().storage_full();
         let mut rows = Vec::new();
         for topic in self.cluster.topics() {
             for partition in topic.partitions() {
@@ -180,6 +184,7 @@ impl SystemTable {
             Arc::new(Int64Array::from_iter_values(rows.iter().map(|row| saturating_i64(row.size_bytes)))),
             Arc::new(Int32Array::from_iter_values(rows.iter().map(|row| i32::try_from(row.zones).unwrap_or(i32::MAX)))),
             Arc::new(StringArray::from_iter(rows.iter().map(|row| row.failure.as_deref()))),
+            Arc::new(BooleanArray::from_iter(rows.iter().map(|_| Some(storage_full)))),
         ]
     }
 

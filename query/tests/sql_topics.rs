@@ -255,3 +255,44 @@ async fn a_slow_query_times_out() {
     assert!(matches!(error, QueryError::Timeout(_)), "{error}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn system_partitions_shows_a_full_device() {
+    let cluster = cluster(16).await;
+    create(&cluster, "fill", 1).await;
+    create(&cluster, "other", 1).await;
+    let engine = engine(&cluster);
+    assert_eq!(storage_full(&engine).await, vec![false]);
+    // Appends until the device refuses one (KAFKA_STORAGE_ERROR for a producer).
+    let value = vec![b'x'; 200 << 10];
+    let batch = batch::encode_batch(&[SimpleRecord::new(None, Some(&value), &[], 0)], Compression::None).unwrap();
+    let partition = cluster.topic("fill").unwrap().partition(0).unwrap();
+    let mut refused = false;
+    for _ in 0..200 {
+        let appended = partition.with_log(|log| log.append(BytesMut::from(&batch[..]), 0).map(|_| log.start_flush())).unwrap();
+        match appended {
+            Ok(flush) => {
+                flush.complete().await.unwrap();
+            }
+            Err(error) => {
+                assert!(error.to_string().contains("no free zone"), "{error}");
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "the device filled up");
+    let answer = engine.execute("SELECT topic, storage_full FROM system.partitions ORDER BY topic").await.unwrap();
+    let rendered = text(&answer);
+    assert!(rendered.contains("| fill  | true ") && rendered.contains("| other | true "), "{rendered}");
+    // A topic deletion frees its zones: appends work again and the flag clears.
+    cluster.delete_topic("fill", None).await.unwrap();
+    cluster.store().settle().await.unwrap();
+    assert_eq!(storage_full(&engine).await, vec![false]);
+}
+
+/// The distinct values of system.partitions' storage_full.
+async fn storage_full(engine: &QueryEngine) -> Vec<bool> {
+    let answer = engine.execute("SELECT DISTINCT storage_full FROM system.partitions").await.unwrap();
+    answer.batches.iter().flat_map(|batch| batch.column(0).as_boolean().iter().flatten().collect::<Vec<_>>()).collect()
+}

@@ -7,6 +7,10 @@
 //   node tests/browser/dashboard.js --url http://127.0.0.1:PORT --topic TOPIC --group GROUP \
 //        --out tests/artifacts/dashboard
 //
+// With `--mode storage-full` (tests/kafka/storage_tests.py, on a full device) it only loads the
+// dashboard and reports how it shows the full device: the banner, the overview's zones card and
+// the statuses of TOPIC's partitions.
+//
 // Screenshots (full page, one per page visited) go to --out. Every wait is bounded; a step that
 // times out is reported in `failures` with the page's own error state, and the run goes on so
 // one broken page does not hide the others. Exit status: 0 when it ran (whatever it saw), 1
@@ -116,6 +120,29 @@ async function main() {
     // Poll every second (the control a person would use), so the throughput fills in sooner.
     await page.selectOption("#refresh-interval", "1000");
   });
+
+  async function finish() {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+    process.stdout.write(`${JSON.stringify(seen)}\n`);
+  }
+
+  if (args.mode === "storage-full") {
+    await step("storage-full", async () => {
+      await page.waitForSelector('body[data-storage-full="true"]');
+      const zones = await page.$eval('#overview-cards .card[data-stat="zones"] .card-sub', (sub) => sub.textContent.trim());
+      const banner = await page.$eval("#banner", (banner) => (banner.hidden ? "" : banner.textContent.trim()));
+      await shot("storage-full-overview");
+      await open("topics");
+      await filterTo("#partitions-filter", "#partitions-table", args.topic);
+      const statuses = await page.$$eval("#partitions-table table tbody tr", (rows) =>
+        rows.map((row) => row.querySelector(".badge")?.textContent.trim() || ""));
+      const topicsBanner = await page.$eval("#banner", (banner) => (banner.hidden ? "" : banner.textContent.trim()));
+      await shot("storage-full-partitions");
+      seen.storage_full = { banner, zones_card: zones, partition_statuses: statuses, topics_page_banner: topicsBanner };
+    });
+    return finish();
+  }
 
   await step("overview", async () => {
     await open("overview");
@@ -229,9 +256,7 @@ async function main() {
     seen.live = { before, after: await page.textContent("#live-text") };
   });
 
-  await context.close();
-  fs.rmSync(profile, { recursive: true, force: true });
-  process.stdout.write(`${JSON.stringify(seen)}\n`);
+  await finish();
 }
 
 main().catch((error) => {

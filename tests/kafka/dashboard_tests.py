@@ -102,12 +102,12 @@ class BackgroundProducer:
         self.producer.flush(30)
 
 
-def run_browser(rk, broker, topic, group, out_dir):
+def run_browser(rk, broker, topic, group, out_dir, extra=()):
     rk.check(os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: run scripts/setup-test-deps.sh")
     rk.check(os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")),
              "tests/browser/node_modules lacks playwright-core: run scripts/setup-test-deps.sh")
     cmd = ["node", os.path.join(BROWSER_DIR, "dashboard.js"), "--url", f"http://{broker.http_addr}",
-           "--topic", topic, "--group", group, "--out", out_dir]
+           "--topic", topic, "--group", group, "--out", out_dir, *extra]
     result = subprocess.run(cmd, capture_output=True, timeout=BROWSER_TIMEOUT_S)
     err = result.stderr.decode(errors="replace")
     rk.check(result.returncode == 0, f"the browser run exited {result.returncode}:\n{err[-3000:]}")

@@ -9,17 +9,23 @@ Module `storage` (one broker, restarted on a fresh data directory by each test):
                        with the open and active zone limits of a real ZNS drive (14 each).
   storage/full-device  a 24 MiB device filled by a producer without retries: once full, a
                        produce gets KAFKA_STORAGE_ERROR within a second; a consumer group still
-                       commits offsets; deleting the filling topic frees zones and produce to
+                       commits offsets; system.partitions says storage_full and the dashboard
+                       (headless Chromium) shows it (banner on every page, the zones card, the
+                       partitions' status); deleting the filling topic frees zones and produce to
                        another topic resumes by itself; every acknowledged record of the kept
                        topic reads back, and /metrics counted the refused appends.
 
 The runner's helpers come in as `rk`, the runner module.
 """
 
+import os
 import shutil
 import tempfile
 import time
 import urllib.request
+
+import dashboard_tests
+import sql_tests
 
 # A whole module should stay well under 3 minutes on a loaded 2-core machine.
 PRODUCE_TIMEOUT_S = 120
@@ -178,6 +184,17 @@ def test_full_device(rk, broker):
     rk.check(full_latency_s < 1.0, f"KAFKA_STORAGE_ERROR after {full_latency_s:.2f} s, not within a second")
     refused = metric(broker, "yotta_appends_refused_storage_full")
     rk.check(refused is not None and refused >= 1, f"/metrics yotta_appends_refused_storage_full = {refused}")
+    # The operator sees it: system.partitions' storage_full, and the dashboard in a browser.
+    rows = sql_tests.query_json(rk, broker, f"SELECT DISTINCT storage_full FROM system.partitions WHERE topic = '{fill}'")["rows"]
+    rk.check(rows == [{"storage_full": True}], f"system.partitions storage_full on a full device: {rows}")
+    seen = dashboard_tests.run_browser(rk, broker, fill, "none", os.path.join(rk.REPO, "tests", "artifacts", "storage-full"),
+                                       extra=("--mode", "storage-full"))
+    rk.check(not seen["failures"] and not seen["console_errors"], f"dashboard on a full device: {seen['failures']} {seen['console_errors']}")
+    shown = seen.get("storage_full", {})
+    rk.check(shown.get("banner", "").startswith("Storage full") and shown.get("topics_page_banner", "").startswith("Storage full"),
+             f"the dashboard's banner on a full device: {shown}")
+    rk.check(shown.get("zones_card") == "storage full: produce refused", f"the overview's zones card on a full device: {shown}")
+    rk.check(shown.get("partition_statuses") == ["storage full"] * 3, f"partition statuses on a full device: {shown}")
     # Still full: a consumer group commits offsets (internal logs have reserved zones).
     group = rk.topic_name("group")
     consumer = Consumer({"bootstrap.servers": broker.addr, "group.id": group, "enable.auto.commit": False, "log_level": 2})

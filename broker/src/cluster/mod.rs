@@ -10,14 +10,13 @@ pub mod topic_config;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::BytesMut;
 pub use kafka_protocol::error::ResponseError;
 use tokio::sync::Notify;
 
 use crate::group::store::{groups_partition_id, GROUPS_TOPIC};
 use crate::group::{GroupConfig, Groups};
 use crate::log::{LogError, LogStore, PartitionId, PartitionLog};
-use metadata::{metadata_partition_id, topic_id_from_hex, topic_id_to_hex, MetadataRecord, METADATA_TOPIC};
+use metadata::{metadata_partition_id, topic_id_from_hex, topic_id_to_hex, MetadataLog, MetadataRecord, METADATA_TOPIC};
 pub use reader::{Bounds, PartitionReader, PartitionStatus};
 pub use topic_config::{ConfigEntry, TopicConfig};
 
@@ -57,6 +56,9 @@ pub struct BrokerConfig {
     pub partitions_max: usize,
     /// User topics; creating more answers POLICY_VIOLATION.
     pub topics_max: usize,
+    /// The metadata log compacts itself once it holds this many bytes (and twice what its
+    /// last snapshot left): see `metadata::MetadataLog`.
+    pub metadata_compact_bytes_min: u64,
 }
 
 impl Default for BrokerConfig {
@@ -73,6 +75,7 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms: crate::log::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             partitions_max: PARTITIONS_MAX_DEFAULT,
             topics_max: TOPICS_MAX_DEFAULT,
+            metadata_compact_bytes_min: METADATA_COMPACT_BYTES_MIN_DEFAULT,
         }
     }
 }
@@ -185,12 +188,15 @@ impl Topic {
     }
 }
 
+/// 256 KiB of metadata records: about a thousand changes between compactions of a small state.
+pub const METADATA_COMPACT_BYTES_MIN_DEFAULT: u64 = 256 << 10;
+
 pub struct Cluster {
     store: LogStore,
     broker: BrokerConfig,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// The metadata log; its async lock also serialises metadata changes.
-    metadata: tokio::sync::Mutex<PartitionLog>,
+    metadata: tokio::sync::Mutex<MetadataLog>,
     /// Consumer groups and their committed offsets (this broker coordinates every group).
     groups: Groups,
     /// Producer ids handed out by InitProducerId. Lock order: this, then `metadata`.
@@ -266,11 +272,15 @@ impl Cluster {
         }
         let groups_log = groups_log.unwrap_or_else(|| store.create_partition(groups_partition_id()));
         let groups = Groups::open(groups_log, group_config, |name, id| topics.get(name).is_some_and(|topic: &Arc<Topic>| topic.id == *id)).await?;
+        let mut metadata = MetadataLog::new(metadata_log, producer_id_end, broker.metadata_compact_bytes_min);
+        // What a snapshot of the state replayed would take: the log compacts once its garbage
+        // outgrows that, whatever the records replayed were.
+        metadata.set_snapshot_bytes(&snapshot_of(topics.values()));
         Ok(Arc::new(Cluster {
             store,
             broker,
             topics: RwLock::new(topics),
-            metadata: tokio::sync::Mutex::new(metadata_log),
+            metadata: tokio::sync::Mutex::new(metadata),
             groups,
             // Ids of the last recorded block may have been handed out before a restart: start
             // after it, with an empty block, so the first allocation records a new one.
@@ -302,12 +312,27 @@ impl Cluster {
         self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Appends a metadata change and waits until it is durable.
-    async fn record(&self, metadata: &mut PartitionLog, record: &MetadataRecord) -> Result<(), ApiError> {
-        let batch = record.to_batch(now_ms());
-        metadata.append(BytesMut::from(&batch[..]), now_ms())?;
-        metadata.start_flush().complete().await?;
-        Ok(())
+    /// Appends a metadata change and waits until it is durable; first compacts the log if due.
+    async fn record(&self, metadata: &mut MetadataLog, record: &MetadataRecord) -> Result<(), ApiError> {
+        if metadata.compact_due() {
+            // Under the metadata lock every earlier change is applied to `topics` (each is
+            // applied under the lock it was recorded under): the snapshot is the state now.
+            if let Err(error) = metadata.compact(self.metadata_snapshot(), now_ms()).await {
+                tracing::warn!(error = %error.message, "metadata log compaction failed; retried with the next change");
+            }
+        }
+        metadata.record(record, now_ms()).await
+    }
+
+    /// The topics as metadata records that rebuild them.
+    fn metadata_snapshot(&self) -> Vec<MetadataRecord> {
+        snapshot_of(self.topics().iter())
+    }
+
+    /// The metadata log's bytes, what its last compaction left, and compactions since start
+    /// (tests, diagnostics).
+    pub async fn metadata_log_stats(&self) -> (u64, u64, u64) {
+        self.metadata.lock().await.stats()
     }
 
     /// Creates a topic (CreateTopics, or auto-creation). With `validate_only`, checks everything
@@ -489,6 +514,18 @@ impl Cluster {
         }
         released
     }
+}
+
+/// `topics` as metadata records that rebuild them (the metadata log's snapshot).
+fn snapshot_of<'a>(topics: impl Iterator<Item = &'a Arc<Topic>>) -> Vec<MetadataRecord> {
+    topics
+        .map(|topic| MetadataRecord::CreateTopic {
+            name: topic.name.clone(),
+            topic_id: topic_id_to_hex(&topic.id),
+            partitions: topic.partition_count(),
+            configs: topic.config().overrides().clone(),
+        })
+        .collect()
 }
 
 fn unknown_topic(name: &str) -> ApiError {

@@ -14,10 +14,15 @@
 //! the log start offsets that retention writes; a data append that finds no zone fails at once
 //! with `StorageFull` (KAFKA_STORAGE_ERROR to the producer) and succeeds again once zones are
 //! reclaimed.
+//!
+//! Readers: a device read planned from a partition's index pins the zones it will read
+//! (`ZonePin`, taken under the index lock, where the runs are live). A zone that dies while a
+//! read of it is outstanding (GC moved its runs, retention dropped them) is held, not reset,
+//! until the last pin is dropped: a read never finds its zone reset or rewritten under it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -49,6 +54,29 @@ pub struct ZoneAllocator {
     state: Mutex<AllocatorState>,
     /// Sealed zones with nothing live, for the reclaimer.
     dead: Arc<DeadZones>,
+    /// Outstanding planned reads per zone (see `ZonePin`).
+    readers: Box<[AtomicU32]>,
+    /// Dead zones whose reset waits for their readers (`AllocatorState::held`), counted
+    /// outside the lock so that dropping a pin costs one atomic when none waits.
+    held_count: AtomicUsize,
+}
+
+/// A planned read's hold on a zone: while any pin of it lives, the zone is not reset (see the
+/// module's "Readers").
+pub struct ZonePin {
+    allocator: Arc<ZoneAllocator>,
+    zone: ZoneId,
+}
+
+impl Drop for ZonePin {
+    fn drop(&mut self) {
+        let allocator = &self.allocator;
+        let was = allocator.readers[self.zone as usize].fetch_sub(1, Ordering::SeqCst);
+        if was == 1 && allocator.held_count.load(Ordering::SeqCst) > 0 {
+            // A held zone may be free to reset now: the reclaimer looks.
+            allocator.dead.wake();
+        }
+    }
 }
 
 /// Dead zones waiting for the reclaimer, shared with its thread without holding the device.
@@ -135,6 +163,8 @@ struct AllocatorState {
     resetting: Vec<(ZoneId, Pending<()>)>,
     /// Zones written since they were last closed, least recently written first.
     open_lru: VecDeque<ZoneId>,
+    /// Dead zones released while pinned by a planned read: reset once unpinned.
+    held: Vec<ZoneId>,
 }
 
 impl ZoneAllocator {
@@ -170,8 +200,11 @@ impl ZoneAllocator {
                 used: vec![None; zones.len()],
                 resetting: Vec::new(),
                 open_lru: VecDeque::new(),
+                held: Vec::new(),
             }),
             dead: Arc::default(),
+            readers: (0..zones.len()).map(|_| AtomicU32::new(0)).collect(),
+            held_count: AtomicUsize::new(0),
             device,
         }
     }
@@ -234,11 +267,22 @@ impl ZoneAllocator {
             ));
         }
         let zone = *state.free.iter().next().expect("checked non-empty");
+        // Active: open or closed on the device, or taken by a stream whose header write has
+        // not reached the device yet (still empty there, neither free nor being reset): two
+        // streams rolling at once must not both pass the check, or the later write fails at
+        // the device and fails its stream.
         let active = self
             .device
             .report_zones()
             .iter()
-            .filter(|zone| matches!(zone.state, ZoneState::Open | ZoneState::Closed))
+            .filter(|zone| match zone.state {
+                ZoneState::Open | ZoneState::Closed => true,
+                ZoneState::Empty => {
+                    !state.free.contains(&zone.id)
+                        && !state.resetting.iter().any(|(resetting, _)| *resetting == zone.id)
+                }
+                _ => false,
+            })
             .count() as u32;
         if active >= geometry.max_active_zones {
             return Err(ZoneError::TooManyActiveZones {
@@ -352,13 +396,54 @@ impl ZoneAllocator {
         self.device.finish(zone)
     }
 
-    /// Gives a zone back: it is reset and becomes free once the reset completes.
-    pub fn release(&self, zone: ZoneId) {
+    /// Pins `zone` for a planned read: it is not reset before the pin is dropped. Take it while
+    /// the run being read is in its partition's index (under the index lock).
+    pub(crate) fn pin(self: &Arc<Self>, zone: ZoneId) -> ZonePin {
+        self.readers[zone as usize].fetch_add(1, Ordering::SeqCst);
+        ZonePin {
+            allocator: self.clone(),
+            zone,
+        }
+    }
+
+    /// Planned reads of `zone` outstanding.
+    pub fn readers(&self, zone: ZoneId) -> u32 {
+        self.readers[zone as usize].load(Ordering::SeqCst)
+    }
+
+    /// Held zones (released while read) that no read pins any more: to release again.
+    pub(crate) fn take_unpinned_held(&self) -> Vec<ZoneId> {
+        if self.held_count.load(Ordering::SeqCst) == 0 {
+            return Vec::new();
+        }
         let mut state = self.lock();
+        let (free, still): (Vec<ZoneId>, Vec<ZoneId>) = state
+            .held
+            .iter()
+            .partition(|&&zone| self.readers(zone) == 0);
+        state.held = still;
+        self.held_count.store(state.held.len(), Ordering::SeqCst);
+        free
+    }
+
+    /// Gives a zone back: it is reset and becomes free once the reset completes. A zone a
+    /// planned read still pins is held instead (returns false), and released again (by the
+    /// reclaimer) once unpinned.
+    pub fn release(&self, zone: ZoneId) -> bool {
+        let mut state = self.lock();
+        if self.readers(zone) > 0 {
+            // No new pin can come: a dead zone is in no index. The last unpin wakes the reclaimer.
+            if !state.held.contains(&zone) {
+                state.held.push(zone);
+                self.held_count.store(state.held.len(), Ordering::SeqCst);
+            }
+            return false;
+        }
         state.open_lru.retain(|&open| open != zone);
         state.used[zone as usize] = None;
         let reset = self.device.reset(zone);
         state.resetting.push((zone, reset));
+        true
     }
 
     /// Free zones now (resets completed), for reports and tests.
@@ -366,6 +451,13 @@ impl ZoneAllocator {
         let mut state = self.lock();
         state.collect_resets();
         state.free.len()
+    }
+
+    /// Whether data appends that need a new zone are refused now (no free zone beyond the
+    /// reserved ones): produce answers KAFKA_STORAGE_ERROR until zones are reclaimed. What
+    /// /metrics (`yotta_storage_full`) and system.partitions (`storage_full`) show.
+    pub fn storage_full(&self) -> bool {
+        self.free_zone_count() <= self.reserved_zones
     }
 
     /// Zones kept for the internal stream.

@@ -8,7 +8,12 @@
 //! it meanwhile: then the copy is dropped). Copies keep their frames' boot epoch, so recovery
 //! treats an original and its copy as the same batch (see `store::resolve`). Reads planned
 //! before the switch still read the old zone, which is reset only after the next flush of every
-//! stream. Runs on the reclaimer's thread: it waits for its reads and flush there.
+//! stream and once no planned read pins it. Runs on the reclaimer's thread: it waits for its
+//! reads and flush there.
+//!
+//! Reads racing GC: a read planned from an index pins the zones it reads (see
+//! `log::allocator`), so a zone GC (or retention) empties is reset only once the reads planned
+//! before the switch are done; reads planned after it find the copies.
 
 use super::batch;
 use super::format::{self, FrameEntry, FrameKind, ScanStep};
@@ -51,6 +56,12 @@ pub(crate) fn collect(streams: &Streams, now_ms: i64, force: bool) -> Result<u64
     let Some((zone, sequence)) = allocator.victim(LIVE_PERCENT_MAX) else {
         return Ok(0);
     };
+    // Another pass (`LogStore::collect_garbage`) may empty the same victim meanwhile: the
+    // zone is not reset while this pass reads it.
+    let _pin = allocator.pin(zone);
+    if !allocator.in_use(zone, sequence) {
+        return Ok(0);
+    }
     let mut live = Vec::new();
     for shared in streams.indexes() {
         let index = index::lock(&shared);
@@ -180,12 +191,26 @@ fn copy_frames(
     Ok(placements)
 }
 
-fn entry_for_copy(kind: FrameKind, key: format::PartitionKey, boot: u64, payload: &[u8]) -> Option<FrameEntry> {
+fn entry_for_copy(
+    kind: FrameKind,
+    key: format::PartitionKey,
+    boot: u64,
+    payload: &[u8],
+) -> Option<FrameEntry> {
     match kind {
-        FrameKind::LogStartOffset => Some(FrameEntry::for_log_start(key, boot, i64::from_be_bytes(payload.try_into().ok()?))),
+        FrameKind::LogStartOffset => Some(FrameEntry::for_log_start(
+            key,
+            boot,
+            i64::from_be_bytes(payload.try_into().ok()?),
+        )),
         FrameKind::RecordBatch => {
             let header = batch::parse_header(payload).ok()?;
-            Some(FrameEntry::for_batch(key, boot, &header, records::timestamp_lower_bound_ms(payload, &header)))
+            Some(FrameEntry::for_batch(
+                key,
+                boot,
+                &header,
+                records::timestamp_lower_bound_ms(payload, &header),
+            ))
         }
     }
 }

@@ -20,6 +20,7 @@ mod stream;
 pub use allocator::{ZoneAllocator, ZoneUse};
 pub use cache::{CachedPartition, ReadCache};
 pub use flush::Flush;
+pub use format::FRAME_HEADER_BYTES;
 pub use partition::{
     AppendInfo, LogConfig, LogError, PartitionId, PartitionLog, READAHEAD_BYTES_MAX,
     RECENT_CACHE_BYTES_DEFAULT,

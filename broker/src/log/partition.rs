@@ -521,6 +521,7 @@ impl PartitionLog {
             budget_bytes,
             self.high_watermark(),
         )
+        .pin_zones(self.allocator())
     }
 
     /// Where a reader of records with timestamps <= `timestamp_ms_max` may stop: the base

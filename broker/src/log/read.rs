@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::allocator::{ZoneAllocator, ZonePin};
 use super::batch::{self, BatchHeader};
 use super::format::{self, FrameKind, PartitionKey, ScanStep};
 use super::index::Run;
@@ -45,6 +46,8 @@ pub struct DeviceScan {
     windows: Vec<Window>,
     /// Batches from this offset on are not durable yet: the scan stops before them.
     stop_offset: i64,
+    /// The zones of `windows`, held from reset until the scan is done (see `pin_zones`).
+    _pins: Vec<ZonePin>,
 }
 
 impl DeviceScan {
@@ -103,7 +106,19 @@ impl DeviceScan {
             key,
             windows,
             stop_offset,
+            _pins: Vec::new(),
         }
+    }
+
+    /// Pins the zones the scan reads, so none is reset (GC, retention) before the scan is done
+    /// or dropped. Call while the runs planned are in the index (under its lock).
+    pub(crate) fn pin_zones(mut self, allocator: &Arc<ZoneAllocator>) -> DeviceScan {
+        self._pins = self
+            .windows
+            .iter()
+            .map(|window| allocator.pin(window.zone))
+            .collect();
+        self
     }
 
     /// Feeds every batch (header and zero-copy bytes) to `visit` until it breaks or the batches

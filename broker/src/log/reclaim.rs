@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::allocator::DeadZones;
 use super::stream::Streams;
-use crate::zone::ZoneId;
+use crate::zone::{ZoneId, ZoneState};
 
 /// How long the reclaimer sleeps when nothing dies (it also wakes at once when a zone dies).
 const IDLE_WAKE_MS: u64 = 200;
@@ -62,7 +62,9 @@ fn now_ms() -> i64 {
 /// One pass, blocking: a flush of every stream, then the summaries of zones sealed before it,
 /// then resets of the dead `zones`. If the flush fails, nothing is written or reset (the zones
 /// stay unusable until the store is reopened, whose recovery finds them dead again).
-pub(crate) fn pass(streams: &Streams, zones: Vec<ZoneId>) {
+pub(crate) fn pass(streams: &Streams, mut zones: Vec<ZoneId>) {
+    // Dead zones held back for their readers, now unpinned, are released with this pass.
+    zones.extend(streams.allocator().take_unpinned_held());
     // Taken before the flush, so the flush covers the frames of every seal taken.
     let seals = streams.take_pending_seals();
     if zones.is_empty() && seals.is_empty() {
@@ -75,7 +77,18 @@ pub(crate) fn pass(streams: &Streams, zones: Vec<ZoneId>) {
     }
     streams.write_seals(seals, &zones);
     for &zone in &zones {
-        streams.allocator().release(zone);
+        let allocator = streams.allocator();
+        let unfinished = allocator
+            .device()
+            .zone(zone)
+            .is_ok_and(|info| info.state != ZoneState::Full);
+        if !allocator.release(zone) && unfinished {
+            // Held for a read: finished meanwhile, so that it does not count against the
+            // device's active zones (its frames stay readable).
+            if let Err(error) = allocator.finish(zone).wait() {
+                tracing::warn!(zone, %error, "finishing a zone held for a read failed");
+            }
+        }
     }
     if !zones.is_empty() {
         crate::metrics::global().zones_reclaimed.inc();

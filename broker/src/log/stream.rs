@@ -462,12 +462,21 @@ impl Streams {
             self.allocator
                 .bytes_overhead
                 .fetch_add(capacity - seal.start_bytes, Ordering::Relaxed);
+            let mut failed = false;
             for (write, buffers) in writes {
                 match write.wait() {
                     Ok(buf) => buffers.give(buf),
                     Err(error) => {
+                        failed = true;
                         tracing::warn!(zone = seal.zone, %error, "writing a zone's summary failed; recovery scans the zone instead")
                     }
+                }
+            }
+            // A seal cut short leaves the zone short of full: finished, so that it does not
+            // count against the device's active zones until reclaimed.
+            if failed {
+                if let Err(error) = self.allocator.finish(seal.zone).wait() {
+                    tracing::warn!(zone = seal.zone, %error, "finishing a zone whose seal failed failed");
                 }
             }
         }

@@ -69,7 +69,7 @@ impl ClusterCollector {
         let allocator = self.cluster.store().allocator();
         let live_bytes: u64 = allocator.zone_uses().iter().flatten().map(|usage| usage.live_bytes).sum();
         let free = allocator.free_zone_count();
-        let full = i64::from(free <= allocator.reserved_zone_count());
+        let full = i64::from(allocator.storage_full());
         let gauges = [
             ("zone_live_bytes", "Bytes of frames some partition still holds, all zones", i64::try_from(live_bytes).unwrap_or(i64::MAX)),
             ("zones_free", "Empty zones ready for a stream", i64::try_from(free).unwrap_or(i64::MAX)),

@@ -70,6 +70,9 @@ struct FaultPlan {
     flush_errno: Option<i32>,
     /// Sticky read failure.
     read_errno: Option<i32>,
+    /// One-shot: the next write that ends at its zone's capacity (a seal's trailer block:
+    /// frames never reach there) fails, so a summary or trailer is left partial.
+    seal_write: Option<ArmedWrite>,
     counts: FaultCounts,
     /// Bytes forwarded to the device by successful writes since creation.
     written_bytes: u64,
@@ -107,6 +110,12 @@ impl FaultControl {
         self.lock().flush_errno = Some(errno);
     }
 
+    /// The next write ending at its zone's capacity (a zone seal's last write: its summary's
+    /// tail, zeros and trailer) fails with `errno` (once); a torn one keeps half its blocks.
+    pub fn fail_next_seal_write(&self, errno: i32, mode: WriteFault) {
+        self.lock().seal_write = Some(ArmedWrite { errno, mode });
+    }
+
     /// Every read fails with `errno` until `clear`.
     pub fn fail_reads(&self, errno: i32) {
         self.lock().read_errno = Some(errno);
@@ -119,6 +128,7 @@ impl FaultControl {
         plan.bytes_left = None;
         plan.flush_errno = None;
         plan.read_errno = None;
+        plan.seal_write = None;
     }
 
     pub fn counts(&self) -> FaultCounts {
@@ -132,9 +142,15 @@ impl FaultControl {
 
     /// Decides the fate of a write of `len_bytes`: `None` to pass it through, or the fault and
     /// how many leading bytes a torn write keeps.
-    fn on_write(&self, len_bytes: u64) -> Option<(ArmedWrite, u64)> {
+    fn on_write(&self, len_bytes: u64, ends_zone: bool) -> Option<(ArmedWrite, u64)> {
         let mut plan = self.lock();
         let half_bytes = (len_bytes / BLOCK_SIZE as u64 / 2) * BLOCK_SIZE as u64;
+        if ends_zone {
+            if let Some(armed) = plan.seal_write.take() {
+                plan.counts.writes_failed += 1;
+                return Some((armed, half_bytes));
+            }
+        }
         if let Some((writes_ok, armed)) = plan.write_in {
             if writes_ok == 0 {
                 plan.write_in = None;
@@ -233,7 +249,8 @@ impl ZonedDevice for FaultyZonedDevice {
 
     fn write(&self, zone: ZoneId, offset_bytes: u64, buf: AlignedBuf) -> Pending<AlignedBuf> {
         let len_bytes = buf.len() as u64;
-        let Some((armed, kept_bytes)) = self.control.on_write(len_bytes) else {
+        let ends_zone = offset_bytes + len_bytes == self.inner.geometry().zone_capacity_bytes;
+        let Some((armed, kept_bytes)) = self.control.on_write(len_bytes, ends_zone) else {
             return self.inner.write(zone, offset_bytes, buf);
         };
         assert!(kept_bytes <= len_bytes && kept_bytes % BLOCK_SIZE as u64 == 0);
@@ -251,7 +268,13 @@ impl ZonedDevice for FaultyZonedDevice {
         fail_after(forwarded, error)
     }
 
-    fn read_into(&self, zone: ZoneId, offset_bytes: u64, buf: AlignedBuf, len_bytes: usize) -> Pending<AlignedBuf> {
+    fn read_into(
+        &self,
+        zone: ZoneId,
+        offset_bytes: u64,
+        buf: AlignedBuf,
+        len_bytes: usize,
+    ) -> Pending<AlignedBuf> {
         let read_errno = {
             let mut plan = self.control.lock();
             let errno = plan.read_errno;
