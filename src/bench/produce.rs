@@ -237,6 +237,8 @@ pub struct Workload {
     pub wire_bytes: u64,
     /// Record value bytes per run.
     pub payload_bytes: u64,
+    /// Records of partition 0 per run (set by `interleaved`).
+    pub partition0_records: u64,
 }
 
 impl Workload {
@@ -287,12 +289,14 @@ impl Workload {
                 order.extend((0..per_round).map(|turn| 1 + ((round * per_round + turn) % others) as u32));
             }
         }
-        Ok(Workload::of(prepared, order, records, per_batch, batch.len() as u64, args.record_bytes))
+        let mut workload = Workload::of(prepared, order, records, per_batch, batch.len() as u64, args.record_bytes);
+        workload.partition0_records = rounds * per_batch;
+        Ok(workload)
     }
 
     fn of(prepared: Vec<PreparedProduce>, order: Vec<u32>, records: u64, records_per_batch: u64, batch_bytes: u64, record_bytes: u64) -> Workload {
         let wire_bytes = order.iter().map(|&index| prepared[index as usize].batch_bytes).sum();
-        Workload { prepared, order, records, records_per_batch, batch_bytes, wire_bytes, payload_bytes: records * record_bytes }
+        Workload { prepared, order, records, records_per_batch, batch_bytes, wire_bytes, payload_bytes: records * record_bytes, partition0_records: 0 }
     }
 
     fn requests(&self) -> impl Iterator<Item = &PreparedProduce> {
