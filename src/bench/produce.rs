@@ -14,9 +14,8 @@
 //! Partition counts (`--partitions 1,100,1000`): each count gets a broker child of its own on
 //! a fresh device and a topic of that many partitions; a run writes every partition (the batch
 //! shrinks to `--total-mib` / partitions when that is below `--batch-bytes`). The device is
-//! sized for the data plus room per partition (storage that gives each partition zones of its
-//! own needs it), with zones made smaller than 64 MiB when that would exceed
-//! `--device-mib-max`.
+//! sized for the data (partitions share zones), with the broker's default 64 MiB zones unless
+//! that would exceed `--device-mib-max`.
 //!
 //! Limits, measured in every run, interleaved with the produce runs so drift hits all alike:
 //! - loopback TCP: a Rust sender/receiver pair moving the same number of bytes in 1 MiB writes;
