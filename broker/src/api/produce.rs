@@ -110,51 +110,82 @@ pub fn start(
     Started { completion: async move { respond(api_version, acks, by_id, topics, flushes).await }, close_connection }
 }
 
-/// The most bytes of a request's allocation besides its one batch (request header, topic name,
-/// spare capacity) for the batch to be kept in place: the read cache holds a batch kept in place
-/// with its whole allocation, and counts only the batch against its budget.
+/// The most bytes of a request's allocation besides its batches (request header, topic names,
+/// spare capacity) for the batches to be kept in place: the read cache holds a batch kept in
+/// place with its whole allocation, and counts only the batch against its budget.
 const IN_PLACE_OVERHEAD_BYTES_MAX: usize = 64 << 10;
 
 /// Takes each partition's records out of `request` (in topic, then partition order) as buffers
 /// of their own that the log can rewrite and keep.
 ///
-/// A request with exactly one partition (what a producer with one batch in flight per request
-/// sends, and the large-batch case that matters for throughput) gives its batch in place when
-/// `frame`, the request it was decoded from, is otherwise unreferenced and mostly that batch:
-/// no copy, and no second buffer to fault in. The byte fields that are slices of the frame
-/// (topic names, transactional id, unknown tagged fields) are copied out first so that nothing
-/// else holds it. Every other case copies the records, as a batch kept in place would pin the
-/// whole frame (other partitions' records, rejected or not) in the cache.
+/// When `frame`, the request the records were decoded from, is otherwise unreferenced and is
+/// mostly record batches (what a producer sends: one batch, or the batches of several
+/// partitions packed up to max.request.size), the batches are given in place, as disjoint
+/// mutable pieces of the frame's one allocation: no copy, and no second buffer to fault in. The
+/// allocation is freed once every piece is dropped, so a piece held by the read cache keeps at
+/// most the frame's few other bytes (request header, names, a rejected partition's batch) with
+/// it. The byte fields that are slices of the frame (topic names, transactional id, unknown
+/// tagged fields) are copied out first so that nothing else holds it. Every other case copies
+/// the records, as pieces kept in place would pin a frame that is mostly something else.
 fn take_records(request: &mut ProduceRequest, frame: Option<Bytes>) -> Vec<Option<BytesMut>> {
     let mut taken: Vec<Option<Bytes>> =
         request.topic_data.iter_mut().flat_map(|topic| topic.partition_data.iter_mut()).map(|partition| partition.records.take()).collect();
-    if let (Some(frame), [Some(records)]) = (frame, taken.as_mut_slice()) {
-        if let Some(range) = range_within(&frame, records) {
-            if frame.len() - range.len() <= IN_PLACE_OVERHEAD_BYTES_MAX {
-                *records = Bytes::new();
-                detach_from_frame(request);
-                return vec![Some(in_place(frame, range))];
-            }
+    if let Some(frame) = frame {
+        if let Some(ranges) = in_place_ranges(&frame, &taken) {
+            // The pieces below are the only references to the records left.
+            taken.clear();
+            detach_from_frame(request);
+            return in_place(frame, &ranges);
         }
     }
     taken.into_iter().map(|records| records.map(|records| BytesMut::from(&records[..]))).collect()
 }
 
-/// `range` of `frame` as a buffer of its own: in place when nothing else references the frame
-/// and its allocation is not much larger than the range, else a copy.
-fn in_place(frame: Bytes, range: std::ops::Range<usize>) -> BytesMut {
-    match frame.try_into_mut() {
-        Ok(mut whole) => {
-            bytes::Buf::advance(&mut whole, range.start);
-            let spare_bytes = whole.capacity() - range.len();
-            if range.start + spare_bytes <= IN_PLACE_OVERHEAD_BYTES_MAX {
-                whole.truncate(range.len());
-                whole
-            } else {
-                BytesMut::from(&whole[..range.len()])
+/// Where each record set lies in `frame`, if all are slices of it, in frame order without
+/// overlap, and together all of the frame but `IN_PLACE_OVERHEAD_BYTES_MAX`.
+fn in_place_ranges(frame: &Bytes, taken: &[Option<Bytes>]) -> Option<Vec<Option<std::ops::Range<usize>>>> {
+    let mut ranges = Vec::with_capacity(taken.len());
+    let (mut end, mut batch_bytes) = (0usize, 0usize);
+    for records in taken {
+        let range = match records {
+            None => None,
+            Some(records) => {
+                let range = range_within(frame, records)?;
+                if range.start < end {
+                    return None;
+                }
+                end = range.end;
+                batch_bytes += range.len();
+                Some(range)
             }
+        };
+        ranges.push(range);
+    }
+    (batch_bytes > 0 && frame.len() - batch_bytes <= IN_PLACE_OVERHEAD_BYTES_MAX).then_some(ranges)
+}
+
+/// The `ranges` of `frame` (in frame order, disjoint) as buffers of their own: in place when
+/// nothing else references the frame and its allocation is not much larger than the ranges,
+/// else copies.
+fn in_place(frame: Bytes, ranges: &[Option<std::ops::Range<usize>>]) -> Vec<Option<BytesMut>> {
+    let batch_bytes: usize = ranges.iter().flatten().map(|range| range.len()).sum();
+    let copies = |frame: &[u8]| ranges.iter().map(|range| range.clone().map(|range| BytesMut::from(&frame[range]))).collect();
+    match frame.try_into_mut() {
+        Ok(mut whole) if whole.capacity() - batch_bytes <= IN_PLACE_OVERHEAD_BYTES_MAX => {
+            let mut at = 0usize;
+            ranges
+                .iter()
+                .map(|range| {
+                    range.clone().map(|range| {
+                        bytes::Buf::advance(&mut whole, range.start - at);
+                        at = range.end;
+                        whole.split_to(range.len())
+                    })
+                })
+                .collect()
         }
-        Err(frame) => BytesMut::from(&frame[range]),
+        Ok(whole) => copies(&whole),
+        Err(frame) => copies(&frame),
     }
 }
 
@@ -461,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn a_one_batch_request_gives_its_batch_in_place_and_other_requests_copy() {
+    fn batches_are_given_in_place_unless_the_frame_is_shared_or_mostly_other_bytes() {
         let batch: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
 
         // One batch, frame otherwise unreferenced: the batch stays where it arrived.
@@ -489,16 +520,33 @@ mod tests {
         assert!(!lies_in(records, &span), "copied");
         drop(held);
 
-        // Two batches: copied, in request order.
+        // Two batches (a request packed with several partitions): in place too, in request
+        // order, each a buffer of its own that can be rewritten without touching the other.
         let other: Vec<u8> = batch.iter().rev().copied().collect();
         let frame = encoded(&[("events", batch.clone()), ("other", other.clone())]);
         let span = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
         let mut request = decoded(&frame);
-        let taken = take_records(&mut request, Some(frame));
+        let mut taken = take_records(&mut request, Some(frame));
         assert_eq!(taken.len(), 2);
         assert_eq!(&taken[0].as_ref().unwrap()[..], &batch[..]);
         assert_eq!(&taken[1].as_ref().unwrap()[..], &other[..]);
+        assert!(taken.iter().all(|records| lies_in(records.as_ref().unwrap(), &span)));
+        taken[0].as_mut().unwrap()[..8].copy_from_slice(&[0xff; 8]);
+        assert_eq!(&taken[1].as_ref().unwrap()[..], &other[..]);
+        let second = taken.pop().unwrap().unwrap().freeze();
+        drop(taken);
+        assert_eq!(&second[..], &other[..], "a piece outlives its siblings");
+
+        // Two batches while someone else holds the frame: copied, in request order.
+        let frame = encoded(&[("events", batch.clone()), ("other", other.clone())]);
+        let span = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let held = frame.clone();
+        let mut request = decoded(&frame);
+        let taken = take_records(&mut request, Some(frame));
+        assert_eq!(&taken[0].as_ref().unwrap()[..], &batch[..]);
+        assert_eq!(&taken[1].as_ref().unwrap()[..], &other[..]);
         assert!(taken.iter().all(|records| !lies_in(records.as_ref().unwrap(), &span)));
+        drop(held);
 
         // A small batch in a frame that is mostly something else: copied, so that the cache
         // does not pin the rest.
