@@ -1,8 +1,9 @@
 //! Produce: validate each partition's record batch as Kafka's broker does, append it, make it
 //! durable, then answer.
 //!
-//! Every partition of a request is appended (and its flush started) first; the flushes are then
-//! awaited together, so one request's partitions share the storage thread's group commit.
+//! Every partition of a request is appended first; one flush then makes all of them durable (a
+//! padded tail and a device flush per stream for the whole request, not per partition), and
+//! requests of many connections still share the storage thread's group commit.
 //!
 //! Durability: acks=1 and acks=-1 are both answered only once the data is durable on the device.
 //! That is stronger than Kafka for acks=1 (Kafka answers when the leader's page cache has it),
@@ -34,7 +35,7 @@ use super::str_bytes;
 use crate::cluster::{now_ms, ApiError, Cluster, Partition, ResponseError, Topic, TopicConfig};
 use crate::log::batch::{self, BatchError, BatchHeader, Compression, TimestampType};
 use crate::log::records;
-use crate::log::{Flush, LogError};
+use crate::log::{Flush, FlushTarget, LogError};
 
 /// A Produce request whose batches are appended: `completion` waits for durability and yields
 /// the response (`None` for acks=0).
@@ -82,9 +83,10 @@ pub fn start(
     let by_id = api_version >= 13;
 
     let mut topics = Vec::with_capacity(request.topic_data.len());
-    // Every partition's flush is started as it is appended; they are awaited together below
-    // (group commit).
-    let mut flushes = Vec::new();
+    // Every partition is appended first; then one flush makes them all durable (one padded
+    // tail and one device flush per stream for the whole request, not one per partition).
+    let mut targets = Vec::new();
+    let mut appended_partitions = Vec::new();
     let mut close_connection = false;
     for topic_data in request.topic_data {
         let topic = if by_id { cluster.topic_by_id(topic_data.topic_id.as_bytes()) } else { cluster.topic(&topic_data.name.0) };
@@ -98,8 +100,9 @@ pub fn start(
             } else {
                 append_partition(topic.as_deref().zip(config.as_deref()), by_id, partition_data.index, records, api_version, now)
             };
-            let outcome = outcome.map(|(appended, partition, flush)| {
-                flushes.push(complete_flush(partition, flush));
+            let outcome = outcome.map(|(appended, partition, target)| {
+                appended_partitions.push((partition, target.end_offset()));
+                targets.push(target);
                 appended
             });
             close_connection |= acks == 0 && outcome.is_err();
@@ -107,6 +110,8 @@ pub fn start(
         }
         topics.push((topic_data.name, topic_data.topic_id, outcomes));
     }
+    let flush = (!targets.is_empty()).then(|| FlushTarget::start(targets));
+    let flushes = complete_flush(flush, appended_partitions);
     Started { completion: async move { respond(api_version, acks, by_id, topics, flushes).await }, close_connection }
 }
 
@@ -228,16 +233,14 @@ async fn respond(
     acks: i16,
     by_id: bool,
     topics: TopicOutcomes,
-    flushes: Vec<impl Future<Output = Result<i64, LogError>> + Send + 'static>,
+    flushes: impl Future<Output = Vec<Result<i64, LogError>>> + Send + 'static,
 ) -> Option<ProduceResponse> {
     if acks == 0 {
-        // No response: the client does not wait. The flushes still run to completion (that is
+        // No response: the client does not wait. The flush still runs to completion (that is
         // what makes the data visible to readers), detached from this request.
         let complete = async move {
-            for result in crate::pending::join_all(flushes).await {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "acks=0 produce: flush failed");
-                }
+            if let Some(Err(error)) = flushes.await.into_iter().next() {
+                tracing::warn!(%error, "acks=0 produce: flush failed");
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -257,15 +260,14 @@ async fn respond(
     }
 
     // Awaited in a task of its own: if this request is dropped (the client went away), the
-    // flushes still complete. A flush dropped half-way would leave its successors unable to
-    // confirm it, failing the partition's log.
-    let flush_count = flushes.len();
-    let completion = crate::pending::join_all(flushes);
+    // flush still completes. A flush dropped half-way would leave its successors unable to
+    // confirm it, failing the partitions' logs.
+    let flush_count = topics.iter().flat_map(|(_, _, outcomes)| outcomes).filter(|(_, outcome)| outcome.is_ok()).count();
     let flush_results = match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => runtime.spawn(completion).await.unwrap_or_else(|error| {
+        Ok(runtime) => runtime.spawn(flushes).await.unwrap_or_else(|error| {
             (0..flush_count).map(|_| Err(LogError::Failed(format!("the flush task ended: {error}")))).collect()
         }),
-        Err(_) => completion.await,
+        Err(_) => flushes.await,
     };
     let mut flush_results = flush_results.into_iter();
     let responses = topics
@@ -288,15 +290,25 @@ async fn respond(
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-/// Awaits a partition's flush, then wakes the fetches waiting for data: the flush advanced the
-/// high watermark readers see.
-async fn complete_flush(partition: Arc<Partition>, flush: Flush) -> Result<i64, LogError> {
-    let result = flush.complete().await;
-    if let Ok(high_watermark) = result {
-        partition.acks.record(high_watermark, std::time::Instant::now());
-    }
-    partition.data_ready.notify_waiters();
-    result
+/// Awaits the request's flush, then, per appended partition (with the end its flush raises the
+/// high watermark to), records the ack and wakes the fetches waiting for data: the flush
+/// advanced the high watermark readers see. One result per partition, in order.
+async fn complete_flush(flush: Option<Flush>, partitions: Vec<(Arc<Partition>, i64)>) -> Vec<Result<i64, LogError>> {
+    let result = match flush {
+        Some(flush) => flush.complete().await.map_err(|error| error.to_string()),
+        None => Ok(0),
+    };
+    let now = std::time::Instant::now();
+    partitions
+        .into_iter()
+        .map(|(partition, high_watermark)| {
+            if result.is_ok() {
+                partition.acks.record(high_watermark, now);
+            }
+            partition.data_ready.notify_waiters();
+            result.clone().map(|_| high_watermark).map_err(LogError::Failed)
+        })
+        .collect()
 }
 
 fn partition_response(api_version: i16, index: i32, outcome: Outcome) -> PartitionProduceResponse {
@@ -319,8 +331,9 @@ fn unknown_partition() -> ApiError {
     ApiError::new(ResponseError::UnknownTopicOrPartition, "This server does not host this topic-partition.")
 }
 
-/// Validates one partition's records, appends them and starts their flush (to be awaited after
-/// the partition lock is released).
+/// Validates one partition's records and appends them; returns what a flush must cover to make
+/// them durable (started for the whole request once every partition is appended, and awaited
+/// after the partition locks are released).
 fn append_partition(
     topic: Option<(&Topic, &TopicConfig)>,
     by_id: bool,
@@ -328,7 +341,7 @@ fn append_partition(
     records: Option<BytesMut>,
     api_version: i16,
     now: i64,
-) -> Result<(Appended, Arc<Partition>, Flush), ApiError> {
+) -> Result<(Appended, Arc<Partition>, FlushTarget), ApiError> {
     let Some((topic, config)) = topic else {
         return Err(if by_id {
             ApiError::new(ResponseError::UnknownTopicId, "This server does not host this topic ID.")
@@ -391,13 +404,13 @@ fn append_partition(
         let append_time = if log_append_time { info.max_timestamp_ms } else { -1 };
         // A resend appended nothing, but its original may not be durable yet: this flush
         // covers it, so the resend too is acknowledged only once durable.
-        Ok((info.base_offset, append_time, log.log_start_offset(), log.start_flush(), info.duplicate))
+        Ok((info.base_offset, append_time, log.log_start_offset(), log.flush_target().map_err(LogError::Failed)?, info.duplicate))
     })?;
-    let (base_offset, log_append_time_ms, log_start_offset, flush, duplicate) = appended?;
+    let (base_offset, log_append_time_ms, log_start_offset, target, duplicate) = appended?;
     if !duplicate {
         crate::metrics::global().count_produced(batch_bytes, header.record_count);
     }
-    Ok((Appended { base_offset, log_append_time_ms, log_start_offset }, partition, flush))
+    Ok((Appended { base_offset, log_append_time_ms, log_start_offset }, partition, target))
 }
 
 
