@@ -227,8 +227,10 @@ fn run_count(args: &ConsumeBenchArgs) -> anyhow::Result<CountResult> {
     let earliest = setup.client.block_on(connection.list_offsets(&common.topic, 1, -2))?;
     let latest = setup.client.block_on(connection.list_offsets(&common.topic, 1, -1))?;
     let mut setup_line = String::new();
-    if ((latest[0] - earliest[0]) as u64) < common.record_count() {
-        let workload = Workload::interleaved(common, connection.versions.produce, partitions)?;
+    let workload = Workload::interleaved(common, connection.versions.produce, partitions)?;
+    // Whole batches: partition 0 gets at most --records (an external broker filled by an
+    // earlier run is not filled again).
+    if ((latest[0] - earliest[0]) as u64) < workload.partition0_records {
         eprintln!("{partitions} partitions: producing {} records to fill the topic...", workload.records);
         let (outcome, returned) = setup.client.block_on(produce::produce_run(connection, &workload, common.in_flight, -1))?;
         connection = returned;

@@ -355,18 +355,17 @@ pub fn decode_response<Resp: Decodable>(
     Ok(body)
 }
 
-/// A Produce request encoded once (one batch for one partition), resent with a new
-/// correlation id each time.
+/// A Produce request encoded once (one batch for each of one or more partitions of a topic, as
+/// a Kafka producer packs the batches ready for a broker up to max.request.size), resent with a
+/// new correlation id each time.
 pub struct PreparedProduce {
     /// Size prefix, api key and version.
     head: [u8; 8],
-    /// The frame from after the correlation id up to the batch.
-    prefix: Bytes,
-    /// The batch, shared by every request that sends the same one (a partition each).
-    batch: Bytes,
-    /// The frame after the batch (tagged fields).
-    suffix: Bytes,
-    pub partition: i32,
+    /// The frame after the correlation id: request fields, then each batch (shared by every
+    /// request that sends the same one) followed by the fields up to the next, in order.
+    parts: Vec<Bytes>,
+    /// The partitions, in request order.
+    pub partitions: Vec<i32>,
     pub batch_bytes: u64,
 }
 
@@ -378,31 +377,54 @@ impl PreparedProduce {
         acks: i16,
         batch: Bytes,
     ) -> anyhow::Result<PreparedProduce> {
-        let batch_bytes = batch.len() as u64;
+        PreparedProduce::packed(version, topic, vec![(partition, batch)], acks)
+    }
+
+    /// One request carrying a batch for each of `batches`' partitions.
+    pub fn packed(
+        version: i16,
+        topic: &str,
+        batches: Vec<(i32, Bytes)>,
+        acks: i16,
+    ) -> anyhow::Result<PreparedProduce> {
+        let batch_bytes = batches.iter().map(|(_, batch)| batch.len() as u64).sum();
         let request = ProduceRequest::default()
             .with_acks(acks)
             .with_timeout_ms(30_000)
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(topic_name(topic))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(partition)
-                    .with_records(Some(batch.clone()))])]);
+                .with_partition_data(
+                    batches
+                        .iter()
+                        .map(|(partition, batch)| {
+                            PartitionProduceData::default()
+                                .with_index(*partition)
+                                .with_records(Some(batch.clone()))
+                        })
+                        .collect(),
+                )]);
         let frame = encode_request(ApiKey::Produce, version, 0, &request)?.freeze();
         let mut head = [0u8; 8];
         head.copy_from_slice(&frame[..8]);
-        // The batch is the frame's only large field: found by its header just after the few
-        // bytes of request fields before it.
-        let probe = &batch[..batch.len().min(64)];
-        let at = (12..=frame.len() - batch.len())
-            .find(|&at| frame[at..at + probe.len()] == *probe && frame[at..at + batch.len()] == batch[..])
-            .context("the encoded Produce request does not hold its batch")?;
+        // The batches are the frame's only large fields, in order: each is found by its bytes
+        // just after the few bytes of fields before it.
+        let mut parts = Vec::with_capacity(2 * batches.len() + 1);
+        let mut from = 12;
+        for (_, batch) in &batches {
+            let probe = &batch[..batch.len().min(64)];
+            let at = (from..=frame.len() - batch.len())
+                .find(|&at| frame[at..at + probe.len()] == *probe && frame[at..at + batch.len()] == batch[..])
+                .context("the encoded Produce request does not hold its batch")?;
+            // Copies, so that the frame (a copy of the batches) is freed.
+            parts.push(Bytes::copy_from_slice(&frame[from..at]));
+            parts.push(batch.clone());
+            from = at + batch.len();
+        }
+        parts.push(Bytes::copy_from_slice(&frame[from..]));
         Ok(PreparedProduce {
             head,
-            // Copies, so that the frame (a copy of the batch) is freed.
-            prefix: Bytes::copy_from_slice(&frame[12..at]),
-            suffix: Bytes::copy_from_slice(&frame[at + batch.len()..]),
-            batch,
-            partition,
+            parts,
+            partitions: batches.iter().map(|(partition, _)| *partition).collect(),
             batch_bytes,
         })
     }
@@ -433,23 +455,26 @@ impl RequestWriter {
         Ok(correlation_id)
     }
 
-    /// Sends a prepared Produce (no copy of its batch); returns its correlation id.
+    /// Sends a prepared Produce (no copy of its batches); returns its correlation id.
     pub async fn send_produce(&mut self, prepared: &PreparedProduce) -> anyhow::Result<i32> {
         let correlation_id = self.next_id();
         let mut head = [0u8; 12];
         head[..8].copy_from_slice(&prepared.head);
         head[8..].copy_from_slice(&correlation_id.to_be_bytes());
-        let mut parts: [&[u8]; 4] = [&head, &prepared.prefix, &prepared.batch, &prepared.suffix];
-        while parts.iter().any(|part| !part.is_empty()) {
-            let slices = parts.map(IoSlice::new);
+        let mut parts: Vec<&[u8]> = std::iter::once(&head[..]).chain(prepared.parts.iter().map(|part| &part[..])).collect();
+        let mut first = 0;
+        while first < parts.len() {
+            let slices: Vec<IoSlice<'_>> = parts[first..].iter().map(|part| IoSlice::new(part)).collect();
             let mut written = self.write.write_vectored(&slices).await?;
             if written == 0 {
                 bail!("connection closed while sending");
             }
-            for part in &mut parts {
-                let from_part = written.min(part.len());
-                *part = &part[from_part..];
-                written -= from_part;
+            while first < parts.len() && written >= parts[first].len() {
+                written -= parts[first].len();
+                first += 1;
+            }
+            if written > 0 {
+                parts[first] = &parts[first][written..];
             }
         }
         Ok(correlation_id)

@@ -285,21 +285,27 @@ pub struct Device {
 /// Zones largest first (64 MiB, the broker's default) down to this while the device would not
 /// fit `device_mib_max`; a zone still holds a 1 MiB batch with its frame.
 const ZONE_MIB_MIN: u64 = 2;
-/// Zones beyond the partitions' own: the internal logs (metadata, groups) and slack.
+/// Zones beyond the data's own: one being appended per stream (3), two reserved for the
+/// internal logs, the internal logs' own zones and slack.
 const ZONES_SPARE: u64 = 8;
 
-/// A device for `written_bytes` of 1 MiB-ish batches over `partitions` partitions, each
-/// flushed on its own, that also fits storage giving each partition zones of its own: per
-/// partition its share of the data with slack for block padding and zone headers, in whole
-/// zones. The largest zones (up to 64 MiB) that keep the device within `device_mib_max`.
+/// A device for `written_bytes` of batches over `partitions` partitions, each batch flushed on
+/// its own. Partitions share zones (storage v2: the zone streams interleave every partition's
+/// frames), so the device is sized by the bytes alone: each flushed batch padded to a block
+/// with its frame header, every zone's header, summary and trailer, and spare zones. The
+/// largest zones (up to the broker's default of 64 MiB) that keep the device within
+/// `device_mib_max`: small zones would make streams roll (and seal) zones far more often than
+/// on a real device.
 pub fn device_for(written_bytes: u64, partitions: u64, device_mib_max: u64) -> anyhow::Result<Device> {
     assert!(partitions >= 1);
-    let per_partition = written_bytes.div_ceil(partitions);
-    let padded = per_partition + per_partition / 64 + (8 << 10);
+    // Every batch padded to a block (at most one block each; the batches are at least a few
+    // KiB when a run writes every partition), summary entries of 84 bytes per frame.
+    let batches = partitions.max(written_bytes.div_ceil(1 << 20));
+    let padded = written_bytes + written_bytes / 32 + batches * (4096 + 128);
     let mut zone_mib = 64;
     loop {
-        let zone_bytes = (zone_mib << 20) - (8 << 10);
-        let zones = partitions * padded.div_ceil(zone_bytes) + ZONES_SPARE;
+        let zone_bytes = (zone_mib << 20) - (16 << 10);
+        let zones = padded.div_ceil(zone_bytes) + ZONES_SPARE;
         // At least the default max open zones (14) and then some.
         let zones = zones.max(32);
         if zones * zone_mib <= device_mib_max {
@@ -325,10 +331,14 @@ mod tests {
         let one = device_for(1536 * MIB, 1, 8192).unwrap();
         assert_eq!(one.zone_mib, 64);
         assert!(u64::from(one.zone_count) * 63 * MIB >= 1536 * MIB);
+        // Partitions share zones: 1,000 of them need no more zones than one, nor smaller ones.
         let thousand = device_for(1536 * MIB, 1000, 4096).unwrap();
+        assert_eq!(thousand.zone_mib, 64, "{thousand:?}");
         assert!(u64::from(thousand.zone_count) * thousand.zone_mib <= 4096);
-        assert!(u64::from(thousand.zone_count) >= 1000, "{thousand:?}");
-        assert!(u64::from(thousand.zone_count - 8) * (thousand.zone_mib - 1) * MIB >= 1536 * MIB, "{thousand:?}");
+        assert!(u64::from(thousand.zone_count - 8) * 63 * MIB >= 1536 * MIB + 1000 * 4096, "{thousand:?}");
+        // A budget too small for 64 MiB zones gets smaller ones, else an error.
+        let small = device_for(1536 * MIB, 1000, 2048).unwrap();
+        assert!(small.zone_mib < 64 && u64::from(small.zone_count) * small.zone_mib <= 2048, "{small:?}");
         assert!(device_for(100_000 * MIB, 1000, 4096).is_err());
     }
 }

@@ -14,9 +14,8 @@
 //! Partition counts (`--partitions 1,100,1000`): each count gets a broker child of its own on
 //! a fresh device and a topic of that many partitions; a run writes every partition (the batch
 //! shrinks to `--total-mib` / partitions when that is below `--batch-bytes`). The device is
-//! sized for the data plus room per partition (storage that gives each partition zones of its
-//! own needs it), with zones made smaller than 64 MiB when that would exceed
-//! `--device-mib-max`.
+//! sized for the data (partitions share zones), with the broker's default 64 MiB zones unless
+//! that would exceed `--device-mib-max`.
 //!
 //! Limits, measured in every run, interleaved with the produce runs so drift hits all alike:
 //! - loopback TCP: a Rust sender/receiver pair moving the same number of bytes in 1 MiB writes;
@@ -77,6 +76,11 @@ pub struct KafkaBenchArgs {
     /// Largest batch per partition, in bytes (whole v2 batch).
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(256..=1 << 20))]
     pub batch_bytes: u64,
+    /// Most bytes per Produce request (Kafka's max.request.size): a request packs the batches
+    /// of consecutive partitions up to it, as a Kafka producer packs the batches ready for a
+    /// broker (at least one batch per request).
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..=64 << 20))]
+    pub request_bytes: u64,
     /// acks: -1 (all), 1 or 0.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true, value_parser = clap::value_parser!(i16).range(-1..=1))]
     pub acks: i16,
@@ -123,7 +127,9 @@ impl KafkaBenchArgs {
         }
         let one_record = self.record_bytes + self.key_bytes + 128;
         let share = self.run_bytes() / partitions as u64;
-        one.batch_bytes = self.batch_bytes.min(share.max(one_record)).max(256);
+        // Below --batch-bytes, batches are cut so that whole ones fill a request.
+        let packed = (self.request_bytes - REQUEST_OVERHEAD_BYTES) / self.request_bytes.div_ceil(share.max(1));
+        one.batch_bytes = self.batch_bytes.min(share.min(packed).max(one_record)).max(256);
         one
     }
 
@@ -132,6 +138,10 @@ impl KafkaBenchArgs {
         self.partitions[0]
     }
 }
+
+/// Bytes of a Produce request besides its batches budgeted when packing them (header, topic
+/// name, a few fields per partition).
+const REQUEST_OVERHEAD_BYTES: u64 = 1024;
 
 /// The bench's environment: work directory, optional child broker, runtimes.
 pub struct Setup {
@@ -225,7 +235,7 @@ pub fn cpu_seconds(stat_path: &str) -> Option<f64> {
 
 /// The produce workload: pre-encoded requests and the order they are sent in.
 pub struct Workload {
-    /// The requests, one per (partition, batch) sent.
+    /// The requests, one per (partitions, batches) sent.
     prepared: Vec<PreparedProduce>,
     /// Indexes into `prepared`, in sending order.
     order: Vec<u32>,
@@ -237,23 +247,43 @@ pub struct Workload {
     pub wire_bytes: u64,
     /// Record value bytes per run.
     pub payload_bytes: u64,
+    /// Records of partition 0 per run (set by `interleaved`).
+    pub partition0_records: u64,
 }
 
 impl Workload {
     /// `--records` records in full batches, partitions in turn (the last batch may be partly
-    /// filled).
+    /// filled), each request packing the batches of consecutive partitions up to
+    /// `--request-bytes`.
     pub fn build(args: &KafkaBenchArgs, version: i16, partitions: i32) -> anyhow::Result<Workload> {
         let records = args.record_count();
         let (full_batch, per_batch) = build_batch(args, None)?;
-        let full_requests = records / per_batch;
+        let full_batches = records / per_batch;
         let tail_records = records % per_batch;
-        let mut prepared = (0..partitions)
-            .map(|partition| PreparedProduce::new(version, &args.topic, partition, args.acks, full_batch.clone()))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut order: Vec<u32> = (0..full_requests).map(|index| (index % partitions as u64) as u32).collect();
+        let pack = (args.request_bytes.saturating_sub(REQUEST_OVERHEAD_BYTES) / full_batch.len() as u64).clamp(1, partitions as u64);
+        // One prepared request per (first partition, batch count), made when first sent.
+        let mut prepared = Vec::new();
+        let mut made: std::collections::HashMap<(u64, u64), u32> = std::collections::HashMap::new();
+        let mut order = Vec::with_capacity(full_batches.div_ceil(pack) as usize + 1);
+        let mut sent = 0u64;
+        while sent < full_batches {
+            let count = pack.min(full_batches - sent);
+            let first = sent % partitions as u64;
+            let index = match made.get(&(first, count)) {
+                Some(&index) => index,
+                None => {
+                    let batches = (0..count).map(|at| (((first + at) % partitions as u64) as i32, full_batch.clone())).collect();
+                    prepared.push(PreparedProduce::packed(version, &args.topic, batches, args.acks)?);
+                    made.insert((first, count), prepared.len() as u32 - 1);
+                    prepared.len() as u32 - 1
+                }
+            };
+            order.push(index);
+            sent += count;
+        }
         if tail_records > 0 {
             let (batch, _) = build_batch(args, Some(tail_records))?;
-            let partition = (full_requests % partitions as u64) as i32;
+            let partition = (full_batches % partitions as u64) as i32;
             order.push(prepared.len() as u32);
             prepared.push(PreparedProduce::new(version, &args.topic, partition, args.acks, batch)?);
         }
@@ -287,12 +317,14 @@ impl Workload {
                 order.extend((0..per_round).map(|turn| 1 + ((round * per_round + turn) % others) as u32));
             }
         }
-        Ok(Workload::of(prepared, order, records, per_batch, batch.len() as u64, args.record_bytes))
+        let mut workload = Workload::of(prepared, order, records, per_batch, batch.len() as u64, args.record_bytes);
+        workload.partition0_records = rounds * per_batch;
+        Ok(workload)
     }
 
     fn of(prepared: Vec<PreparedProduce>, order: Vec<u32>, records: u64, records_per_batch: u64, batch_bytes: u64, record_bytes: u64) -> Workload {
         let wire_bytes = order.iter().map(|&index| prepared[index as usize].batch_bytes).sum();
-        Workload { prepared, order, records, records_per_batch, batch_bytes, wire_bytes, payload_bytes: records * record_bytes }
+        Workload { prepared, order, records, records_per_batch, batch_bytes, wire_bytes, payload_bytes: records * record_bytes, partition0_records: 0 }
     }
 
     fn requests(&self) -> impl Iterator<Item = &PreparedProduce> {
@@ -301,6 +333,10 @@ impl Workload {
 
     fn request_count(&self) -> u64 {
         self.order.len() as u64
+    }
+
+    fn batch_count(&self) -> u64 {
+        self.requests().map(|request| request.partitions.len() as u64).sum()
     }
 }
 
@@ -364,7 +400,7 @@ pub async fn produce_run(connection: Connection, workload: &Workload, in_flight:
     let version = versions.produce;
     let (mut writer, mut reader) = connection.split();
     let window = Arc::new(Semaphore::new(in_flight as usize));
-    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<(i32, Instant, i32, u64)>();
+    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<(i32, Instant, &PreparedProduce)>();
     let request_count = workload.request_count();
     let mut latencies_us = Vec::with_capacity(request_count as usize);
     let started = Instant::now();
@@ -378,7 +414,7 @@ pub async fn produce_run(connection: Connection, workload: &Workload, in_flight:
             let at = Instant::now();
             let correlation_id = writer.send_produce(request).await?;
             if acks != 0 {
-                let _ = sent_tx.send((correlation_id, at, request.partition, request.batch_bytes));
+                let _ = sent_tx.send((correlation_id, at, request));
             } else {
                 progress.borrow_mut().advance(1, request.batch_bytes);
             }
@@ -392,22 +428,21 @@ pub async fn produce_run(connection: Connection, workload: &Workload, in_flight:
         for _ in 0..request_count {
             let frame = reader.read_frame().await?;
             let arrived = Instant::now();
-            let (correlation_id, at, partition, batch_bytes) = sent_rx.recv().await.context("a response nobody waits for")?;
+            let (correlation_id, at, request) = sent_rx.recv().await.context("a response nobody waits for")?;
             window.add_permits(1);
-            progress.borrow_mut().advance(1, batch_bytes);
+            progress.borrow_mut().advance(1, request.batch_bytes);
             latencies_us.push((arrived - at).as_micros() as u64);
             let response = decode_produce(version, correlation_id, frame)?;
-            let answer = response
-                .responses
-                .first()
-                .and_then(|topic| topic.partition_responses.first())
-                .context("a Produce response without its partition")?;
-            anyhow::ensure!(
-                answer.index == partition && answer.error_code == 0,
-                "produce to partition {partition} failed: error {} {}",
-                answer.error_code,
-                answer.error_message.as_deref().unwrap_or("")
-            );
+            let answers: Vec<_> = response.responses.iter().flat_map(|topic| topic.partition_responses.iter()).collect();
+            anyhow::ensure!(answers.len() == request.partitions.len(), "a Produce response with {} partitions for {}", answers.len(), request.partitions.len());
+            for (answer, &partition) in answers.iter().zip(&request.partitions) {
+                anyhow::ensure!(
+                    answer.index == partition && answer.error_code == 0,
+                    "produce to partition {partition} failed: error {} {}",
+                    answer.error_code,
+                    answer.error_message.as_deref().unwrap_or("")
+                );
+            }
         }
         Ok(())
     };
@@ -577,16 +612,18 @@ fn run_count(args: &KafkaBenchArgs) -> anyhow::Result<CountResult> {
     );
     println!(
         "per run: {} records x {} B values{} = {:.1} MiB payload, {:.1} MiB in {} uncompressed v2 batches of {} records ({} B, max {}), \
-         one batch per request, partitions in turn; acks={} in-flight={} runs={} (median [min..max])",
+         partitions in turn, {} requests (batches of consecutive partitions packed up to {} B); acks={} in-flight={} runs={} (median [min..max])",
         workload.records,
         args.record_bytes,
         if args.key_bytes > 0 { format!(" + {} B keys", args.key_bytes) } else { String::new() },
         workload.payload_bytes as f64 / MIB as f64,
         workload.wire_bytes as f64 / MIB as f64,
-        workload.request_count(),
+        workload.batch_count(),
         workload.records_per_batch,
         workload.batch_bytes,
         args.batch_bytes,
+        workload.request_count(),
+        args.request_bytes,
         args.acks,
         args.in_flight,
         args.runs

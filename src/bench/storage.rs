@@ -13,6 +13,13 @@
 //!   append rows, so their ratio is taken against it.
 //! - `raw stream`: up to 8 x 1 MiB writes in flight, one fdatasync at the end: what the disk can
 //!   take when nobody waits for durability in between (the limit for group commit).
+//!
+//! Reopen (`--reopen-gib`, default 10): a log of that size is written once, then reopened
+//! `--runs` times per backend, each time beside a raw sequential read rate measured just
+//! before it; the time is printed beside what reading all of the log at that rate would take
+//! (recovery reads sealed zones' summaries, not their frames). The log is deleted before the
+//! other measurements. GC write amplification: 64 partitions with retention on a device half
+//! their size, bytes written to the device per byte appended.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -70,8 +77,10 @@ pub struct StorageBenchArgs {
     /// I/O backends to measure.
     #[arg(long, value_enum, default_value_t = IoSelection::Both)]
     io: IoSelection,
-    /// Size in GiB of the log whose reopen (recovery scan) is timed; 0 skips it.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=1024))]
+    /// Size in GiB of the log whose reopen (recovery) is timed; 0 skips it. The log is written
+    /// once, reopened `--runs` times per backend (each beside a raw sequential read of the same
+    /// file system), and deleted before the other measurements start.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=1024))]
     reopen_gib: u64,
     /// Partitions appending 1 MiB batches concurrently, each flushing every batch, to show group
     /// commit; 0 skips it.
@@ -119,30 +128,13 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
 
     println!("{}", cpu_costs(&big.bytes));
 
-    // The log whose reopen is timed: written once, reopened by every backend in every run.
-    let reopen_dir = work.path().join("reopen-log");
-    let mut reopen_batches = 0;
-    if args.reopen_gib > 0 {
-        reopen_batches = (args.reopen_gib << 30).div_ceil(big.bytes.len() as u64);
-        eprintln!(
-            "writing the {} GiB log for the reopen measurement...",
-            args.reopen_gib
-        );
-        let choice = choice_of(backends[0]);
-        let bytes = big.bytes.clone();
-        let dir = reopen_dir.clone();
-        runtime.block_on(async move {
-            tokio::spawn(
-                async move { append_single(&dir, choice, &bytes, reopen_batches, 16).await },
-            )
-            .await?
-        })?;
-    }
-
     let mut results: Vec<BackendResults> = backends
         .iter()
         .map(|&kind| BackendResults::new(kind))
         .collect();
+    if args.reopen_gib > 0 {
+        reopen_phase(&runtime, &args, work.path(), &big, &pattern, &mut results)?;
+    }
     for run in 0..args.runs {
         for results in results.iter_mut() {
             let kind = results.kind;
@@ -237,19 +229,6 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
                 ))?;
                 remove_dir(&dir)?;
                 results.append_multi.record(&outcome, raw_sync, raw_stream);
-            }
-
-            if args.reopen_gib > 0 {
-                eprintln!("run {}/{} {kind}: reopen...", run + 1, args.runs);
-                let reopen = runtime.block_on(reopen(&reopen_dir, choice, reopen_batches))?;
-                let raw_read = *results.raw_read.last().expect("measured above");
-                results.reopen_seconds.push(reopen.total.as_secs_f64());
-                results.recovery_seconds.push(reopen.recovery.as_secs_f64());
-                let scan = mb_per_s(reopen.bytes_scanned, reopen.recovery);
-                results.scan_mb_per_s.push(scan);
-                results.scan_vs_read.push(scan / raw_read);
-                results.reopen_bytes = reopen.bytes_scanned;
-                results.reopen_zones_from_summary = reopen.zones_from_summary;
             }
 
             eprintln!(
@@ -771,6 +750,69 @@ async fn gc_churn(
     Ok(outcome)
 }
 
+/// The reopen measurement: a log of `--reopen-gib` written once (1 MiB batches, one partition,
+/// a flush every 16 batches, so zones seal as they fill), then per run and backend a raw
+/// sequential read of `--total-mib` (the rate a full scan of the device would go at) and a
+/// reopen of the log; the log is deleted at the end of the phase, so the device of 10 GiB or
+/// more exists only for as long as it is measured.
+fn reopen_phase(
+    runtime: &tokio::runtime::Runtime,
+    args: &StorageBenchArgs,
+    work: &Path,
+    big: &BenchBatch,
+    pattern: &Arc<Vec<u8>>,
+    results: &mut [BackendResults],
+) -> anyhow::Result<()> {
+    let reopen_dir = work.join("reopen-log");
+    let batches = (args.reopen_gib << 30).div_ceil(big.bytes.len() as u64);
+    eprintln!(
+        "writing the {} GiB log for the reopen measurement...",
+        args.reopen_gib
+    );
+    let choice = choice_of(results[0].kind);
+    let bytes = big.bytes.clone();
+    let dir = reopen_dir.clone();
+    let written = runtime.block_on(async move {
+        tokio::spawn(async move { append_single(&dir, choice, &bytes, batches, 16).await }).await?
+    })?;
+    for results in results.iter_mut() {
+        results.reopen_write_mb_per_s = mb_per_s(written.bytes, written.elapsed);
+    }
+    let raw_path = work.join("raw.img");
+    for run in 0..args.runs {
+        for results in results.iter_mut() {
+            let kind = results.kind;
+            let choice = choice_of(kind);
+            eprintln!(
+                "reopen run {}/{} {kind}: raw read; reopen...",
+                run + 1,
+                args.runs
+            );
+            let driver = raw_device(&raw_path, args.total_mib, choice)?;
+            runtime.block_on(raw_write(
+                driver.clone(),
+                args.total_mib,
+                pattern.clone(),
+                false,
+            ))?;
+            let read = runtime.block_on(raw_read(driver, args.total_mib, pattern.clone()))?;
+            remove_file(&raw_path)?;
+            let raw_read = mb_per_s(args.total_mib << 20, read);
+            let reopen = runtime.block_on(reopen(&reopen_dir, choice, batches))?;
+            results.reopen_raw_read.push(raw_read);
+            results.reopen_seconds.push(reopen.total.as_secs_f64());
+            results.recovery_seconds.push(reopen.recovery.as_secs_f64());
+            // What reading every byte written at the raw sequential rate would take.
+            results
+                .full_scan_seconds
+                .push(written.bytes as f64 / 1e6 / raw_read);
+            results.reopen_bytes = reopen.bytes_scanned;
+            results.reopen_zones_from_summary = reopen.zones_from_summary;
+        }
+    }
+    remove_dir(&reopen_dir)
+}
+
 struct ReopenOutcome {
     /// `broker::storage::open`: device open (write pointers from extents) + log recovery.
     total: Duration,
@@ -854,8 +896,11 @@ struct BackendResults {
     append_multi: AppendSeries,
     reopen_seconds: Vec<f64>,
     recovery_seconds: Vec<f64>,
-    scan_mb_per_s: Vec<f64>,
-    scan_vs_read: Vec<f64>,
+    /// Raw sequential read rate measured beside each reopen.
+    reopen_raw_read: Vec<f64>,
+    /// Seconds a read of the whole log at that rate would take.
+    full_scan_seconds: Vec<f64>,
+    reopen_write_mb_per_s: f64,
     reopen_bytes: u64,
     reopen_zones_from_summary: usize,
     gc_write_amplification: Vec<f64>,
@@ -875,8 +920,9 @@ impl BackendResults {
             append_multi: AppendSeries::default(),
             reopen_seconds: Vec::new(),
             recovery_seconds: Vec::new(),
-            scan_mb_per_s: Vec::new(),
-            scan_vs_read: Vec::new(),
+            reopen_raw_read: Vec::new(),
+            full_scan_seconds: Vec::new(),
+            reopen_write_mb_per_s: 0.0,
             reopen_bytes: 0,
             reopen_zones_from_summary: 0,
             gc_write_amplification: Vec::new(),
@@ -968,19 +1014,29 @@ impl BackendResults {
         if self.reopen_seconds.is_empty() {
             return;
         }
+        let ratios: Vec<f64> = self
+            .reopen_seconds
+            .iter()
+            .zip(&self.full_scan_seconds)
+            .map(|(reopen, scan)| reopen / scan)
+            .collect();
         println!(
-            "reopen {gib} GiB log ({}): {:.3} s [{:.3}..{:.3}] ({} sealed zones from their summaries; recovery {:.3} s: {:.2} GB/s scan of {:.2} GB \
-             written after the last seals), raw O_DIRECT read {:.2} GB/s -> scan/read {:.2}",
+            "reopen of {gib} GiB written ({}, written at {:.0} MB/s): {:.3} s [{:.3}..{:.3}], recovery {:.3} s ({} sealed zones read from their summaries, \
+             {:.1} MB scanned after the last seals); raw O_DIRECT sequential read {:.0} MB/s [{:.0}..{:.0}], at which reading the {gib} GiB would take {:.1} s: \
+             reopen/full read {:.3}",
             self.kind,
+            self.reopen_write_mb_per_s,
             median(&self.reopen_seconds),
             min(&self.reopen_seconds),
             max(&self.reopen_seconds),
-            self.reopen_zones_from_summary,
             median(&self.recovery_seconds),
-            median(&self.scan_mb_per_s) / 1e3,
-            self.reopen_bytes as f64 / 1e9,
-            median(&self.raw_read) / 1e3,
-            median(&self.scan_vs_read),
+            self.reopen_zones_from_summary,
+            self.reopen_bytes as f64 / 1e6,
+            median(&self.reopen_raw_read),
+            min(&self.reopen_raw_read),
+            max(&self.reopen_raw_read),
+            median(&self.full_scan_seconds),
+            median(&ratios),
         );
     }
 }

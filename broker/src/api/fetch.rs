@@ -335,6 +335,7 @@ async fn read_partition(partition: &Arc<Partition>, fetch_offset: i64, max_bytes
         from_device |= !plan.is_ready();
         let read = plan.execute().await.map_err(|error| (ApiError::from(error), offsets))?;
         let mut progressed = false;
+        let mut last_bytes = 0usize;
         for batch in read {
             let allowed = total_bytes + batch.len() <= max_bytes || (min_one && batches.is_empty());
             if !allowed {
@@ -343,11 +344,14 @@ async fn read_partition(partition: &Arc<Partition>, fetch_offset: i64, max_bytes
             let header = crate::log::batch::parse_header(&batch).map_err(|error| (ApiError::from(crate::log::LogError::from(error)), offsets))?;
             offset = header.last_offset() + 1;
             total_bytes += batch.len();
+            last_bytes = batch.len();
             batches.push(batch);
             progressed = true;
         }
-        // A read covers one zone; go on into the next only while there is room and data.
-        if !progressed || total_bytes >= max_bytes || offset >= high_watermark {
+        // A read covers one zone; go on into the next only while there is data and room for
+        // another batch like the last (a read for less would most likely return a batch that
+        // does not fit: a device read for nothing, before the readahead could start).
+        if !progressed || max_bytes.saturating_sub(total_bytes) < last_bytes || offset >= high_watermark {
             break;
         }
     }

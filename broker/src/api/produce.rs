@@ -1,8 +1,9 @@
 //! Produce: validate each partition's record batch as Kafka's broker does, append it, make it
 //! durable, then answer.
 //!
-//! Every partition of a request is appended (and its flush started) first; the flushes are then
-//! awaited together, so one request's partitions share the storage thread's group commit.
+//! Every partition of a request is appended first; one flush then makes all of them durable (a
+//! padded tail and a device flush per stream for the whole request, not per partition), and
+//! requests of many connections still share the storage thread's group commit.
 //!
 //! Durability: acks=1 and acks=-1 are both answered only once the data is durable on the device.
 //! That is stronger than Kafka for acks=1 (Kafka answers when the leader's page cache has it),
@@ -34,7 +35,7 @@ use super::str_bytes;
 use crate::cluster::{now_ms, ApiError, Cluster, Partition, ResponseError, Topic, TopicConfig};
 use crate::log::batch::{self, BatchError, BatchHeader, Compression, TimestampType};
 use crate::log::records;
-use crate::log::{Flush, LogError};
+use crate::log::{Flush, FlushTarget, LogError};
 
 /// A Produce request whose batches are appended: `completion` waits for durability and yields
 /// the response (`None` for acks=0).
@@ -82,9 +83,10 @@ pub fn start(
     let by_id = api_version >= 13;
 
     let mut topics = Vec::with_capacity(request.topic_data.len());
-    // Every partition's flush is started as it is appended; they are awaited together below
-    // (group commit).
-    let mut flushes = Vec::new();
+    // Every partition is appended first; then one flush makes them all durable (one padded
+    // tail and one device flush per stream for the whole request, not one per partition).
+    let mut targets = Vec::new();
+    let mut appended_partitions = Vec::new();
     let mut close_connection = false;
     for topic_data in request.topic_data {
         let topic = if by_id { cluster.topic_by_id(topic_data.topic_id.as_bytes()) } else { cluster.topic(&topic_data.name.0) };
@@ -98,8 +100,9 @@ pub fn start(
             } else {
                 append_partition(topic.as_deref().zip(config.as_deref()), by_id, partition_data.index, records, api_version, now)
             };
-            let outcome = outcome.map(|(appended, partition, flush)| {
-                flushes.push(complete_flush(partition, flush));
+            let outcome = outcome.map(|(appended, partition, target)| {
+                appended_partitions.push((partition, target.end_offset()));
+                targets.push(target);
                 appended
             });
             close_connection |= acks == 0 && outcome.is_err();
@@ -107,54 +110,87 @@ pub fn start(
         }
         topics.push((topic_data.name, topic_data.topic_id, outcomes));
     }
+    let flush = (!targets.is_empty()).then(|| FlushTarget::start(targets));
+    let flushes = complete_flush(flush, appended_partitions);
     Started { completion: async move { respond(api_version, acks, by_id, topics, flushes).await }, close_connection }
 }
 
-/// The most bytes of a request's allocation besides its one batch (request header, topic name,
-/// spare capacity) for the batch to be kept in place: the read cache holds a batch kept in place
-/// with its whole allocation, and counts only the batch against its budget.
+/// The most bytes of a request's allocation besides its batches (request header, topic names,
+/// spare capacity) for the batches to be kept in place: the read cache holds a batch kept in
+/// place with its whole allocation, and counts only the batch against its budget.
 const IN_PLACE_OVERHEAD_BYTES_MAX: usize = 64 << 10;
 
 /// Takes each partition's records out of `request` (in topic, then partition order) as buffers
 /// of their own that the log can rewrite and keep.
 ///
-/// A request with exactly one partition (what a producer with one batch in flight per request
-/// sends, and the large-batch case that matters for throughput) gives its batch in place when
-/// `frame`, the request it was decoded from, is otherwise unreferenced and mostly that batch:
-/// no copy, and no second buffer to fault in. The byte fields that are slices of the frame
-/// (topic names, transactional id, unknown tagged fields) are copied out first so that nothing
-/// else holds it. Every other case copies the records, as a batch kept in place would pin the
-/// whole frame (other partitions' records, rejected or not) in the cache.
+/// When `frame`, the request the records were decoded from, is otherwise unreferenced and is
+/// mostly record batches (what a producer sends: one batch, or the batches of several
+/// partitions packed up to max.request.size), the batches are given in place, as disjoint
+/// mutable pieces of the frame's one allocation: no copy, and no second buffer to fault in. The
+/// allocation is freed once every piece is dropped, so a piece held by the read cache keeps at
+/// most the frame's few other bytes (request header, names, a rejected partition's batch) with
+/// it. The byte fields that are slices of the frame (topic names, transactional id, unknown
+/// tagged fields) are copied out first so that nothing else holds it. Every other case copies
+/// the records, as pieces kept in place would pin a frame that is mostly something else.
 fn take_records(request: &mut ProduceRequest, frame: Option<Bytes>) -> Vec<Option<BytesMut>> {
     let mut taken: Vec<Option<Bytes>> =
         request.topic_data.iter_mut().flat_map(|topic| topic.partition_data.iter_mut()).map(|partition| partition.records.take()).collect();
-    if let (Some(frame), [Some(records)]) = (frame, taken.as_mut_slice()) {
-        if let Some(range) = range_within(&frame, records) {
-            if frame.len() - range.len() <= IN_PLACE_OVERHEAD_BYTES_MAX {
-                *records = Bytes::new();
-                detach_from_frame(request);
-                return vec![Some(in_place(frame, range))];
-            }
+    if let Some(frame) = frame {
+        if let Some(ranges) = in_place_ranges(&frame, &taken) {
+            // The pieces below are the only references to the records left.
+            taken.clear();
+            detach_from_frame(request);
+            return in_place(frame, &ranges);
         }
     }
     taken.into_iter().map(|records| records.map(|records| BytesMut::from(&records[..]))).collect()
 }
 
-/// `range` of `frame` as a buffer of its own: in place when nothing else references the frame
-/// and its allocation is not much larger than the range, else a copy.
-fn in_place(frame: Bytes, range: std::ops::Range<usize>) -> BytesMut {
-    match frame.try_into_mut() {
-        Ok(mut whole) => {
-            bytes::Buf::advance(&mut whole, range.start);
-            let spare_bytes = whole.capacity() - range.len();
-            if range.start + spare_bytes <= IN_PLACE_OVERHEAD_BYTES_MAX {
-                whole.truncate(range.len());
-                whole
-            } else {
-                BytesMut::from(&whole[..range.len()])
+/// Where each record set lies in `frame`, if all are slices of it, in frame order without
+/// overlap, and together all of the frame but `IN_PLACE_OVERHEAD_BYTES_MAX`.
+fn in_place_ranges(frame: &Bytes, taken: &[Option<Bytes>]) -> Option<Vec<Option<std::ops::Range<usize>>>> {
+    let mut ranges = Vec::with_capacity(taken.len());
+    let (mut end, mut batch_bytes) = (0usize, 0usize);
+    for records in taken {
+        let range = match records {
+            None => None,
+            Some(records) => {
+                let range = range_within(frame, records)?;
+                if range.start < end {
+                    return None;
+                }
+                end = range.end;
+                batch_bytes += range.len();
+                Some(range)
             }
+        };
+        ranges.push(range);
+    }
+    (batch_bytes > 0 && frame.len() - batch_bytes <= IN_PLACE_OVERHEAD_BYTES_MAX).then_some(ranges)
+}
+
+/// The `ranges` of `frame` (in frame order, disjoint) as buffers of their own: in place when
+/// nothing else references the frame and its allocation is not much larger than the ranges,
+/// else copies.
+fn in_place(frame: Bytes, ranges: &[Option<std::ops::Range<usize>>]) -> Vec<Option<BytesMut>> {
+    let batch_bytes: usize = ranges.iter().flatten().map(|range| range.len()).sum();
+    let copies = |frame: &[u8]| ranges.iter().map(|range| range.clone().map(|range| BytesMut::from(&frame[range]))).collect();
+    match frame.try_into_mut() {
+        Ok(mut whole) if whole.capacity() - batch_bytes <= IN_PLACE_OVERHEAD_BYTES_MAX => {
+            let mut at = 0usize;
+            ranges
+                .iter()
+                .map(|range| {
+                    range.clone().map(|range| {
+                        bytes::Buf::advance(&mut whole, range.start - at);
+                        at = range.end;
+                        whole.split_to(range.len())
+                    })
+                })
+                .collect()
         }
-        Err(frame) => BytesMut::from(&frame[range]),
+        Ok(whole) => copies(&whole),
+        Err(frame) => copies(&frame),
     }
 }
 
@@ -197,16 +233,14 @@ async fn respond(
     acks: i16,
     by_id: bool,
     topics: TopicOutcomes,
-    flushes: Vec<impl Future<Output = Result<i64, LogError>> + Send + 'static>,
+    flushes: impl Future<Output = Vec<Result<i64, LogError>>> + Send + 'static,
 ) -> Option<ProduceResponse> {
     if acks == 0 {
-        // No response: the client does not wait. The flushes still run to completion (that is
+        // No response: the client does not wait. The flush still runs to completion (that is
         // what makes the data visible to readers), detached from this request.
         let complete = async move {
-            for result in crate::pending::join_all(flushes).await {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "acks=0 produce: flush failed");
-                }
+            if let Some(Err(error)) = flushes.await.into_iter().next() {
+                tracing::warn!(%error, "acks=0 produce: flush failed");
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -226,15 +260,14 @@ async fn respond(
     }
 
     // Awaited in a task of its own: if this request is dropped (the client went away), the
-    // flushes still complete. A flush dropped half-way would leave its successors unable to
-    // confirm it, failing the partition's log.
-    let flush_count = flushes.len();
-    let completion = crate::pending::join_all(flushes);
+    // flush still completes. A flush dropped half-way would leave its successors unable to
+    // confirm it, failing the partitions' logs.
+    let flush_count = topics.iter().flat_map(|(_, _, outcomes)| outcomes).filter(|(_, outcome)| outcome.is_ok()).count();
     let flush_results = match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => runtime.spawn(completion).await.unwrap_or_else(|error| {
+        Ok(runtime) => runtime.spawn(flushes).await.unwrap_or_else(|error| {
             (0..flush_count).map(|_| Err(LogError::Failed(format!("the flush task ended: {error}")))).collect()
         }),
-        Err(_) => completion.await,
+        Err(_) => flushes.await,
     };
     let mut flush_results = flush_results.into_iter();
     let responses = topics
@@ -257,15 +290,25 @@ async fn respond(
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-/// Awaits a partition's flush, then wakes the fetches waiting for data: the flush advanced the
-/// high watermark readers see.
-async fn complete_flush(partition: Arc<Partition>, flush: Flush) -> Result<i64, LogError> {
-    let result = flush.complete().await;
-    if let Ok(high_watermark) = result {
-        partition.acks.record(high_watermark, std::time::Instant::now());
-    }
-    partition.data_ready.notify_waiters();
-    result
+/// Awaits the request's flush, then, per appended partition (with the end its flush raises the
+/// high watermark to), records the ack and wakes the fetches waiting for data: the flush
+/// advanced the high watermark readers see. One result per partition, in order.
+async fn complete_flush(flush: Option<Flush>, partitions: Vec<(Arc<Partition>, i64)>) -> Vec<Result<i64, LogError>> {
+    let result = match flush {
+        Some(flush) => flush.complete().await.map_err(|error| error.to_string()),
+        None => Ok(0),
+    };
+    let now = std::time::Instant::now();
+    partitions
+        .into_iter()
+        .map(|(partition, high_watermark)| {
+            if result.is_ok() {
+                partition.acks.record(high_watermark, now);
+            }
+            partition.data_ready.notify_waiters();
+            result.clone().map(|_| high_watermark).map_err(LogError::Failed)
+        })
+        .collect()
 }
 
 fn partition_response(api_version: i16, index: i32, outcome: Outcome) -> PartitionProduceResponse {
@@ -288,8 +331,9 @@ fn unknown_partition() -> ApiError {
     ApiError::new(ResponseError::UnknownTopicOrPartition, "This server does not host this topic-partition.")
 }
 
-/// Validates one partition's records, appends them and starts their flush (to be awaited after
-/// the partition lock is released).
+/// Validates one partition's records and appends them; returns what a flush must cover to make
+/// them durable (started for the whole request once every partition is appended, and awaited
+/// after the partition locks are released).
 fn append_partition(
     topic: Option<(&Topic, &TopicConfig)>,
     by_id: bool,
@@ -297,7 +341,7 @@ fn append_partition(
     records: Option<BytesMut>,
     api_version: i16,
     now: i64,
-) -> Result<(Appended, Arc<Partition>, Flush), ApiError> {
+) -> Result<(Appended, Arc<Partition>, FlushTarget), ApiError> {
     let Some((topic, config)) = topic else {
         return Err(if by_id {
             ApiError::new(ResponseError::UnknownTopicId, "This server does not host this topic ID.")
@@ -360,13 +404,13 @@ fn append_partition(
         let append_time = if log_append_time { info.max_timestamp_ms } else { -1 };
         // A resend appended nothing, but its original may not be durable yet: this flush
         // covers it, so the resend too is acknowledged only once durable.
-        Ok((info.base_offset, append_time, log.log_start_offset(), log.start_flush(), info.duplicate))
+        Ok((info.base_offset, append_time, log.log_start_offset(), log.flush_target().map_err(LogError::Failed)?, info.duplicate))
     })?;
-    let (base_offset, log_append_time_ms, log_start_offset, flush, duplicate) = appended?;
+    let (base_offset, log_append_time_ms, log_start_offset, target, duplicate) = appended?;
     if !duplicate {
         crate::metrics::global().count_produced(batch_bytes, header.record_count);
     }
-    Ok((Appended { base_offset, log_append_time_ms, log_start_offset }, partition, flush))
+    Ok((Appended { base_offset, log_append_time_ms, log_start_offset }, partition, target))
 }
 
 
@@ -461,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn a_one_batch_request_gives_its_batch_in_place_and_other_requests_copy() {
+    fn batches_are_given_in_place_unless_the_frame_is_shared_or_mostly_other_bytes() {
         let batch: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
 
         // One batch, frame otherwise unreferenced: the batch stays where it arrived.
@@ -489,16 +533,33 @@ mod tests {
         assert!(!lies_in(records, &span), "copied");
         drop(held);
 
-        // Two batches: copied, in request order.
+        // Two batches (a request packed with several partitions): in place too, in request
+        // order, each a buffer of its own that can be rewritten without touching the other.
         let other: Vec<u8> = batch.iter().rev().copied().collect();
         let frame = encoded(&[("events", batch.clone()), ("other", other.clone())]);
         let span = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
         let mut request = decoded(&frame);
-        let taken = take_records(&mut request, Some(frame));
+        let mut taken = take_records(&mut request, Some(frame));
         assert_eq!(taken.len(), 2);
         assert_eq!(&taken[0].as_ref().unwrap()[..], &batch[..]);
         assert_eq!(&taken[1].as_ref().unwrap()[..], &other[..]);
+        assert!(taken.iter().all(|records| lies_in(records.as_ref().unwrap(), &span)));
+        taken[0].as_mut().unwrap()[..8].copy_from_slice(&[0xff; 8]);
+        assert_eq!(&taken[1].as_ref().unwrap()[..], &other[..]);
+        let second = taken.pop().unwrap().unwrap().freeze();
+        drop(taken);
+        assert_eq!(&second[..], &other[..], "a piece outlives its siblings");
+
+        // Two batches while someone else holds the frame: copied, in request order.
+        let frame = encoded(&[("events", batch.clone()), ("other", other.clone())]);
+        let span = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let held = frame.clone();
+        let mut request = decoded(&frame);
+        let taken = take_records(&mut request, Some(frame));
+        assert_eq!(&taken[0].as_ref().unwrap()[..], &batch[..]);
+        assert_eq!(&taken[1].as_ref().unwrap()[..], &other[..]);
         assert!(taken.iter().all(|records| !lies_in(records.as_ref().unwrap(), &span)));
+        drop(held);
 
         // A small batch in a frame that is mostly something else: copied, so that the cache
         // does not pin the rest.

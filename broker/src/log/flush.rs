@@ -103,8 +103,9 @@ struct RunningFlush {
     /// Where this flush reports its own outcome, per stream; empty once reported.
     reports: Vec<FlushReport>,
     healths: Vec<Arc<Health>>,
-    /// The durable end to raise once done (a partition's high watermark), if any.
-    durable: Option<(Arc<AtomicI64>, i64)>,
+    /// The durable ends to raise once done (partitions' high watermarks): the first is what
+    /// `complete` reports.
+    durable: Vec<(Arc<AtomicI64>, i64)>,
 }
 
 impl RunningFlush {
@@ -122,13 +123,10 @@ impl RunningFlush {
             let _ = report.send(Some(result.clone()));
         }
         result.map_err(LogError::Failed)?;
-        match &self.durable {
-            Some((durable_end, end)) => {
-                durable_end.fetch_max(*end, Ordering::AcqRel);
-                Ok(*end)
-            }
-            None => Ok(0),
+        for (durable_end, end) in &self.durable {
+            durable_end.fetch_max(*end, Ordering::AcqRel);
         }
+        Ok(self.durable.first().map_or(0, |(_, end)| *end))
     }
 
     async fn steps(&mut self) -> Result<(), String> {
@@ -187,11 +185,11 @@ impl Flush {
     }
 
     /// A flush of the streams' parts, followed by `device_flush` (issued after their writes
-    /// were submitted); raises `durable` when done.
+    /// were submitted); raises each of `durable` when done.
     pub fn new(
         parts: Vec<StreamFlush>,
         device_flush: Pending<()>,
-        durable: Option<(Arc<AtomicI64>, i64)>,
+        durable: Vec<(Arc<AtomicI64>, i64)>,
     ) -> Flush {
         let mut running = RunningFlush {
             previous: Vec::new(),
@@ -212,7 +210,8 @@ impl Flush {
         }
     }
 
-    /// Completes the flush: the high watermark it reached, or the error that failed the log.
+    /// Completes the flush: the (first) high watermark it reached, or the error that failed
+    /// the log.
     pub async fn complete(mut self) -> Result<i64, LogError> {
         match std::mem::replace(&mut self.state, FlushState::Done) {
             FlushState::Done => unreachable!("complete() consumes the Flush: it runs once"),

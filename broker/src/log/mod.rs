@@ -22,7 +22,7 @@ pub use cache::{CachedPartition, ReadCache};
 pub use flush::Flush;
 pub use format::FRAME_HEADER_BYTES;
 pub use partition::{
-    AppendInfo, LogConfig, LogError, PartitionId, PartitionLog, READAHEAD_BYTES_MAX,
+    AppendInfo, FlushTarget, LogConfig, LogError, PartitionId, PartitionLog, READAHEAD_BYTES_MAX,
     RECENT_CACHE_BYTES_DEFAULT,
 };
 pub use read::{ReadPlan, Readahead, TimestampMatch, TimestampPlan};

@@ -110,6 +110,40 @@ pub enum LogError {
     Producer(#[from] ProducerError),
 }
 
+/// A partition's share of a flush (see `PartitionLog::flush_target`).
+pub struct FlushTarget {
+    streams: Arc<Streams>,
+    /// Bit per stream to flush.
+    stream_bits: u8,
+    /// The partition's durable end and the offset to raise it to.
+    durable: (Arc<AtomicI64>, i64),
+}
+
+impl FlushTarget {
+    /// The high watermark the flush raises this partition's to.
+    pub fn end_offset(&self) -> i64 {
+        self.durable.1
+    }
+
+    /// One flush covering every target (all of one store): every stream any of them wrote,
+    /// raising each one's high watermark once durable. `complete` reports the first target's.
+    pub fn start(targets: Vec<FlushTarget>) -> Flush {
+        let Some(first) = targets.first() else {
+            return Flush::failed("a flush of no partition".to_string());
+        };
+        let streams = first.streams.clone();
+        let mut bits = 0u8;
+        let mut durable = Vec::with_capacity(targets.len());
+        for target in targets {
+            debug_assert!(Arc::ptr_eq(&target.streams, &streams), "targets of one store");
+            bits |= target.stream_bits;
+            durable.push(target.durable);
+        }
+        let ids: Vec<usize> = (0..streams.count()).filter(|stream| bits & (1 << stream) != 0).collect();
+        streams.start_flush_many(&ids, durable)
+    }
+}
+
 /// What an append did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -396,20 +430,28 @@ impl PartitionLog {
     /// log.
     #[must_use = "a flush reports durability only when awaited"]
     pub fn start_flush(&mut self) -> Flush {
+        match self.flush_target() {
+            Ok(target) => FlushTarget::start(vec![target]),
+            Err(message) => Flush::failed(message),
+        }
+    }
+
+    /// What a flush must cover for everything appended so far to become durable: the streams
+    /// written since the last flush and the end to raise the high watermark to. Handed to
+    /// `FlushTarget::start` with other partitions' targets, one flush makes the appends of a
+    /// whole request durable (one padded tail and one device flush per stream, not one per
+    /// partition). The error is the log's failure.
+    pub fn flush_target(&mut self) -> Result<FlushTarget, String> {
         if let Some(message) = self.failure() {
-            return Flush::failed(message);
+            return Err(message);
         }
-        let mut streams: Vec<usize> = (0..self.streams.count())
-            .filter(|stream| self.dirty_streams & (1 << stream) != 0)
-            .collect();
-        if !streams.contains(&self.stream) {
-            streams.push(self.stream);
-        }
+        let stream_bits = self.dirty_streams | (1 << self.stream);
         self.dirty_streams = 0;
-        self.streams.start_flush(
-            &streams,
-            Some((self.durable_end_offset.clone(), self.next_offset)),
-        )
+        Ok(FlushTarget {
+            streams: self.streams.clone(),
+            stream_bits,
+            durable: (self.durable_end_offset.clone(), self.next_offset),
+        })
     }
 
     /// Plans a read of whole batches starting with the one that contains `offset`, up to

@@ -75,9 +75,11 @@ impl DeviceScan {
                 .map_or(0, |info| info.write_pointer_bytes);
             let end = (round_up(run.end_bytes as usize, BLOCK_SIZE) as u64).min(write_pointer);
             let start = run.start_bytes / BLOCK_SIZE as u64 * BLOCK_SIZE as u64;
+            // The gap to the window's end (other partitions' frames, read for nothing) must be
+            // small: one partition's batches among many others' are read run by run.
             let joins = windows.last().is_some_and(|window| {
                 window.zone == run.zone
-                    && window.end_bytes <= start + COALESCE_GAP_BYTES_MAX
+                    && start <= window.end_bytes + COALESCE_GAP_BYTES_MAX
                     && window.end_bytes <= end
                     && end - window.start_bytes <= WINDOW_BYTES_MAX
                     && window

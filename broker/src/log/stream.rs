@@ -492,6 +492,16 @@ impl Streams {
         streams: &[usize],
         durable: Option<(Arc<std::sync::atomic::AtomicI64>, i64)>,
     ) -> Flush {
+        self.start_flush_many(streams, durable.into_iter().collect())
+    }
+
+    /// `start_flush`, raising several durable ends (several partitions' appends made durable
+    /// by one flush: one padded tail and one device flush for all of them).
+    pub fn start_flush_many(
+        &self,
+        streams: &[usize],
+        durable: Vec<(Arc<std::sync::atomic::AtomicI64>, i64)>,
+    ) -> Flush {
         let mut ids = streams.to_vec();
         ids.sort_unstable();
         ids.dedup();
