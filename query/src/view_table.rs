@@ -17,6 +17,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{Array, RecordBatchOptions, UInt32Array};
+use datafusion::arrow::compute::interleave;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
@@ -35,6 +37,8 @@ use materializer::view::{ViewIndex, ViewShared, ViewSnapshot};
 
 /// Values of one `IN` list an index lookup takes; longer lists scan.
 const IN_LIST_VALUES_MAX: usize = 1024;
+/// Rows an index scan gathers per DataFusion partition at least.
+const INDEX_ROWS_PER_PARTITION_MIN: usize = 32_768;
 
 pub struct ViewTable {
     view: Arc<ViewShared>,
@@ -137,11 +141,24 @@ impl TableProvider for ViewTable {
         let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let schema = Arc::new(self.schema.project(&projection)?);
         let work: Vec<Vec<Work>> = match &lookup {
-            Some((index, keys)) => vec![snapshot
-                .lookup(index, keys)
-                .into_iter()
-                .map(|(chunk, rows)| Work { chunk, rows: Some(rows) })
-                .collect()],
+            Some((index, keys)) => {
+                let found = snapshot.lookup(index, keys);
+                let rows: usize = found.iter().map(|(_, rows)| rows.len()).sum();
+                // Contiguous runs of chunks of about equal rows, one per partition; a partition
+                // costs more than gathering a few thousand rows, so small answers take one.
+                let partitions = state.config().target_partitions().min(rows.div_ceil(INDEX_ROWS_PER_PARTITION_MIN)).max(1);
+                let share = rows.div_ceil(partitions).max(1);
+                let mut work: Vec<Vec<Work>> = vec![Vec::new()];
+                let mut taken = 0;
+                for (chunk, rows) in found {
+                    if taken >= share * work.len() {
+                        work.push(Vec::new());
+                    }
+                    taken += rows.len();
+                    work.last_mut().expect("one at least").push(Work { chunk, rows: Some(rows) });
+                }
+                work
+            }
             None => {
                 let partitions = state.config().target_partitions().clamp(1, snapshot.chunks.len().max(1));
                 let mut work: Vec<Vec<Work>> = vec![Vec::new(); partitions];
@@ -175,7 +192,7 @@ impl TableProvider for ViewTable {
 #[derive(Clone, Debug)]
 struct Work {
     chunk: usize,
-    rows: Option<Vec<u32>>,
+    rows: Option<UInt32Array>,
 }
 
 /// Reads a view snapshot's rows: all of them, or those an index names.
@@ -249,6 +266,7 @@ impl ExecutionPlan for ViewScanExec {
             remaining: self.limit.unwrap_or(usize::MAX),
             batch_rows: context.session_config().batch_size().max(1),
             pending: None,
+            gather: self.lookup.is_some(),
             reservation,
             rows_read: MetricBuilder::new(&self.metrics).counter("rows_read", partition),
         };
@@ -271,6 +289,8 @@ struct ChunkReader {
     batch_rows: usize,
     /// The chunk being handed out, and how far.
     pending: Option<(RecordBatch, usize)>,
+    /// An index scan: rows gathered from several chunks into one batch.
+    gather: bool,
     /// What the chunk being handed out holds beyond the view's own memory.
     reservation: MemoryReservation,
     rows_read: Count,
@@ -278,19 +298,63 @@ struct ChunkReader {
 
 impl ChunkReader {
     fn next_chunk(&mut self) -> Result<Option<RecordBatch>> {
+        if self.gather {
+            return self.next_gathered();
+        }
         for work in self.work.by_ref() {
             let chunk = &self.snapshot.chunks[work.chunk];
-            let batch = self.snapshot.read_chunk(chunk, work.rows.as_deref(), &self.projection, &self.schema)?;
+            let batch = self.snapshot.read_chunk(chunk, None, &self.projection, &self.schema)?;
             if batch.num_rows() == 0 {
                 continue;
             }
             // Rows read from a file or filtered are new memory; the rest is the view's.
-            let materialized = !chunk.chunk.is_in_memory() || work.rows.is_some() || batch.num_rows() < chunk.chunk.rows;
+            let materialized = !chunk.chunk.is_in_memory() || batch.num_rows() < chunk.chunk.rows;
             self.reservation.try_resize(if materialized { batch.get_array_memory_size() } else { 0 })?;
             return Ok(Some(batch));
         }
         self.reservation.free();
         Ok(None)
+    }
+
+    /// The rows an index named in the next chunks, about a batch's worth, gathered into one
+    /// batch by Arrow's `interleave` straight from the chunks in memory (a spilled chunk's rows
+    /// are read from its file first): one copy of the matching rows, nothing else touched.
+    fn next_gathered(&mut self) -> Result<Option<RecordBatch>> {
+        let mut sources: Vec<RecordBatch> = Vec::new();
+        let mut indices: Vec<(usize, usize)> = Vec::new();
+        while indices.len() < self.batch_rows.min(self.remaining) {
+            let Some(work) = self.work.next() else {
+                break;
+            };
+            let rows = work.rows.as_ref().expect("an index scan's work names its rows");
+            let chunk = &self.snapshot.chunks[work.chunk];
+            let source = sources.len();
+            match self.snapshot.in_memory_columns(chunk, &self.projection, &self.schema) {
+                Some(batch) => {
+                    indices.extend(rows.values().iter().map(|&row| (source, row as usize)));
+                    sources.push(batch);
+                }
+                None => {
+                    let batch = self.snapshot.read_chunk(chunk, Some(rows), &self.projection, &self.schema)?;
+                    indices.extend((0..batch.num_rows()).map(|row| (source, row)));
+                    sources.push(batch);
+                }
+            }
+        }
+        if indices.is_empty() {
+            self.reservation.free();
+            return Ok(None);
+        }
+        let columns = (0..self.schema.fields().len())
+            .map(|column| {
+                let arrays: Vec<&dyn Array> = sources.iter().map(|batch| batch.column(column).as_ref()).collect();
+                interleave(&arrays, &indices)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        self.reservation.try_resize(batch.get_array_memory_size())?;
+        Ok(Some(batch))
     }
 }
 

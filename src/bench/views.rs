@@ -68,6 +68,34 @@ pub struct ViewsBenchArgs {
     /// Skip the upsert view (its build re-reads the whole topic).
     #[arg(long)]
     no_upsert: bool,
+    /// Skip DuckDB (its copy of the rows: a Parquet file and an in-memory table).
+    #[arg(long)]
+    no_duckdb: bool,
+    /// The topic's batches compressed (none, gzip, snappy, lz4, zstd): at 100M records the
+    /// device holds them compressed (the device file is preallocated to size).
+    #[arg(long, default_value = "none")]
+    compression: String,
+}
+
+fn compression_named(name: &str) -> anyhow::Result<Compression> {
+    Ok(match name {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => anyhow::bail!("--compression {other}: none, gzip, snappy, lz4 or zstd"),
+    })
+}
+
+/// A record's bytes on the device under `compression` (a batch of the bench's records).
+fn bytes_per_record(compression: Compression) -> anyhow::Result<u64> {
+    let records: Vec<SimpleRecord> = (0..RECORDS_PER_BATCH).map(|i| record(i, 0)).collect();
+    Ok(encode_batch(&records, compression)?.len() as u64 / RECORDS_PER_BATCH as u64 + 1)
+}
+
+fn record(i: usize, timestamp_ms: i64) -> SimpleRecord {
+    SimpleRecord::new(Some(format!("v{}", i % 50_000).as_bytes()), Some(&value(i)), &[], timestamp_ms)
 }
 
 pub(crate) fn value(i: usize) -> Vec<u8> {
@@ -87,17 +115,17 @@ pub(crate) fn value(i: usize) -> Vec<u8> {
 
 /// Appends records `range` spread over the partitions, one batch per partition per chunk;
 /// returns once durable. With `ack`, records each flush's completion as produce does.
-async fn append(partitions: &[Arc<Partition>], range: std::ops::Range<usize>, ack: bool) -> anyhow::Result<()> {
+async fn append(partitions: &[Arc<Partition>], range: std::ops::Range<usize>, ack: bool, compression: Compression) -> anyhow::Result<()> {
     let mut flushes = Vec::new();
     let count = partitions.len();
     for (index, partition) in partitions.iter().enumerate() {
         let records: Vec<SimpleRecord> = range
             .clone()
             .filter(|i| i % count == index)
-            .map(|i| SimpleRecord::new(Some(format!("v{}", i % 50_000).as_bytes()), Some(&value(i)), &[], broker::cluster::now_ms()))
+            .map(|i| record(i, broker::cluster::now_ms()))
             .collect();
         for chunk in records.chunks(RECORDS_PER_BATCH) {
-            let batch = encode_batch(chunk, Compression::None)?;
+            let batch = encode_batch(chunk, compression)?;
             let flush = partition
                 .with_log(|log| -> anyhow::Result<_> {
                     log.append(BytesMut::from(&batch[..]), 0).map_err(|error| anyhow::anyhow!("append: {error}"))?;
@@ -176,6 +204,13 @@ fn resident_bytes() -> u64 {
     pages * 4096
 }
 
+/// The process's peak resident memory so far.
+fn peak_resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    kib.unwrap_or(0) << 10
+}
+
 const GROUP_BY: &str = "SELECT region, count(*), avg(speed) FROM fleet GROUP BY region";
 const SELECTIVE: &str = "SELECT count(*), avg(speed) FROM fleet WHERE region = 'r42'";
 
@@ -221,13 +256,20 @@ async fn build_append_view(engine: &QueryEngine, materializer: &Materializer, re
 
 /// A steady load of `rate` records/s for `seconds` while the views keep up (and checkpoint):
 /// freshness p50/p99 as the view measured it.
-async fn measure_freshness(partitions: &[Arc<Partition>], materializer: &Materializer, first: usize, rate: usize, seconds: u64) -> anyhow::Result<()> {
+async fn measure_freshness(
+    partitions: &[Arc<Partition>],
+    materializer: &Materializer,
+    first: usize,
+    rate: usize,
+    seconds: u64,
+    compression: Compression,
+) -> anyhow::Result<()> {
     let tick = Duration::from_millis(10);
     let per_tick = (rate / 100).max(partitions.len());
     let mut next = first;
     let load_started = Instant::now();
     for tick_index in 0..seconds * 100 {
-        append(partitions, next..next + per_tick, true).await?;
+        append(partitions, next..next + per_tick, true, compression).await?;
         next += per_tick;
         tokio::time::sleep_until((load_started + tick * (tick_index as u32 + 1)).into()).await;
     }
@@ -261,8 +303,10 @@ async fn compare_queries(engine: &QueryEngine, materializer: &Materializer, work
     let view = materializer.view("fleet").context("the view")?;
     let snapshot = view.store.snapshot();
     let parquet = work.join("fleet.parquet");
-    query::materializer::view::checkpoint::write_snapshot(work, &snapshot)?;
-    std::fs::rename(work.join(query::materializer::view::checkpoint::SNAPSHOT_FILE), &parquet)?;
+    if !args.no_duckdb {
+        query::materializer::view::checkpoint::write_snapshot(work, &snapshot)?;
+        std::fs::rename(work.join(query::materializer::view::checkpoint::SNAPSHOT_FILE), &parquet)?;
+    }
     let (group_ms, _, _) = time_query(engine, GROUP_BY, args.query_runs).await?;
     let (indexed_ms, indexed_scan, indexed_answer) = time_query(engine, SELECTIVE, args.query_runs).await?;
     engine.execute("DROP INDEX fleet_region").await?;
@@ -272,7 +316,12 @@ async fn compare_queries(engine: &QueryEngine, materializer: &Materializer, work
         "queries over the append view's {} rows, median of {} (DataFusion partitions: one per group of chunks):",
         snapshot.live_rows, args.query_runs
     );
-    let duckdb = super::duckdb::measure(&args.duckdb_python, &parquet, &[GROUP_BY, SELECTIVE], args.query_runs);
+    let duckdb = if args.no_duckdb {
+        println!("  DuckDB skipped (--no-duckdb)");
+        None
+    } else {
+        super::duckdb::measure(&args.duckdb_python, &parquet, &[GROUP_BY, SELECTIVE], args.query_runs)
+    };
     let peer = |index: usize| duckdb.as_ref().and_then(|figures| figures.medians_ms.get(index).copied());
     let beside = |ours: f64, index: usize| match peer(index) {
         Some(theirs) => format!("DuckDB {theirs:.2} ms, ratio {:.2}", ours / theirs),
@@ -285,7 +334,9 @@ async fn compare_queries(engine: &QueryEngine, materializer: &Materializer, work
         "    full scan: {scan_ms:>9.2} ms ({full_scan}); the index is {:.0}x faster",
         scan_ms / indexed_ms
     );
-    std::fs::remove_file(&parquet)?;
+    if !args.no_duckdb {
+        std::fs::remove_file(&parquet)?;
+    }
     Ok(())
 }
 
@@ -318,7 +369,8 @@ pub fn run(args: ViewsBenchArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         // Room for the records of both phases and half as much again, plus two zones per partition.
         let total_records = args.records + args.rate * args.load_seconds as usize;
-        let bytes = total_records as u64 * (value(0).len() as u64 + 40);
+        let compression = compression_named(&args.compression)?;
+        let bytes = total_records as u64 * bytes_per_record(compression)?;
         let zone_count = ((bytes * 3 / 2 / ZONE_BYTES) as u32 + 2 * args.partitions as u32 + 4).max(16);
         let mut storage = StorageConfig::new(work.path());
         storage.geometry = ZoneGeometry {
@@ -348,7 +400,7 @@ pub fn run(args: ViewsBenchArgs) -> anyhow::Result<()> {
         );
         let started = Instant::now();
         for start in (0..args.records).step_by(100_000) {
-            append(&partitions, start..(start + 100_000).min(args.records), false).await?;
+            append(&partitions, start..(start + 100_000).min(args.records), false, compression).await?;
         }
         println!("setup: {} records appended in {:.1} s", args.records, started.elapsed().as_secs_f64());
         let parse_per_s = serde_json_parse_rate(args.records);
@@ -364,12 +416,13 @@ pub fn run(args: ViewsBenchArgs) -> anyhow::Result<()> {
         let materializer = Materializer::open(cluster.clone(), config).await?;
         let engine = QueryEngine::with_materializer(cluster.clone(), QueryLimits::default(), Some(materializer.clone()))?;
         build_append_view(&engine, &materializer, args.records, parse_per_s).await?;
-        measure_freshness(&partitions, &materializer, args.records, args.rate, args.load_seconds).await?;
+        measure_freshness(&partitions, &materializer, args.records, args.rate, args.load_seconds, compression).await?;
         compare_queries(&engine, &materializer, work.path(), &args).await?;
         if !args.no_upsert {
             upsert_lookup(&engine, &materializer, args.query_runs).await?;
         }
         materializer.shutdown().await;
+        println!("peak resident memory of the process: {:.0} MiB (VmHWM)", peak_resident_bytes() as f64 / (1 << 20) as f64);
         anyhow::Ok(())
     })
 }

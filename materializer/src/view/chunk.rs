@@ -163,6 +163,11 @@ impl Chunk {
         Ok(FileReader::try_new(BufReader::new(file), Some(projection.to_vec()))?)
     }
 
+    /// The chunk's columns `projection`, if the chunk is in memory (no copy).
+    pub fn in_memory_projected(&self, projection: &[usize]) -> Option<RecordBatch> {
+        self.memory().as_ref().and_then(|batch| batch.project(projection).ok())
+    }
+
     /// The chunk's columns `projection` (indexes into the chunk's schema), every row.
     pub fn read(&self, projection: &[usize]) -> Result<RecordBatch> {
         if let Some(batch) = self.memory().as_ref() {
@@ -174,17 +179,17 @@ impl Chunk {
         Ok(concat_batches(&schema, &batches)?)
     }
 
-    /// Rows `rows` (ascending places in the chunk) of columns `projection`. A spilled chunk
-    /// reads only the file batches that hold them.
-    pub fn take(&self, rows: &[u32], projection: &[usize]) -> Result<RecordBatch> {
-        debug_assert!(rows.windows(2).all(|pair| pair[0] < pair[1]));
+    /// Rows `rows` (ascending places in the chunk) of columns `projection`, gathered with
+    /// Arrow's `take`. A spilled chunk reads only the file batches that hold them.
+    pub fn take(&self, rows: &UInt32Array, projection: &[usize]) -> Result<RecordBatch> {
+        debug_assert!(rows.values().windows(2).all(|pair| pair[0] < pair[1]));
         if let Some(batch) = self.memory().as_ref() {
-            return Ok(take_record_batch(&batch.project(projection)?, &UInt32Array::from(rows.to_vec()))?);
+            return Ok(take_record_batch(&batch.project(projection)?, rows)?);
         }
         let mut reader = self.reader(projection)?;
         let schema = Arc::new(self.schema.project(projection)?);
         let mut parts = Vec::new();
-        let mut rest = rows;
+        let mut rest: &[u32] = rows.values();
         while let Some(&first) = rest.first() {
             let block = first as usize / FILE_BATCH_ROWS;
             let block_end = ((block + 1) * FILE_BATCH_ROWS) as u32;
@@ -193,8 +198,8 @@ impl Chunk {
             let batch = reader
                 .next()
                 .ok_or_else(|| DataFusionError::Internal(format!("chunk file {} ends before batch {block}", self.first_row)))??;
-            let offsets: Vec<u32> = rest[..in_block].iter().map(|row| row - (block * FILE_BATCH_ROWS) as u32).collect();
-            parts.push(take_record_batch(&batch, &UInt32Array::from(offsets))?);
+            let offsets: UInt32Array = rest[..in_block].iter().map(|row| row - (block * FILE_BATCH_ROWS) as u32).collect();
+            parts.push(take_record_batch(&batch, &offsets)?);
             rest = &rest[in_block..];
         }
         Ok(concat_batches(&schema, &parts)?)
@@ -217,7 +222,8 @@ pub struct ValueLists {
     keys: StringArray,
     /// Per key `k`, its rows are `rows[starts[k]..starts[k + 1]]`.
     starts: Vec<u32>,
-    rows: Vec<u32>,
+    /// Row ids grouped by key: a key's rows are a zero-copy slice, the indices `take` gathers.
+    rows: UInt32Array,
 }
 
 impl ValueLists {
@@ -241,26 +247,29 @@ impl ValueLists {
         ValueLists {
             keys: StringArray::from(distinct),
             starts,
-            rows: pairs.into_iter().map(|(_, row)| row).collect(),
+            rows: pairs.into_iter().map(|(_, row)| row).collect::<Vec<u32>>().into(),
         }
     }
 
-    /// The rows under `key`, ascending.
-    pub fn rows_of(&self, key: &str) -> &[u32] {
+    /// The rows under `key`, ascending (a slice of the lists' array: nothing copied).
+    pub fn rows_of(&self, key: &str) -> UInt32Array {
         let (mut low, mut high) = (0, self.keys.len());
         while low < high {
             let middle = (low + high) / 2;
             match self.keys.value(middle).cmp(key) {
                 std::cmp::Ordering::Less => low = middle + 1,
                 std::cmp::Ordering::Greater => high = middle,
-                std::cmp::Ordering::Equal => return &self.rows[self.starts[middle] as usize..self.starts[middle + 1] as usize],
+                std::cmp::Ordering::Equal => {
+                    let start = self.starts[middle] as usize;
+                    return self.rows.slice(start, self.starts[middle + 1] as usize - start);
+                }
             }
         }
-        &[]
+        UInt32Array::from(Vec::<u32>::new())
     }
 
     pub fn bytes(&self) -> usize {
-        self.keys.get_array_memory_size() + 4 * (self.starts.capacity() + self.rows.capacity())
+        self.keys.get_array_memory_size() + 4 * self.starts.capacity() + self.rows.get_array_memory_size()
     }
 }
 
@@ -274,9 +283,9 @@ mod tests {
     fn value_lists_find_rows_per_key() {
         let keys = StringArray::from(vec![Some("b"), None, Some("a"), Some("b"), Some("c")]);
         let lists = ValueLists::build(&keys);
-        assert_eq!(lists.rows_of("b"), [0, 3]);
-        assert_eq!(lists.rows_of("a"), [2]);
-        assert_eq!(lists.rows_of("c"), [4]);
+        assert_eq!(lists.rows_of("b").values(), &[0, 3]);
+        assert_eq!(lists.rows_of("a").values(), &[2]);
+        assert_eq!(lists.rows_of("c").values(), &[4]);
         assert!(lists.rows_of("z").is_empty() && lists.rows_of("").is_empty());
     }
 
@@ -299,7 +308,7 @@ mod tests {
         assert_eq!(chunk.spill(), bytes);
         assert_eq!(budget.used_bytes(), 0);
         assert_eq!(chunk.read(&[1]).unwrap().num_rows(), rows);
-        let taken = chunk.take(&[1, 8193, (rows - 1) as u32], &[1]).unwrap();
+        let taken = chunk.take(&UInt32Array::from(vec![1, 8193, (rows - 1) as u32]), &[1]).unwrap();
         let column = taken.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(column.values().to_vec(), [1, 8193, rows as i64 - 1]);
         let reopened = Chunk::from_file(100, rows, directory.path().join(chunk_file_name(100)), budget).unwrap();

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray, UInt32Array};
 use datafusion::arrow::compute::{can_cast_types, cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::Result;
@@ -102,7 +102,6 @@ impl ViewIndex {
 
     /// Lists the tail rows `first_row..` under their keys (the writer, as it appends).
     pub(crate) fn index_tail(&self, keys: &StringArray, first_row: u64) {
-        use datafusion::arrow::array::Array;
         for row in 0..keys.len() {
             if keys.is_valid(row) && self.tail.insert(keys.value(row).to_string(), Self::list_key(first_row + row as u64)).is_err() {
                 self.full.store(true, Ordering::Release);
@@ -158,29 +157,38 @@ impl ViewSnapshot {
         self.indexes.iter().find(|index| index.column == column && index.usable()).cloned()
     }
 
-    /// Per chunk (by position in `chunks`), its live rows under any of `keys`, ascending:
-    /// the sealed chunks' value lists and the tail's CAS lists, nothing else read.
-    pub fn lookup(&self, index: &ViewIndex, keys: &[String]) -> Vec<(usize, Vec<u32>)> {
+    /// Per chunk (by position in `chunks`), its live rows under any of `keys`, ascending, as
+    /// the row-id array `take` gathers with: the sealed chunks' value lists (a zero-copy slice
+    /// for one key in a chunk without dead rows) and the tail's CAS lists, nothing else read.
+    pub fn lookup(&self, index: &ViewIndex, keys: &[String]) -> Vec<(usize, UInt32Array)> {
         let tail = index.tail_rows(keys, self.end_row);
         let mut found = Vec::new();
         for (position, chunk) in self.chunks.iter().enumerate() {
-            let mut rows: Vec<u32> = if chunk.sealed {
+            let rows: UInt32Array = if chunk.sealed {
                 let Some(lists) = index.sealed.get(&chunk.chunk.first_row) else {
                     continue;
                 };
-                let mut rows: Vec<u32> = keys.iter().flat_map(|key| lists.rows_of(key).iter().copied()).collect();
-                if keys.len() > 1 {
-                    rows.sort_unstable();
-                    rows.dedup();
+                match keys {
+                    [key] if !chunk.deleted.as_ref().is_some_and(|deleted| deleted.deleted() > 0) => lists.rows_of(key),
+                    _ => {
+                        let mut rows: Vec<u32> = keys.iter().flat_map(|key| lists.rows_of(key).values().to_vec()).collect();
+                        rows.sort_unstable();
+                        rows.dedup();
+                        rows.retain(|&row| !chunk.is_deleted(row as usize));
+                        rows.into()
+                    }
                 }
-                rows
             } else {
                 let (start, end) = (chunk.chunk.first_row, chunk.chunk.end_row());
                 let from = tail.partition_point(|&row| row < start);
                 let to = tail.partition_point(|&row| row < end);
-                tail[from..to].iter().map(|row| (row - start) as u32).collect()
+                tail[from..to]
+                    .iter()
+                    .map(|row| (row - start) as u32)
+                    .filter(|&row| !chunk.is_deleted(row as usize))
+                    .collect::<Vec<u32>>()
+                    .into()
             };
-            rows.retain(|&row| !chunk.is_deleted(row as usize));
             if !rows.is_empty() {
                 found.push((position, rows));
             }
@@ -190,7 +198,7 @@ impl ViewSnapshot {
 
     /// A chunk's live rows (`rows` of them, or all), columns `projection` of the view, as
     /// `schema` (the projection's fields, possibly planned under narrower types).
-    pub fn read_chunk(&self, chunk: &ChunkRef, rows: Option<&[u32]>, projection: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {
+    pub fn read_chunk(&self, chunk: &ChunkRef, rows: Option<&UInt32Array>, projection: &[usize], schema: &SchemaRef) -> Result<RecordBatch> {
         let width = chunk.chunk.schema.fields().len();
         let present: Vec<usize> = projection.iter().copied().filter(|&column| column < width).collect();
         let batch = match rows {
@@ -204,6 +212,20 @@ impl ViewSnapshot {
             }
         };
         conform(&batch, &present, projection, schema)
+    }
+}
+
+impl ViewSnapshot {
+    /// A chunk's columns `projection` as they are in memory, when they are there under
+    /// `schema`'s types already (nothing to cast or fill): what an index scan gathers from.
+    pub fn in_memory_columns(&self, chunk: &ChunkRef, projection: &[usize], schema: &SchemaRef) -> Option<RecordBatch> {
+        let width = chunk.chunk.schema.fields().len();
+        if projection.iter().any(|&column| column >= width) {
+            return None;
+        }
+        let batch = chunk.chunk.in_memory_projected(projection)?;
+        let same = batch.schema().fields().iter().zip(schema.fields()).all(|(ours, wanted)| ours.data_type() == wanted.data_type());
+        same.then_some(batch)
     }
 }
 

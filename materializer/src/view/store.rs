@@ -512,7 +512,7 @@ impl ViewStore {
 mod tests {
     use super::*;
     use crate::view::chunk::CHUNK_ROWS;
-    use datafusion::arrow::array::{Array, Int64Array, StringArray};
+    use datafusion::arrow::array::{Array, Int64Array, StringArray, UInt32Array};
     use datafusion::arrow::datatypes::DataType;
 
     fn batch(ids: std::ops::Range<i64>, region: impl Fn(i64) -> &'static str) -> RecordBatch {
@@ -528,7 +528,7 @@ mod tests {
         vec![Field::new("id", DataType::Int64, true), Field::new("region", DataType::Utf8, true)]
     }
 
-    fn ids_of(snapshot: &ViewSnapshot, found: &[(usize, Vec<u32>)]) -> Vec<i64> {
+    fn ids_of(snapshot: &ViewSnapshot, found: &[(usize, UInt32Array)]) -> Vec<i64> {
         let schema = Arc::new(snapshot.schema.project(&[0]).unwrap());
         let mut ids = Vec::new();
         for (position, rows) in found {
@@ -586,7 +586,7 @@ mod tests {
         let index = snapshot.index_on("id").unwrap();
         assert_eq!(index.column_type, DataType::Utf8);
         let found = snapshot.lookup(&index, &["5".to_string()]);
-        assert_eq!(found, [(0, vec![5])]);
+        assert_eq!(found, [(0, UInt32Array::from(vec![5]))]);
         let schema = Arc::new(snapshot.schema.project(&[0]).unwrap());
         let rows = snapshot.read_chunk(&snapshot.chunks[0], None, &[0], &schema).unwrap();
         assert_eq!(rows.column(0).data_type(), &DataType::Utf8);
