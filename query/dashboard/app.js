@@ -249,7 +249,7 @@
       render: renderTopics,
     },
     zones: {
-      queries: { zones: "SELECT zone, state, write_pointer_bytes, capacity_bytes, topic, partition, partitions, live_bytes, stream, write_amplification FROM system.zones ORDER BY zone" },
+      queries: { zones: "SELECT zone, state, write_pointer_bytes, capacity_bytes, topic, partition, partitions, topics, live_bytes, stream, write_amplification FROM system.zones ORDER BY zone" },
       render: renderZones,
     },
     groups: {
@@ -401,7 +401,10 @@
   function renderZones(data) {
     const zones = data.zones.rows;
     const filter = $("zone-filter");
-    const topics = [...new Set(zones.map((z) => z.topic).filter((t) => t != null))].sort();
+    // Zones are shared: a topic is in every zone where it has data (`topics`), not only where it
+    // holds the most.
+    const holds = (z, topic) => (z.topics || []).includes(topic);
+    const topics = [...new Set(zones.flatMap((z) => z.topics || []))].sort();
     setSelectOptions(filter, topics, "All topics");
     const selected = filter.value;
     const counts = Object.fromEntries(ZONE_STATES.map(([s]) => [s, 0]));
@@ -412,7 +415,7 @@
       used += z.write_pointer_bytes;
       capacity += z.capacity_bytes;
     }
-    const shown = selected ? zones.filter((z) => z.topic === selected) : zones;
+    const shown = selected ? zones.filter((z) => holds(z, selected)) : zones;
     $("zone-summary").replaceChildren(...[
       h("span", null, h("strong", null, fmtInt(zones.length)), " zones"),
       h("span", null, h("strong", null, fmtInt(zones.length - counts.empty)), " in use"),
@@ -423,7 +426,7 @@
     ].filter(Boolean));
     // One chip per topic with its zone count: a click filters the map to it (again: all).
     const perTopic = new Map(topics.map((t) => [t, 0]));
-    for (const z of zones) if (z.topic != null) perTopic.set(z.topic, perTopic.get(z.topic) + 1);
+    for (const z of zones) for (const t of z.topics || []) perTopic.set(t, perTopic.get(t) + 1);
     const pick = (topic) => { filter.value = filter.value === topic ? "" : topic; renderZones(data); };
     $("zone-topics").replaceChildren(...(topics.length ? [h("span", null, "By topic:")] : []), ...topics.map((t) =>
       h("button", { type: "button", class: `chip${t === selected ? " active" : ""}`, onclick: () => pick(t) }, `${t} · ${fmtInt(perTopic.get(t))}`)));
@@ -434,7 +437,7 @@
     grid.replaceChildren(...zones.map((z) => {
       const fill = h("span", { class: z.write_pointer_bytes > 0 ? "zone-fill some" : "zone-fill" });
       fill.style.height = `${pct(z.write_pointer_bytes, z.capacity_bytes)}%`;
-      const match = selected && z.topic === selected;
+      const match = selected && holds(z, selected);
       // A label the fill has risen over turns white: the partition sits at the bottom of the
       // cell, the zone id at the top.
       const fillPct = pct(z.write_pointer_bytes, z.capacity_bytes);
@@ -442,7 +445,7 @@
       const cell = h("div", {
         class: `zone-cell zone-${z.state}${high}${selected ? (match ? " match" : " dim") : ""}`,
         title: zoneTitle(z), tabindex: "0",
-        dataset: { zone: z.zone, state: z.state, topic: z.topic == null ? "" : z.topic, partition: z.partition == null ? "" : z.partition },
+        dataset: { zone: z.zone, state: z.state, topic: z.topic == null ? "" : z.topic, partition: z.partition == null ? "" : z.partition, topics: (z.topics || []).join(",") },
       }, fill, h("span", { class: "zone-id" }, z.zone), z.partition == null ? null : h("span", { class: "zone-part" }, `p${z.partition}`));
       const show = () => showZone(z);
       cell.addEventListener("mouseenter", show);
@@ -456,8 +459,10 @@
     $("zone-detail").replaceChildren(
       h("h3", null, `Zone ${z.zone}`),
       row("State", badge(z.state)),
-      row("Topic", z.topic == null ? (z.state === "empty" ? "free" : "broker's own logs") : z.topic),
-      row("Partition", z.partition == null ? "–" : String(z.partition)),
+      // Shared zones: the partition with the most bytes there, then every topic with some.
+      row("Largest holder", z.topic == null ? (z.state === "empty" ? "free" : "broker's own logs") : `${z.topic} / partition ${z.partition}`),
+      row("Topics", (z.topics || []).length ? z.topics.join(", ") : "–"),
+      row("Partitions", fmtInt(z.partitions || 0)),
       row("Write pointer", fmtBytes(z.write_pointer_bytes)),
       row("Capacity", fmtBytes(z.capacity_bytes)),
       row("Fill", meter(z.write_pointer_bytes, z.capacity_bytes, `${pct(z.write_pointer_bytes, z.capacity_bytes).toFixed(1)}%`)),

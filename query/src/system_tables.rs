@@ -5,13 +5,15 @@
 //! nothing while nobody asks) and served through DataFusion's `MemTable`, which already does
 //! projection, filters and limits on in-memory batches.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use broker::cluster::Cluster;
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, ListArray, ListBuilder, StringArray, StringBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, Session};
@@ -88,6 +90,9 @@ impl SystemTableKind {
                 utf8("topic", true),
                 int32("partition", true),
                 int32("partitions", false),
+                // Every topic with data in the zone, sorted (zones are shared): what the
+                // dashboard's zone map filters on.
+                Field::new("topics", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
                 int64("live_bytes", false),
                 int32("stream", true),
                 Field::new("write_amplification", DataType::Float64, false),
@@ -189,28 +194,15 @@ impl SystemTable {
     }
 
     /// One row per zone. Zones are shared by partitions: `topic` and `partition` name the one
-    /// holding the most live bytes there, `partitions` how many hold some.
+    /// holding the most live bytes there, `partitions` how many hold some, `topics` which.
     fn zones(&self) -> Vec<ArrayRef> {
-        // zone -> (partitions holding data, the largest holder, its bytes)
-        let mut holders: HashMap<u32, (usize, (String, i32), u64)> = HashMap::new();
-        for topic in self.cluster.topics() {
-            for partition in topic.partitions() {
-                let Ok(zones) = partition.reader().zone_bytes() else { continue };
-                for (zone, bytes) in zones {
-                    let entry = holders.entry(zone).or_insert_with(|| (0, (topic.name.clone(), partition.index), 0));
-                    entry.0 += 1;
-                    if bytes > entry.2 {
-                        (entry.1, entry.2) = ((topic.name.clone(), partition.index), bytes);
-                    }
-                }
-            }
-        }
+        let holders = self.zone_holders();
         let store = self.cluster.store();
         let zones = store.device().report_zones();
         let uses = store.allocator().zone_uses();
         let write_amplification = store.allocator().write_amplification();
         let usage = |zone: u32| uses.get(zone as usize).copied().flatten();
-        let owner = |zone: u32| holders.get(&zone).map(|(_, owner, _)| owner);
+        let owner = |zone: u32| holders.get(&zone).map(|holder| &holder.largest);
         vec![
             Arc::new(Int64Array::from_iter_values(zones.iter().map(|zone| i64::from(zone.id)))),
             Arc::new(StringArray::from_iter_values(zones.iter().map(|zone| zone.state.to_string()))),
@@ -218,12 +210,65 @@ impl SystemTable {
             Arc::new(Int64Array::from_iter_values(zones.iter().map(|zone| saturating_i64(zone.capacity_bytes)))),
             Arc::new(StringArray::from_iter(zones.iter().map(|zone| owner(zone.id).map(|(topic, _)| topic.as_str())))),
             Arc::new(Int32Array::from_iter(zones.iter().map(|zone| owner(zone.id).map(|(_, partition)| *partition)))),
-            Arc::new(Int32Array::from_iter_values(zones.iter().map(|zone| holders.get(&zone.id).map_or(0, |holder| holder.0 as i32)))),
+            Arc::new(Int32Array::from_iter_values(zones.iter().map(|zone| holders.get(&zone.id).map_or(0, |holder| holder.partitions as i32)))),
+            Arc::new(topic_lists(zones.iter().map(|zone| holders.get(&zone.id).map(|holder| &holder.topics)))),
             Arc::new(Int64Array::from_iter_values(zones.iter().map(|zone| usage(zone.id).map_or(0, |usage| saturating_i64(usage.live_bytes))))),
             Arc::new(Int32Array::from_iter(zones.iter().map(|zone| usage(zone.id).map(|usage| i32::from(usage.stream))))),
             Arc::new(Float64Array::from_iter_values(zones.iter().map(|_| write_amplification))),
         ]
     }
+}
+
+/// Who holds data in one zone.
+struct ZoneHolders {
+    /// Partitions with data there.
+    partitions: usize,
+    /// The partition holding the most bytes there.
+    largest: (String, i32),
+    largest_bytes: u64,
+    /// Every topic with data there.
+    topics: BTreeSet<String>,
+}
+
+impl SystemTable {
+    /// Per zone, the partitions holding data in it (from each partition's index).
+    fn zone_holders(&self) -> HashMap<u32, ZoneHolders> {
+        let mut holders: HashMap<u32, ZoneHolders> = HashMap::new();
+        for topic in self.cluster.topics() {
+            for partition in topic.partitions() {
+                let Ok(zones) = partition.reader().zone_bytes() else { continue };
+                for (zone, bytes) in zones {
+                    let holder = holders.entry(zone).or_insert_with(|| ZoneHolders {
+                        partitions: 0,
+                        largest: (topic.name.clone(), partition.index),
+                        largest_bytes: 0,
+                        topics: BTreeSet::new(),
+                    });
+                    holder.partitions += 1;
+                    if bytes > holder.largest_bytes {
+                        (holder.largest, holder.largest_bytes) = ((topic.name.clone(), partition.index), bytes);
+                    }
+                    if !holder.topics.contains(&topic.name) {
+                        holder.topics.insert(topic.name.clone());
+                    }
+                }
+            }
+        }
+        holders
+    }
+}
+
+/// A list column of topic names per row (an empty list where there are none).
+fn topic_lists<'a>(rows: impl Iterator<Item = Option<&'a BTreeSet<String>>>) -> ListArray {
+    let item = Arc::new(Field::new("item", DataType::Utf8, true));
+    let mut builder = ListBuilder::new(StringBuilder::new()).with_field(item);
+    for topics in rows {
+        for topic in topics.into_iter().flatten() {
+            builder.values().append_value(topic);
+        }
+        builder.append(true);
+    }
+    builder.finish()
 }
 
 impl SystemTable {

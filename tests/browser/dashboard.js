@@ -167,17 +167,22 @@ async function main() {
 
   await step("zones", async () => {
     await open("zones");
-    // Not filtered to the topic: zones are shared by partitions since storage v2 and the map's
-    // topic filter no longer finds the test's topic (a known regression, see ARCHITECTURE.md);
-    // every cell is checked against system.zones instead.
     await page.waitForSelector('.zone-cell[data-topic]:not([data-topic=""])');
-    const cells = await page.$$eval(".zone-cell", (cells) => cells.map((c) => ({
+    const readCells = () => page.$$eval(".zone-cell", (cells) => cells.map((c) => ({
       zone: Number(c.dataset.zone), state: c.dataset.state, topic: c.dataset.topic, partition: c.dataset.partition,
-      match: c.classList.contains("match"), title: c.getAttribute("title"),
+      topics: c.dataset.topics ? c.dataset.topics.split(",") : [], match: c.classList.contains("match"),
+      title: c.getAttribute("title"),
     })));
+    const cells = await readCells();
+    // Filtered to the topic (as a person picks it in the list): the zones where it has data,
+    // shared with other topics or not, are highlighted.
+    await page.selectOption("#zone-filter", args.topic);
+    await page.waitForSelector(".zone-cell.match");
+    const filtered = await readCells();
+    const selectedText = await page.textContent("#zone-summary .zone-selected");
     await page.hover('.zone-cell[data-topic]:not([data-topic=""])');
     const detail = await page.textContent("#zone-detail");
-    Object.assign(seen.pages.zones, { cells, detail });
+    Object.assign(seen.pages.zones, { cells, detail, filtered, selected_text: selectedText });
     await shot("zones");
   });
 

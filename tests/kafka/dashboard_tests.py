@@ -8,7 +8,7 @@ Module `dashboard` (one broker):
                        checked against the server's own answers: the pages load without console
                        errors or requests to anywhere else; the topics and partitions pages show
                        the topic's offsets; the zone map, filtered to the topic, shows exactly the
-                       zones system.zones gives it; the groups page shows the lag; the views page
+                       zones system.zones gives it (its `topics`: zones are shared); the groups page shows the lag; the views page
                        shows a view made over the topic (or, on a server without system.views,
                        that views are not available); a SQL query shows its table; a
                        time-bucketed query (date_bin over 1 s) draws a line chart and a bar chart
@@ -192,6 +192,17 @@ def test_browser(rk, broker):
         elif cell["state"] == "empty":
             rk.check(cell["partition"] == "" and "free" in cell["title"], f"empty zone cell {cell}")
     rk.check("Zone " in pages["zones"]["detail"], f"zone detail on hover: {pages['zones']['detail']!r}")
+    # Filtered to the topic: exactly the zones where it has data are highlighted (shared zones
+    # too, whoever holds the most there), and they are zones system.zones gives it (zones holding
+    # it only grow while the test runs: no retention).
+    filtered = pages["zones"]["filtered"]
+    matched = {c["zone"] for c in filtered if c["match"]}
+    holding = {c["zone"] for c in filtered if topic in c["topics"]}
+    rk.check(matched and matched == holding, f"zone map filtered to {topic}: highlighted {sorted(matched)}, holding it {sorted(holding)}")
+    held = sql_tests.query_json(rk, broker, f"SELECT zone FROM system.zones WHERE array_has(topics, '{topic}')")["rows"]
+    rk.check(matched <= {row["zone"] for row in held}, f"highlighted {sorted(matched)}, system.zones gives {topic} {held}")
+    rk.check(pages["zones"]["selected_text"].startswith(f"{len(matched)} zones hold {topic}"),
+             f"the zone map's summary when filtered: {pages['zones']['selected_text']!r}")
 
     # Consumer groups: the group with its lag (half of each partition left).
     lag = sum(n - committed[p] for p, n in per_partition.items())
