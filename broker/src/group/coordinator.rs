@@ -42,6 +42,9 @@ pub const PROTOCOL_METADATA_BYTES_MAX: usize = 256 << 10;
 pub const ASSIGNMENT_BYTES_MAX: usize = 1 << 20;
 /// Committed partitions per group.
 pub const OFFSETS_PER_GROUP_MAX: usize = 100_000;
+/// Kafka's offsets.commit.timeout.ms default: the longest an OffsetCommit waits for its write to
+/// become durable before it is answered REQUEST_TIMED_OUT (the write goes on).
+pub const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
 
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
@@ -52,6 +55,8 @@ pub struct GroupConfig {
     pub members_per_group_max: usize,
     /// KIP-848 groups' session timeout (Kafka's group.consumer.session.timeout.ms).
     pub consumer_session_timeout_ms: i64,
+    /// Kafka's offsets.commit.timeout.ms (see OFFSET_COMMIT_TIMEOUT_MS).
+    pub offset_commit_timeout_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -63,6 +68,7 @@ impl Default for GroupConfig {
             groups_max: GROUPS_MAX,
             members_per_group_max: MEMBERS_PER_GROUP_MAX,
             consumer_session_timeout_ms: consumer::SESSION_TIMEOUT_MS,
+            offset_commit_timeout_ms: OFFSET_COMMIT_TIMEOUT_MS,
         }
     }
 }
