@@ -411,3 +411,44 @@ fn the_group_clock_runs_while_the_group_log_cannot_flush() {
         assert_eq!(reopened.groups().coordinator().group("g").map(|g| g.generation_id), Some(2));
     });
 }
+
+/// Kafka's offsets.commit.timeout.ms: an OffsetCommit whose write cannot become durable (a
+/// group log behind a long fsync queue) is answered REQUEST_TIMED_OUT at the commit timeout,
+/// rather than holding its connection (and the member's heartbeats behind it) until the device
+/// flushes; the write goes on, and its offset applies once durable, never before.
+#[test]
+fn an_offset_commit_is_answered_at_the_commit_timeout_and_its_write_goes_on() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let gated = Arc::new(GatedDevice { inner: device(), held: std::sync::Mutex::new(None) });
+        let device: Arc<dyn ZonedDevice> = gated.clone();
+        let recovered = LogStore::open(device.clone(), LogConfig::default()).await.unwrap();
+        let config = broker::group::GroupConfig { offset_commit_timeout_ms: 300, ..Default::default() };
+        let cluster = Cluster::open_with_groups(recovered.store, recovered.partitions, BrokerConfig::default(), config).await.unwrap();
+        cluster.create_topic("t", 1, &BTreeMap::new(), false).await.unwrap();
+        assert_eq!(commit(&cluster, 8, "g", "t", &[(0, 5)], "").await, vec![0]);
+
+        gated.close();
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), commit(&cluster, 8, "g", "t", &[(0, 7)], "")).await;
+        let waited = started.elapsed();
+        assert_eq!(answer.expect("answered while the group log cannot flush"), vec![ResponseError::RequestTimedOut.code()]);
+        assert!(waited >= std::time::Duration::from_millis(300), "answered before the commit timeout: {waited:?}");
+        assert_eq!(fetch(&cluster, "g", "t").await.get(&0).map(|(offset, _)| *offset), Some(5), "applied before it was durable");
+
+        gated.open();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while fetch(&cluster, "g", "t").await.get(&0).map(|(offset, _)| *offset) != Some(7) {
+            assert!(std::time::Instant::now() < deadline, "the timed-out commit's write did not go on");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The writing task holds the cluster until it has ended.
+        while Arc::strong_count(&cluster) > 1 {
+            assert!(std::time::Instant::now() < deadline, "the writing task did not end");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(cluster);
+        let reopened = open(&device).await;
+        assert_eq!(fetch(&reopened, "g", "t").await.get(&0).map(|(offset, _)| *offset), Some(7));
+    });
+}

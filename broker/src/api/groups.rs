@@ -248,16 +248,8 @@ pub async fn offset_commit(cluster: &Arc<Cluster>, _api_version: i16, request: O
     }
     if !accepted.is_empty() {
         // Acknowledged only once durable, as produce acks are.
-        if let Err(error) = cluster.groups().write(GroupRecord::OffsetCommit { group: group_id.clone(), offsets: accepted }).await {
-            tracing::error!(group = %group_id, error = %error.message, "cannot write committed offsets");
-            write_error = Some(ResponseError::CoordinatorNotAvailable);
-        }
-        // A topic deleted while the commit was written: its offsets must not outlive it (the
-        // replay drops them by topic id; memory drops them here).
-        let topics: std::collections::BTreeSet<&String> = keys.iter().map(|(topic, _)| topic).collect();
-        for topic in topics {
-            let current = cluster.topic(topic).map(|t| t.id);
-            cluster.groups().coordinator().retain_group_offsets(&group_id, |name, id| name != topic || current.as_ref() == Some(id));
+        if let Err(error) = write_offsets_within(cluster, &group_id, accepted).await {
+            write_error = Some(error);
         }
     }
     tracing::debug!(
@@ -282,6 +274,48 @@ pub async fn offset_commit(cluster: &Arc<Cluster>, _api_version: i16, request: O
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Writes an OffsetCommit's offsets and waits until they are durable, but not longer than the
+/// commit timeout (Kafka's offsets.commit.timeout.ms): then the answer is REQUEST_TIMED_OUT,
+/// which clients retry, and the write goes on by itself (applied once durable, as any other).
+/// A connection's requests run one at a time, so a commit held by a group log slow to flush (a
+/// busy device, a compaction) would hold the member's heartbeats behind it, and its session
+/// would end while it waits.
+async fn write_offsets_within(cluster: &Arc<Cluster>, group_id: &str, offsets: Vec<OffsetRecord>) -> Result<(), ResponseError> {
+    let writing = write_offsets(cluster.clone(), group_id.to_string(), offsets);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // Handlers driven outside a tokio runtime (tests with a plain executor) have no timer.
+        return writing.await;
+    };
+    let timeout = cluster.groups().commit_timeout();
+    match tokio::time::timeout(timeout, runtime.spawn(writing)).await {
+        Ok(Ok(written)) => written,
+        Ok(Err(error)) => {
+            tracing::error!(group = %group_id, %error, "the task writing committed offsets failed");
+            Err(ResponseError::CoordinatorNotAvailable)
+        }
+        Err(_) => {
+            tracing::warn!(group = %group_id, timeout_ms = timeout.as_millis(), "committed offsets not durable within the commit timeout");
+            Err(ResponseError::RequestTimedOut)
+        }
+    }
+}
+
+/// Writes committed offsets to the group log and waits until they are durable and applied.
+async fn write_offsets(cluster: Arc<Cluster>, group_id: String, offsets: Vec<OffsetRecord>) -> Result<(), ResponseError> {
+    let topics: std::collections::BTreeSet<String> = offsets.iter().map(|offset| offset.topic.clone()).collect();
+    let written = cluster.groups().write(GroupRecord::OffsetCommit { group: group_id.clone(), offsets }).await;
+    if let Err(error) = &written {
+        tracing::error!(group = %group_id, error = %error.message, "cannot write committed offsets");
+    }
+    // A topic deleted while the commit was written: its offsets must not outlive it (the
+    // replay drops them by topic id; memory drops them here).
+    for topic in &topics {
+        let current = cluster.topic(topic).map(|t| t.id);
+        cluster.groups().coordinator().retain_group_offsets(&group_id, |name, id| name != topic || current.as_ref() == Some(id));
+    }
+    written.map_err(|_| ResponseError::CoordinatorNotAvailable)
 }
 
 /// One partition's committed offset, as OffsetFetch reports it (-1: none).

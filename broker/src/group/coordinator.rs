@@ -42,6 +42,9 @@ pub const PROTOCOL_METADATA_BYTES_MAX: usize = 256 << 10;
 pub const ASSIGNMENT_BYTES_MAX: usize = 1 << 20;
 /// Committed partitions per group.
 pub const OFFSETS_PER_GROUP_MAX: usize = 100_000;
+/// Kafka's offsets.commit.timeout.ms default: the longest an OffsetCommit waits for its write to
+/// become durable before it is answered REQUEST_TIMED_OUT (the write goes on).
+pub const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
 
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
@@ -52,6 +55,8 @@ pub struct GroupConfig {
     pub members_per_group_max: usize,
     /// KIP-848 groups' session timeout (Kafka's group.consumer.session.timeout.ms).
     pub consumer_session_timeout_ms: i64,
+    /// Kafka's offsets.commit.timeout.ms (see OFFSET_COMMIT_TIMEOUT_MS).
+    pub offset_commit_timeout_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -63,6 +68,7 @@ impl Default for GroupConfig {
             groups_max: GROUPS_MAX,
             members_per_group_max: MEMBERS_PER_GROUP_MAX,
             consumer_session_timeout_ms: consumer::SESSION_TIMEOUT_MS,
+            offset_commit_timeout_ms: OFFSET_COMMIT_TIMEOUT_MS,
         }
     }
 }
@@ -1692,6 +1698,129 @@ mod tests {
         assert_eq!(consumer_subscription_topics(&metadata), Some(vec!["a".to_string(), "bc".to_string()]));
         assert_eq!(consumer_subscription_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff]), None);
         assert_eq!(consumer_subscription_topics(&[0]), None);
+    }
+
+    /// a (the leader), b and d have synced generation 2 at `now`: Stable.
+    fn stable_trio(c: &mut Coordinator, now: i64) -> (String, String, String) {
+        let a = stable_single(c);
+        let b = member_id(c, 10, now);
+        let d = member_id(c, 20, now);
+        let mut out = Vec::new();
+        c.join(join_request(&b, None, &["range"]), 11, now, &mut out);
+        c.join(join_request(&d, None, &["range"]), 21, now, &mut out);
+        c.join(join_request(&a, None, &["range"]), 12, now, &mut out);
+        assert_eq!(joins(&out).len(), 3);
+        c.sync(sync_request(&b, 2, &[]), 13, now, &mut out);
+        c.sync(sync_request(&d, 2, &[]), 23, now, &mut out);
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb"), (&d, "pd")]), 14, now, &mut out);
+        assert_eq!(syncs(&out).len(), 3);
+        assert_eq!(c.group("g").unwrap().state(), GroupState::Stable);
+        (a, b, d)
+    }
+
+    #[test]
+    fn survivors_parked_in_join_get_the_generation_when_the_dead_leaders_session_ends() {
+        // Issue 12's race: the leader a is SIGKILLed, and before its session ends the
+        // survivors are already rejoining (b's subscription changed, d learnt it from its
+        // heartbeat). Their JoinGroups are parked while a's session runs out: the tick that
+        // removes a must complete the join phase with them, a survivor leading, and the
+        // generation must then complete through SyncGroup.
+        let mut c = coordinator();
+        let (a, b, d) = stable_trio(&mut c, 0);
+        let mut out = Vec::new();
+        c.join(join_request(&b, None, &["range", "roundrobin"]), 30, 1_000, &mut out);
+        assert_eq!(c.heartbeat("g", &d, None, 2, 1_500), Err(ResponseError::RebalanceInProgress));
+        c.join(join_request(&d, None, &["range"]), 31, 1_500, &mut out);
+        let mut now = 1_500;
+        while joins(&out).is_empty() {
+            now += 100;
+            assert!(now <= i64::from(SESSION_MS), "the join phase outlived the dead leader's session");
+            c.tick(now, &mut out);
+        }
+        assert_eq!(now, i64::from(SESSION_MS), "answered only once a's session ended");
+        let answers: BTreeMap<Ticket, JoinResponse> = joins(&out).into_iter().collect();
+        let leader = answers[&30].leader.clone();
+        assert!(leader == b || leader == d, "a survivor leads, not {leader}");
+        for (ticket, member) in [(30, &b), (31, &d)] {
+            let answer = &answers[&ticket];
+            assert_eq!((answer.error, answer.generation_id, answer.leader.as_str()), (None, 3, leader.as_str()));
+            assert_eq!(answer.members.len(), if *member == leader { 2 } else { 0 });
+        }
+        let follower = if leader == b { d.clone() } else { b.clone() };
+        out.clear();
+        c.sync(sync_request(&follower, 3, &[]), 40, now, &mut out);
+        assert!(syncs(&out).is_empty(), "the follower waits for the leader");
+        c.sync(sync_request(&leader, 3, &[(&leader, "pl"), (&follower, "pf")]), 41, now + 200, &mut out);
+        let assigned: BTreeMap<Ticket, Bytes> = syncs(&out).into_iter().map(|(t, r)| (t, r.assignment)).collect();
+        assert_eq!(assigned, BTreeMap::from([(40, Bytes::from("pf")), (41, Bytes::from("pl"))]));
+        for member in [&b, &d] {
+            assert_eq!(c.heartbeat("g", member, None, 3, now + 500), Ok(()));
+            assert_eq!(c.validate_commit("g", 3, member, None), Ok(()));
+        }
+        assert_eq!(c.heartbeat("g", &a, None, 2, now + 500), Err(ResponseError::UnknownMemberId));
+    }
+
+    #[test]
+    fn a_follower_that_dies_with_its_sync_parked_is_removed_a_session_after_the_answer() {
+        // b sent SyncGroup, then its process died; the leader syncs 2 s later. b's answer goes
+        // nowhere and its session (restarted by the answer) ends: the leader is told to rejoin
+        // then, not later, and gets a generation of its own at once.
+        let mut c = coordinator();
+        let (a, b) = completing_pair(&mut c, 0);
+        let mut out = Vec::new();
+        c.sync(sync_request(&b, 2, &[]), 13, 0, &mut out);
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 14, 2_000, &mut out);
+        assert_eq!(syncs(&out).len(), 2);
+        let mut now = 2_000;
+        while c.group("g").unwrap().member_count() == 2 {
+            now += 100;
+            assert!(now <= 2_000 + i64::from(SESSION_MS), "the dead follower outlived its session");
+            if now % 500 == 0 {
+                assert_eq!(c.heartbeat("g", &a, None, 2, now), Ok(()));
+            }
+            c.tick(now, &mut out);
+        }
+        assert_eq!(now, 2_000 + i64::from(SESSION_MS), "its session restarted when it was answered");
+        assert_eq!(c.heartbeat("g", &a, None, 2, now), Err(ResponseError::RebalanceInProgress));
+        out.clear();
+        c.join(join_request(&a, None, &["range"]), 15, now, &mut out);
+        let answers = joins(&out);
+        assert_eq!(answers.iter().map(|(t, r)| (*t, r.generation_id, r.leader.clone())).collect::<Vec<_>>(), vec![(15, 3, a.clone())]);
+    }
+
+    #[test]
+    fn a_leaders_sync_after_the_pending_sync_timeout_is_refused_and_the_followers_go_on() {
+        // The leader heartbeats but its SyncGroup comes only after the rebalance timeout (a
+        // starved client): by then it has been removed and the follower's parked SyncGroup was
+        // told to rejoin. The late SyncGroup must be refused at once (never parked: nobody would
+        // answer it), and the follower's rejoin must complete without waiting for the leader.
+        let mut c = coordinator();
+        let (a, b) = completing_pair(&mut c, 0);
+        let mut out = Vec::new();
+        c.sync(sync_request(&b, 2, &[]), 13, 0, &mut out);
+        let mut now = 0;
+        while syncs(&out).is_empty() {
+            now += 500;
+            assert!(now <= i64::from(REBALANCE_MS), "the follower's SyncGroup is answered by the rebalance timeout");
+            assert_eq!(c.heartbeat("g", &a, None, 2, now), Ok(()));
+            c.tick(now, &mut out);
+        }
+        out.clear();
+        c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 14, now + 100, &mut out);
+        assert_eq!(syncs(&out), vec![(14, SyncResponse::error(ResponseError::UnknownMemberId))]);
+        out.clear();
+        c.join(join_request(&b, None, &["range"]), 15, now + 200, &mut out);
+        assert_eq!(joins(&out).into_iter().map(|(t, r)| (t, r.generation_id, r.leader)).collect::<Vec<_>>(), vec![(15, 3, b.clone())]);
+        out.clear();
+        c.sync(sync_request(&b, 3, &[(&b, "pb")]), 16, now + 300, &mut out);
+        assert_eq!(syncs(&out).into_iter().map(|(t, r)| (t, r.assignment)).collect::<Vec<_>>(), vec![(16, Bytes::from("pb"))]);
+        // The old leader comes back as a new member: one more rebalance, which b joins.
+        let again = member_id(&mut c, 17, now + 400);
+        c.join(join_request(&again, None, &["range"]), 18, now + 400, &mut out);
+        assert_eq!(c.heartbeat("g", &b, None, 3, now + 500), Err(ResponseError::RebalanceInProgress));
+        c.join(join_request(&b, None, &["range"]), 19, now + 500, &mut out);
+        let generations: BTreeMap<Ticket, i32> = joins(&out).into_iter().map(|(t, r)| (t, r.generation_id)).collect();
+        assert_eq!(generations, BTreeMap::from([(18, 4), (19, 4)]));
     }
 
     #[test]

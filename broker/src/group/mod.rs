@@ -52,6 +52,8 @@ pub struct Groups {
     unpersisted: Mutex<Vec<GroupRecord>>,
     /// Whether a `persist_queued` task is running (`start_persisting`).
     persisting: AtomicBool,
+    /// How long an OffsetCommit waits for its write (`GroupConfig::offset_commit_timeout_ms`).
+    commit_timeout: std::time::Duration,
 }
 
 /// A group log write slower than this is logged as a warning: commits wait for it.
@@ -61,6 +63,7 @@ impl Groups {
     /// Replays the group log. `topic_is_current(name, id)` says whether a topic of that name
     /// and id exists: offsets of deleted topics are dropped.
     pub async fn open(log: PartitionLog, config: GroupConfig, topic_is_current: impl Fn(&str, &[u8; 16]) -> bool) -> Result<Groups, String> {
+        let commit_timeout = std::time::Duration::from_millis(config.offset_commit_timeout_ms);
         let mut coordinator = Coordinator::new(config, member_id_nonce());
         let mut records = 0u64;
         store::replay(&log, |record| {
@@ -77,7 +80,13 @@ impl Groups {
             log: GroupLog::new(log),
             unpersisted: Mutex::new(Vec::new()),
             persisting: AtomicBool::new(false),
+            commit_timeout,
         })
+    }
+
+    /// How long an OffsetCommit waits for its write to become durable (then REQUEST_TIMED_OUT).
+    pub fn commit_timeout(&self) -> std::time::Duration {
+        self.commit_timeout
     }
 
     /// The coordinator, for reads and synchronous requests. Do not hold across an await.
