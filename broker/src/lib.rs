@@ -6,6 +6,7 @@ pub mod api;
 pub mod buf;
 pub mod cluster;
 pub mod group;
+pub mod txn;
 pub mod log;
 pub mod malloc;
 pub mod metrics;
