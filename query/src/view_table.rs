@@ -9,9 +9,11 @@
 //! materialize (read from files, filtered) are reserved in the query's memory pool.
 //!
 //! `col = literal` and `col IN (literals)` on a column with a usable index are accepted as
-//! Inexact filters: the scan (`ViewIndexScanExec`, with the index and values) reads only the
-//! rows the sealed chunks' value lists and the tail's CAS lists name; DataFusion keeps the
-//! filter above. `EXPLAIN ANALYZE` shows the `rows_read` metric.
+//! Exact filters (the index's keys compare as `=` does, `types::indexable`): the scan
+//! (`ViewIndexScanExec`, with the index and values) reads only the rows the sealed chunks'
+//! value lists and the tail's CAS lists name, and no filter stays above it. Pushed filters its
+//! lookup does not answer are applied by a filter inside the scan's plan. `EXPLAIN ANALYZE`
+//! shows the `rows_read` metric.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,13 +24,16 @@ use datafusion::arrow::compute::interleave;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
@@ -121,8 +126,11 @@ impl TableProvider for ViewTable {
         Ok(filters
             .iter()
             .map(|filter| {
+                // Exact: the index names exactly the rows `=`/`IN` keep (`types::indexable`),
+                // so no filter stays above the scan (nor its column in the projection). `scan`
+                // applies whatever pushed filter its lookup does not answer.
                 if self.lookup(&snapshot, filter).is_some() {
-                    TableProviderFilterPushDown::Inexact
+                    TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Unsupported
                 }
@@ -132,13 +140,52 @@ impl TableProvider for ViewTable {
 
     async fn scan(&self, state: &dyn Session, projection: Option<&Vec<usize>>, filters: &[Expr], limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.view.store.snapshot();
-        // The most selective lookup among the pushed filters (fewest keys), if any (an index
-        // dropped since the filters were pushed leaves a full scan; the filters stay above).
-        let lookup = filters
+        // The most selective lookup among the pushed filters (fewest keys), if any.
+        let chosen = filters
             .iter()
-            .filter_map(|filter| self.lookup(&snapshot, filter))
-            .min_by_key(|(_, keys)| keys.len());
+            .enumerate()
+            .filter_map(|(position, filter)| self.lookup(&snapshot, filter).map(|lookup| (position, lookup)))
+            .min_by_key(|(_, (_, keys))| keys.len());
         let projection: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        // Filters were pushed as Exact: those the lookup does not answer (another index's, or
+        // all of them when the index went since the pushdown) are applied here, their columns
+        // read for it.
+        let residual: Vec<Expr> = filters
+            .iter()
+            .enumerate()
+            .filter(|(position, _)| chosen.as_ref().is_none_or(|(chosen, _)| chosen != position))
+            .map(|(_, filter)| unnormalize_col(filter.clone()))
+            .collect();
+        let lookup = chosen.map(|(_, lookup)| lookup);
+        if residual.is_empty() {
+            return Ok(Arc::new(self.scan_exec(state, snapshot, lookup, projection, limit)?));
+        }
+        let mut wide = projection.clone();
+        for column in residual.iter().flat_map(|filter| filter.column_refs()) {
+            let position = self.schema.index_of(&column.name)?;
+            if !wide.contains(&position) {
+                wide.push(position);
+            }
+        }
+        // No LIMIT below the filter (a scan's limit is a hint: DataFusion limits above).
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(self.scan_exec(state, snapshot, lookup, wide.clone(), None)?);
+        let predicate = conjunction(residual).expect("one filter at least");
+        let predicate = state.create_physical_expr(predicate, &DFSchema::try_from(exec.schema().as_ref().clone())?)?;
+        let kept = (wide.len() > projection.len()).then(|| (0..projection.len()).collect());
+        Ok(Arc::new(FilterExecBuilder::new(predicate, exec).apply_projection(kept)?.build()?))
+    }
+}
+
+impl ViewTable {
+    /// The scan of `snapshot`: the rows `lookup` names, or every live row.
+    fn scan_exec(
+        &self,
+        state: &dyn Session,
+        snapshot: Arc<ViewSnapshot>,
+        lookup: Option<(Arc<ViewIndex>, Vec<String>)>,
+        projection: Vec<usize>,
+        limit: Option<usize>,
+    ) -> Result<ViewScanExec> {
         let schema = Arc::new(self.schema.project(&projection)?);
         let work: Vec<Vec<Work>> = match &lookup {
             Some((index, keys)) => {
@@ -174,7 +221,7 @@ impl TableProvider for ViewTable {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        Ok(Arc::new(ViewScanExec {
+        Ok(ViewScanExec {
             view: self.view.clone(),
             snapshot,
             lookup,
@@ -184,7 +231,7 @@ impl TableProvider for ViewTable {
             limit,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
-        }))
+        })
     }
 }
 

@@ -337,6 +337,51 @@ async fn equality_on_an_indexed_column_reads_only_the_matching_rows() {
     materializer.shutdown().await;
 }
 
+/// An indexed `=` is answered by the index alone (no filter above the scan, its column not
+/// read); a second indexed filter, and every filter once the index went between the pushdown
+/// and the scan, is applied in the scan: the answers stay those of a full scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_index_pushdown_applies_what_its_lookup_does_not_answer() {
+    use datafusion::catalog::TableProvider;
+    use datafusion::logical_expr::{col, lit, TableProviderFilterPushDown};
+    let (cluster, _directory, materializer, engine) = setup(1000).await;
+    sql(&engine, &create_statement("latest", "")).await;
+    sql(&engine, "CREATE INDEX latest_region ON latest (region)").await;
+    sql(&engine, "CREATE INDEX latest_status ON latest (status)").await;
+    produce(&cluster, 0..2000).await;
+    wait_caught_up(&materializer).await;
+
+    let explain = rows(&engine, "EXPLAIN SELECT vehicle_id FROM latest WHERE region = 'north'").await.join("\n");
+    assert!(explain.contains("ViewIndexScanExec") && !explain.contains("FilterExec"), "{explain}");
+    let both = "SELECT vehicle_id, speed FROM latest WHERE region = 'north' AND status IN ('idle', 'moving')";
+    let scanned = rows(&engine, "SELECT vehicle_id, speed FROM latest WHERE region || '' = 'north' AND status || '' IN ('idle', 'moving')").await;
+    assert!(!scanned.is_empty());
+    assert_eq!(rows(&engine, both).await, scanned);
+    let explain = rows(&engine, &format!("EXPLAIN {both}")).await.join("\n");
+    assert!(explain.contains("ViewIndexScanExec") && explain.contains("FilterExec"), "{explain}");
+
+    // The index goes between the pushdown and the scan: the scan filters by itself.
+    let table = query::view_table::ViewTable::new(materializer.view("latest").unwrap());
+    let filter = col("region").eq(lit("north"));
+    assert_eq!(table.supports_filters_pushdown(&[&filter]).unwrap(), [TableProviderFilterPushDown::Exact]);
+    sql(&engine, "DROP INDEX latest_region").await;
+    let session = engine.session().unwrap();
+    let plan = table.scan(&session.state(), Some(&vec![0]), &[filter], None).await.unwrap();
+    let batches = datafusion::physical_plan::collect(plan, session.task_ctx()).await.unwrap();
+    let mut ids = Vec::new();
+    for batch in &batches {
+        assert_eq!(batch.num_columns(), 1, "the filter's column is not handed out");
+        for row in 0..batch.num_rows() {
+            ids.push(datafusion::arrow::util::display::array_value_to_string(batch.column(0), row).unwrap());
+        }
+    }
+    ids.sort();
+    let expected = rows(&engine, "SELECT vehicle_id FROM latest WHERE region || '' = 'north'").await;
+    assert!(!expected.is_empty());
+    assert_eq!(ids, expected);
+    materializer.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upsert_moves_rows_between_index_lists() {
     let (cluster, _directory, materializer, engine) = setup(1000).await;

@@ -22,7 +22,7 @@ use datafusion::common::Result;
 use super::budget::MemoryBudget;
 use super::chunk::{Chunk, ValueLists};
 use super::deletes::DeletionVector;
-use super::snapshot::{ChunkRef, ViewIndex, ViewSnapshot};
+use super::snapshot::{conform, ChunkRef, ViewIndex, ViewSnapshot};
 use super::types::{key_texts, widen};
 use super::ViewError;
 
@@ -130,7 +130,12 @@ impl StoreWriter {
         }
         for index in &self.indexes {
             if index.column_index < batch.num_columns() {
-                index.index_tail(&key_texts(batch.column(index.column_index), &index.column_type).map_err(internal)?, first_row);
+                // Keyed as queries read the column (`conform`: numbers in a column of dates are
+                // epochs), as the sealed chunks' lists are: an index answers `=` exactly.
+                let column = [index.column_index];
+                let schema = Arc::new(self.schema.project(&column).map_err(internal)?);
+                let conformed = conform(&batch.project(&column).map_err(internal)?, &column, &column, &schema).map_err(internal)?;
+                index.index_tail(&key_texts(conformed.column(0), &index.column_type).map_err(internal)?, first_row);
             }
         }
         self.next_row += batch.num_rows() as u64;
