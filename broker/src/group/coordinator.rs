@@ -1432,21 +1432,29 @@ mod tests {
         assert_eq!(c.group("g").unwrap().state(), GroupState::PreparingRebalance);
     }
 
+    /// A completing pair whose follower `b` parked its SyncGroup (ticket 13) while the leader
+    /// `a` heartbeats but does not sync, ticked every `step_ms` until the follower is answered
+    /// (the leader is removed at the rebalance timeout): (a, b, that time, the outputs).
+    fn leader_never_syncs(c: &mut Coordinator, step_ms: i64) -> (String, String, i64, Vec<Output>) {
+        let (a, b) = completing_pair(c, 0);
+        let mut out = Vec::new();
+        c.sync(sync_request(&b, 2, &[]), 13, 0, &mut out);
+        let mut now = 0;
+        while syncs(&out).is_empty() {
+            now += step_ms;
+            assert!(now <= i64::from(REBALANCE_MS), "the parked SyncGroup is answered by the rebalance timeout");
+            assert_eq!(c.heartbeat("g", &a, None, 2, now), Ok(()));
+            c.tick(now, &mut out);
+        }
+        (a, b, now, out)
+    }
+
     #[test]
     fn a_leader_that_never_syncs_frees_the_parked_followers() {
         // The leader heartbeats but its SyncGroup never comes: at the rebalance timeout it is
         // removed and the follower's parked SyncGroup is told to rejoin (never left hanging).
         let mut c = coordinator();
-        let (a, b) = completing_pair(&mut c, 0);
-        let mut out = Vec::new();
-        c.sync(sync_request(&b, 2, &[]), 13, 0, &mut out);
-        let mut now = 0;
-        while syncs(&out).is_empty() {
-            now += 1_000;
-            assert!(now <= i64::from(REBALANCE_MS), "the parked SyncGroup is answered by the rebalance timeout");
-            assert_eq!(c.heartbeat("g", &a, None, 2, now), Ok(()));
-            c.tick(now, &mut out);
-        }
+        let (a, b, now, mut out) = leader_never_syncs(&mut c, 1_000);
         assert_eq!(syncs(&out)[0], (13, SyncResponse::error(ResponseError::RebalanceInProgress)));
         assert_eq!(c.heartbeat("g", &a, None, 2, now), Err(ResponseError::UnknownMemberId));
         out.clear();
@@ -1795,16 +1803,7 @@ mod tests {
         // told to rejoin. The late SyncGroup must be refused at once (never parked: nobody would
         // answer it), and the follower's rejoin must complete without waiting for the leader.
         let mut c = coordinator();
-        let (a, b) = completing_pair(&mut c, 0);
-        let mut out = Vec::new();
-        c.sync(sync_request(&b, 2, &[]), 13, 0, &mut out);
-        let mut now = 0;
-        while syncs(&out).is_empty() {
-            now += 500;
-            assert!(now <= i64::from(REBALANCE_MS), "the follower's SyncGroup is answered by the rebalance timeout");
-            assert_eq!(c.heartbeat("g", &a, None, 2, now), Ok(()));
-            c.tick(now, &mut out);
-        }
+        let (a, b, now, mut out) = leader_never_syncs(&mut c, 500);
         out.clear();
         c.sync(sync_request(&a, 2, &[(&a, "pa"), (&b, "pb")]), 14, now + 100, &mut out);
         assert_eq!(syncs(&out), vec![(14, SyncResponse::error(ResponseError::UnknownMemberId))]);
