@@ -82,17 +82,8 @@ pub fn disk_read_mb_per_s(
     dir: &Path,
     total_mib: u64,
 ) -> anyhow::Result<f64> {
-    let path = dir.join("raw.img");
     let pattern = Arc::new(storage::random_bytes(MIB, 0x5eed));
-    let driver = storage::raw_device(&path, total_mib, IoBackendChoice::Auto)?;
-    runtime.block_on(storage::raw_write(
-        driver.clone(),
-        total_mib,
-        pattern.clone(),
-        false,
-    ))?;
-    let elapsed = runtime.block_on(storage::raw_read(driver, total_mib, pattern))?;
-    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    let (_, elapsed) = storage::raw_write_read(runtime, &dir.join("raw.img"), total_mib, IoBackendChoice::Auto, &pattern)?;
     Ok(storage::mb_per_s(total_mib << 20, elapsed))
 }
 

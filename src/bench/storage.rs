@@ -160,15 +160,8 @@ pub fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
                 args.runs
             );
             let raw_stream = {
-                let driver = raw_device(&raw_path, args.total_mib, choice)?;
-                let write = runtime.block_on(raw_write(
-                    driver.clone(),
-                    args.total_mib,
-                    pattern.clone(),
-                    false,
-                ))?;
-                let read = runtime.block_on(raw_read(driver, args.total_mib, pattern.clone()))?;
-                remove_file(&raw_path)?;
+                let (write, read) =
+                    raw_write_read(&runtime, &raw_path, args.total_mib, choice, &pattern)?;
                 results.raw_read.push(mb_per_s(total_bytes, read));
                 mb_per_s(total_bytes, write)
             };
@@ -402,6 +395,22 @@ pub(crate) fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Raw O_DIRECT bandwidth
 // ---------------------------------------------------------------------------------------------
+
+/// A raw streaming write of `total_mib` to a new file at `path`, then a sequential read of it
+/// (the file is removed after): how long each took.
+pub(crate) fn raw_write_read(
+    runtime: &tokio::runtime::Runtime,
+    path: &Path,
+    total_mib: u64,
+    choice: IoBackendChoice,
+    pattern: &Arc<Vec<u8>>,
+) -> anyhow::Result<(Duration, Duration)> {
+    let driver = raw_device(path, total_mib, choice)?;
+    let write = runtime.block_on(raw_write(driver.clone(), total_mib, pattern.clone(), false))?;
+    let read = runtime.block_on(raw_read(driver, total_mib, pattern.clone()))?;
+    remove_file(path)?;
+    Ok((write, read))
+}
 
 /// A file made exactly as the zoned device makes its file (O_DIRECT, preallocated with
 /// fallocate, superblock), driven past the zone table through its `IoDriver`.
@@ -799,15 +808,7 @@ fn reopen_phase(
                 run + 1,
                 args.runs
             );
-            let driver = raw_device(&raw_path, args.total_mib, choice)?;
-            runtime.block_on(raw_write(
-                driver.clone(),
-                args.total_mib,
-                pattern.clone(),
-                false,
-            ))?;
-            let read = runtime.block_on(raw_read(driver, args.total_mib, pattern.clone()))?;
-            remove_file(&raw_path)?;
+            let (_, read) = raw_write_read(runtime, &raw_path, args.total_mib, choice, pattern)?;
             let raw_read = mb_per_s(args.total_mib << 20, read);
             let reopen = runtime.block_on(reopen(&reopen_dir, choice, batches))?;
             results.reopen_raw_read.push(raw_read);
