@@ -396,6 +396,17 @@ impl ZoneAllocator {
         self.device.finish(zone)
     }
 
+    /// Finishes `zone` if it is still in use in the incarnation `sequence`: checked under the
+    /// lock `release` resets under, so a zone reset and taken again meanwhile is never finished.
+    pub(crate) fn finish_in_use(&self, zone: ZoneId, sequence: u64) -> Option<Pending<()>> {
+        let mut state = self.lock();
+        if !state.used[zone as usize].is_some_and(|usage| usage.sequence == sequence) {
+            return None;
+        }
+        state.open_lru.retain(|&open| open != zone);
+        Some(self.device.finish(zone))
+    }
+
     /// Pins `zone` for a planned read: it is not reset before the pin is dropped. Take it while
     /// the run being read is in its partition's index (under the index lock).
     pub(crate) fn pin(self: &Arc<Self>, zone: ZoneId) -> ZonePin {

@@ -14,6 +14,7 @@ mod read;
 mod reclaim;
 pub mod records;
 mod reservation;
+mod seals;
 mod store;
 mod stream;
 

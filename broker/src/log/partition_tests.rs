@@ -343,3 +343,63 @@ fn device_reads_fill_the_budget_exactly() {
         }
     }
 }
+
+/// A burst of seals that outruns the reclaimer (held off here) does not refuse appends: the
+/// roll finishes sealed zones without their summaries once the device's active zones are used
+/// up, and recovery scans those zones and finds every batch.
+#[test]
+fn sealed_zones_awaiting_summaries_never_refuse_a_roll() {
+    let geometry = ZoneGeometry {
+        zone_size_bytes: 64 << 10,
+        zone_capacity_bytes: 64 << 10,
+        zone_count: 32,
+        max_open_zones: 4,
+        max_active_zones: 4,
+    };
+    let config = LogConfig {
+        write_chunk_bytes: 16 << 10,
+        index_interval_bytes: 2048,
+        recent_cache_bytes_max: 0,
+        read_window_bytes: 64 << 10,
+    };
+    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+    let store = crate::pending::block_on(LogStore::open(device.clone(), config.clone()))
+        .unwrap()
+        .store;
+    let id = PartitionId {
+        topic: "t".into(),
+        topic_id: [1; 16],
+        partition: 0,
+    };
+    let mut log = store.create_partition(id);
+    let finished_before = crate::metrics::global().zones_finished_unsummarized.get();
+    let mut batches = Vec::new();
+    {
+        // The reclaimer cannot write any summary while this is held.
+        let _reclaimer_held = store.streams().reclaim_lock();
+        for i in 0..40u8 {
+            let value = vec![i; 20_000];
+            let batch = encode_batch(
+                &[SimpleRecord::new(None, Some(&value), &[], 1)],
+                Compression::None,
+            )
+            .unwrap();
+            log.append(BytesMut::from(&batch[..]), 0)
+                .unwrap_or_else(|error| panic!("append {i} with the reclaimer held: {error}"));
+            batches.push(batch);
+        }
+        log.start_flush().wait().unwrap();
+    }
+    let finished = crate::metrics::global().zones_finished_unsummarized.get() - finished_before;
+    assert!(finished >= 6, "40 batches of 20 kB seal about 13 zones of 64 KiB: {finished} finished");
+    drop(log);
+    drop(store);
+    let recovered = crate::pending::block_on(LogStore::open(device, config)).unwrap();
+    assert!(recovered.report.zones_scanned >= 6, "{:?}", recovered.report);
+    let log = recovered.partitions.into_iter().next().expect("the partition recovered");
+    assert_eq!(log.high_watermark(), 40);
+    for (offset, expected) in batches.iter().enumerate() {
+        let read = log.read(offset as i64, 1).unwrap().wait().unwrap();
+        assert_eq!(&read[0][12..], &expected[12..], "batch {offset} after recovery");
+    }
+}

@@ -65,9 +65,9 @@ fn now_ms() -> i64 {
 pub(crate) fn pass(streams: &Streams, mut zones: Vec<ZoneId>) {
     // Dead zones held back for their readers, now unpinned, are released with this pass.
     zones.extend(streams.allocator().take_unpinned_held());
-    // Taken before the flush, so the flush covers the frames of every seal taken.
-    let seals = streams.take_pending_seals();
-    if zones.is_empty() && seals.is_empty() {
+    // Taken before the flush, so the flush covers the frames of every seal written.
+    let sealed = streams.queued_seals();
+    if zones.is_empty() && sealed.is_empty() {
         return;
     }
     let _pass = streams.reclaim_lock();
@@ -75,7 +75,9 @@ pub(crate) fn pass(streams: &Streams, mut zones: Vec<ZoneId>) {
         tracing::error!(%error, zones = zones.len(), "flush before zone seals and resets failed; neither is done");
         return;
     }
-    streams.write_seals(seals, &zones);
+    let mut claim = streams.claim_seals(&sealed);
+    streams.write_seals(std::mem::take(&mut claim.seals), &zones);
+    drop(claim);
     for &zone in &zones {
         let allocator = streams.allocator();
         let unfinished = allocator

@@ -27,8 +27,9 @@ use super::format::{
 };
 use super::index::{LogIndex, SharedIndex};
 use super::partition::LogError;
+use super::seals::{Claim, PendingSeal, SealQueue};
 use crate::buf::{round_up, AlignedBuf, BLOCK_SIZE};
-use crate::zone::ZoneId;
+use crate::zone::{ZoneError, ZoneId};
 
 /// How long a partition's data is expected to live: decides its stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,15 +73,6 @@ pub struct Placement {
     pub end_bytes: u64,
     /// The frame before it in the zone is the same partition's: one run for reads.
     pub follows_own_frame: bool,
-}
-
-/// A sealed zone whose summary and trailer are still to be written (see `Streams::seal`).
-pub(crate) struct PendingSeal {
-    zone: ZoneId,
-    sequence: u64,
-    /// Where the summary goes: the zone's write pointer after its frames (block aligned).
-    start_bytes: u64,
-    summary: Vec<u8>,
 }
 
 /// The zone a stream appends to.
@@ -139,13 +131,18 @@ pub struct Streams {
     registry: Mutex<HashMap<u64, Weak<Mutex<LogIndex>>>>,
     next_registration: AtomicU64,
     index_interval_bytes: u64,
-    pending_seals: Mutex<Vec<PendingSeal>>,
+    /// Sealed zones waiting for their summaries.
+    seals: SealQueue,
     /// Serialises reclaim passes (the reclaimer's and `LogStore::settle`'s).
     reclaim: Mutex<()>,
 }
 
 /// Streams never exceed this, whatever the device allows: one per lifetime.
 const STREAMS_MAX: usize = 3;
+
+/// How long a roll waits for the reclaimer's seal writes when active zones are used up: they
+/// are a few writes and a flush, so this is only reached when the device is failing.
+const SEAL_WAIT_MS: u64 = 5_000;
 
 impl Streams {
     pub fn new(
@@ -181,7 +178,7 @@ impl Streams {
             registry: Mutex::default(),
             next_registration: AtomicU64::new(0),
             index_interval_bytes,
-            pending_seals: Mutex::default(),
+            seals: SealQueue::default(),
             reclaim: Mutex::default(),
         }
     }
@@ -340,8 +337,7 @@ impl Streams {
     /// seals the old zone and writes the new one's header.
     fn roll(&self, stream: &mut Stream, now_ms: i64) -> Result<(), LogError> {
         let zone = self
-            .allocator
-            .allocate(stream.id == Lifetime::Internal as u8)
+            .allocate_zone(stream.id == Lifetime::Internal as u8)
             .inspect_err(|_| {
                 crate::metrics::global().appends_refused_storage_full.inc();
             })?;
@@ -366,6 +362,55 @@ impl Streams {
         Ok(())
     }
 
+    /// Takes a free zone for a roll. When the device's active zones are used up by sealed zones
+    /// still waiting for their summaries, finishes the oldest of them without one (recovery
+    /// scans it instead), or waits for the seals the reclaimer is writing: a burst of seals
+    /// must not refuse appends. Blocks only in that case, for a zone finish or at most
+    /// `SEAL_WAIT_MS`, with the stream's lock held (the reclaimer's seal writes need no stream
+    /// lock). Fails as `ZoneAllocator::allocate` does otherwise.
+    fn allocate_zone(&self, internal: bool) -> std::io::Result<ZoneId> {
+        let mut turns_left = self.allocator.device().geometry().max_active_zones + 2;
+        loop {
+            let error = match self.allocator.allocate(internal) {
+                Ok(zone) => return Ok(zone),
+                Err(error) => error,
+            };
+            let active_zones_used = matches!(
+                ZoneError::of(&error),
+                Some(ZoneError::TooManyActiveZones { .. })
+            );
+            if !active_zones_used || turns_left == 0 {
+                return Err(error);
+            }
+            turns_left -= 1;
+            if let Some(seal) = self.seals.take_oldest() {
+                self.finish_unsummarized(&seal);
+            } else if !self
+                .seals
+                .wait_written(std::time::Duration::from_millis(SEAL_WAIT_MS))
+            {
+                return Err(error);
+            }
+        }
+    }
+
+    /// Finishes a sealed zone whose summary will not be written, so it stops counting against
+    /// the device's active zones; a zone that died and was reset meanwhile is left alone.
+    fn finish_unsummarized(&self, seal: &PendingSeal) {
+        let Some(finish) = self.allocator.finish_in_use(seal.zone, seal.sequence) else {
+            return;
+        };
+        match finish.wait() {
+            Ok(()) => {
+                crate::metrics::global().zones_finished_unsummarized.inc();
+                tracing::debug!(zone = seal.zone, "finished a sealed zone without its summary: active zones used up");
+            }
+            Err(error) => {
+                tracing::warn!(zone = seal.zone, %error, "finishing a sealed zone failed")
+            }
+        }
+    }
+
     /// Ends the active zone: its tail is submitted and the zone marked sealed (no more appends,
     /// so it can die); its summary, zeros and trailer are written later by the reclaimer
     /// (`write_seals`), once a flush made the zone's frames durable: a summary must never
@@ -385,10 +430,7 @@ impl Streams {
             start_bytes: active.submitted_bytes,
             summary: active.summary,
         };
-        self.pending_seals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(seal);
+        self.seals.push(seal);
         self.allocator.dead_zones().wake();
     }
 
@@ -396,9 +438,14 @@ impl Streams {
         self.reclaim.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The zones sealed since the last call, for the reclaimer.
-    pub(crate) fn take_pending_seals(&self) -> Vec<PendingSeal> {
-        std::mem::take(&mut *self.pending_seals.lock().unwrap_or_else(|p| p.into_inner()))
+    /// The seals waiting now, taken before the reclaimer's flush (see `claim_seals`).
+    pub(crate) fn queued_seals(&self) -> Vec<(ZoneId, u64)> {
+        self.seals.queued()
+    }
+
+    /// After a flush: claims the seals of `before_flush` still waiting, to write them.
+    pub(crate) fn claim_seals(&self, before_flush: &[(ZoneId, u64)]) -> Claim<'_> {
+        self.seals.claim(before_flush)
     }
 
     /// Writes each pending seal's summary, zeros and trailer (the zone becomes full), after a

@@ -67,6 +67,7 @@ pub struct Metrics {
     /// Reclaimer passes that reset dead zones, and appends refused because no zone was free
     /// (KAFKA_STORAGE_ERROR at once).
     pub zones_reclaimed: Counter,
+    pub zones_finished_unsummarized: Counter,
     pub appends_refused_storage_full: Counter,
 }
 
@@ -84,6 +85,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     recovery_zones_scanned: Counter::default(),
     recovery_bytes_scanned: Counter::default(),
     zones_reclaimed: Counter::default(),
+    zones_finished_unsummarized: Counter::default(),
     appends_refused_storage_full: Counter::default(),
 });
 
@@ -146,6 +148,7 @@ impl MetricsRegistry {
         registry.register("recovery_zones_scanned", "Zones scanned by start-up recovery", metrics.recovery_zones_scanned.clone());
         registry.register("recovery_bytes_scanned", "Bytes read by start-up recovery", metrics.recovery_bytes_scanned.clone());
         registry.register("zones_reclaimed", "Reclaimer passes that reset zones with nothing live", metrics.zones_reclaimed.clone());
+        registry.register("zones_finished_unsummarized", "Sealed zones finished without their summary because active zones were used up (recovery scans them)", metrics.zones_finished_unsummarized.clone());
         registry.register("appends_refused_storage_full", "Appends refused at once because no zone was free", metrics.appends_refused_storage_full.clone());
         registry.register_collector(Box::new(kafka::KafkaCollector));
         registry.register_collector(Box::new(cluster::ClusterCollector::new(cluster)));
