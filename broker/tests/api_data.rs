@@ -491,3 +491,86 @@ async fn list_offsets_earliest_latest_max_and_by_timestamp() {
     assert_eq!(answer(list_offsets(&cluster, 1, "t", 1, 150).await), (0, 1, 200));
     assert_eq!(list_offsets(&cluster, 1, "t", 1, 150).await.leader_epoch, -1);
 }
+
+/// `batch` as a transactional producer's (attributes bit 4, producer id, epoch 0, sequence).
+fn transactional(batch: &[u8], producer_id: i64, base_sequence: i32) -> BytesMut {
+    let mut batch = BytesMut::from(batch);
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | 0x10;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch::set_producer(&mut batch, producer_id, 0, base_sequence).unwrap();
+    batch
+}
+
+async fn list_offsets_committed(cluster: &Arc<Cluster>, topic: &str) -> i64 {
+    let request = ListOffsetsRequest::default().with_replica_id((-1).into()).with_isolation_level(1).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(topic_name(topic))
+        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1)])]);
+    match handle(cluster, 8, RequestKind::ListOffsets(request)).await {
+        Some(ResponseKind::ListOffsets(response)) => response.topics[0].partitions[0].offset,
+        _ => panic!("not a list offsets response"),
+    }
+}
+
+/// A read_committed Fetch serves only below the last stable offset and lists the aborted
+/// transactions of what it serves; ListOffsets' latest for read_committed is the LSO; a read
+/// uncommitted consumer reads everything. Transactional data and markers are appended to the
+/// log directly (the coordinator is not served yet: a client's transactional batch is refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_stops_at_the_last_stable_offset_and_lists_aborted_transactions() {
+    let cluster = cluster().await;
+    let topic_id = create(&cluster, "txn", 1, &[]).await;
+    let refused = produce(&cluster, "txn", 0, &transactional(&batch_of(&[("k", "v", now_ms())]), 9, 0)).await;
+    assert_eq!(refused.error_code, ResponseError::InvalidTxnState.code());
+    let partition = cluster.topic("txn").unwrap().partition(0).unwrap();
+    let append = |batch: BytesMut| {
+        let flush = partition.with_log(|log| {
+            log.append(batch, now_ms()).unwrap();
+            log.start_flush()
+        });
+        flush.unwrap()
+    };
+    let marker = |producer_id: i64, commit: bool| {
+        let flush = partition.with_log(|log| {
+            log.append_marker(producer_id, 0, commit, 0, now_ms()).unwrap();
+            log.start_flush()
+        });
+        flush.unwrap()
+    };
+    let plain = || BytesMut::from(&batch_of(&[("k", "plain", now_ms())])[..]);
+    let now = now_ms();
+    append(plain()).wait().unwrap(); // 0
+    append(transactional(&batch_of(&[("a", "1", now), ("a", "2", now)]), 7, 0)).wait().unwrap(); // 1-2
+    append(plain()).wait().unwrap(); // 3
+    append(transactional(&batch_of(&[("b", "1", now)]), 8, 0)).wait().unwrap(); // 4
+    let read = |offset: i64, isolation: i8| {
+        let request = fetch_request("txn", topic_id, &[(0, offset, 1 << 20)]).with_isolation_level(isolation);
+        let cluster = cluster.clone();
+        async move { fetch_with(&cluster, 12, request).await.responses[0].partitions[0].clone() }
+    };
+    let offsets_of = |data: &PartitionData| -> Vec<i64> {
+        batch::BatchIter::new(&records(data)).map(|batch| batch.unwrap().0.base_offset).collect()
+    };
+    let committed = read(0, 1).await;
+    assert_eq!((committed.high_watermark, committed.last_stable_offset), (5, 1));
+    assert_eq!(offsets_of(&committed), vec![0], "nothing at or above the LSO");
+    assert_eq!(committed.aborted_transactions, Some(vec![]));
+    assert!(offsets_of(&read(1, 1).await).is_empty(), "at the LSO: nothing yet, no error");
+    assert_eq!(read(1, 1).await.error_code, 0);
+    let uncommitted = read(0, 0).await;
+    assert_eq!(offsets_of(&uncommitted), vec![0, 1, 3, 4]);
+    assert_eq!((uncommitted.last_stable_offset, uncommitted.aborted_transactions.clone()), (1, None));
+    assert_eq!(list_offsets_committed(&cluster, "txn").await, 1);
+
+    marker(7, false).wait().unwrap(); // 5: aborts 1-2
+    assert_eq!(read(0, 1).await.last_stable_offset, 4, "producer 8's transaction is still open");
+    assert_eq!(list_offsets_committed(&cluster, "txn").await, 4);
+    marker(8, true).wait().unwrap(); // 6: commits 4
+    let committed = read(0, 1).await;
+    assert_eq!((committed.high_watermark, committed.last_stable_offset), (7, 7));
+    assert_eq!(offsets_of(&committed), vec![0, 1, 3, 4, 5, 6]);
+    let aborted = committed.aborted_transactions.unwrap();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!((aborted[0].producer_id.0, aborted[0].first_offset), (7, 1));
+    assert_eq!(read(6, 1).await.aborted_transactions, Some(vec![]), "the abort marker is below 6");
+    assert_eq!(list_offsets_committed(&cluster, "txn").await, 7);
+}

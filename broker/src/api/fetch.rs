@@ -13,12 +13,14 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::cluster::{ApiError, Cluster, Partition, ResponseError};
+use crate::log::txn_index::AbortedTxn;
+use crate::log::ReadPlan;
 
 /// The longest a fetch waits for data, whatever the client asks (Kafka clients use 500 ms).
 pub const MAX_WAIT_MS_CAP: i32 = 30_000;
@@ -219,7 +221,7 @@ async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<(Partitio
                     async move {
                         match &wanted.partition {
                             Err(error) => Err((ApiError::new(*error, ""), None)),
-                            Ok(partition) => read_partition(partition, wanted.fetch_offset, budget, min_one).await,
+                            Ok(partition) => read_partition(partition, wanted.fetch_offset, budget, min_one, limits.read_committed).await,
                         }
                     }
                 })
@@ -245,12 +247,14 @@ async fn read_all(topics: &[WantedTopic], limits: &Limits) -> (Vec<Vec<(Partitio
                     batches.truncate(kept);
                     total_bytes += kept_bytes;
                     remaining = remaining.saturating_sub(kept_bytes);
-                    (partition_data(limits, wanted.index, 0, read.high_watermark, read.log_start_offset, Bytes::new()), batches)
+                    let offsets = Offsets { high_watermark: read.high_watermark, last_stable_offset: read.last_stable_offset, log_start_offset: read.log_start_offset };
+                    (partition_data(limits, wanted.index, 0, offsets, read.aborted, Bytes::new()), batches)
                 }
                 Err((error, offsets)) => {
                     any_error = true;
                     let (high_watermark, log_start_offset) = offsets.unwrap_or((-1, -1));
-                    (partition_data(limits, wanted.index, error.code(), high_watermark, log_start_offset, Bytes::new()), Vec::new())
+                    let offsets = Offsets { high_watermark, last_stable_offset: high_watermark, log_start_offset };
+                    (partition_data(limits, wanted.index, error.code(), offsets, Vec::new(), Bytes::new()), Vec::new())
                 }
             };
             answered.push(response);
@@ -277,18 +281,30 @@ fn concat(mut batches: Vec<Bytes>, total_bytes: usize) -> Bytes {
     }
 }
 
-fn partition_data(limits: &Limits, index: i32, error_code: i16, high_watermark: i64, log_start_offset: i64, records: Bytes) -> PartitionData {
+/// A partition's offsets as a fetch response reports them.
+struct Offsets {
+    high_watermark: i64,
+    last_stable_offset: i64,
+    log_start_offset: i64,
+}
+
+fn partition_data(limits: &Limits, index: i32, error_code: i16, offsets: Offsets, aborted: Vec<AbortedTxn>, records: Bytes) -> PartitionData {
+    // Kafka sends the list (empty or not) only to READ_COMMITTED consumers, null otherwise.
+    let aborted = limits.read_committed.then(|| {
+        aborted
+            .iter()
+            .map(|txn| AbortedTransaction::default().with_producer_id(ProducerId(txn.producer_id)).with_first_offset(txn.first_offset))
+            .collect()
+    });
     let mut data = PartitionData::default()
         .with_partition_index(index)
         .with_error_code(error_code)
-        .with_high_watermark(high_watermark)
-        // No transactions: everything below the high watermark is stable.
-        .with_last_stable_offset(high_watermark)
-        // Kafka sends the (empty) list only to READ_COMMITTED consumers, null otherwise.
-        .with_aborted_transactions(limits.read_committed.then(Vec::new))
+        .with_high_watermark(offsets.high_watermark)
+        .with_last_stable_offset(offsets.last_stable_offset)
+        .with_aborted_transactions(aborted)
         .with_records(Some(records));
     if limits.api_version >= 5 {
-        data = data.with_log_start_offset(log_start_offset);
+        data = data.with_log_start_offset(offsets.log_start_offset);
     }
     if limits.api_version >= 11 {
         data = data.with_preferred_read_replica(BrokerId(-1));
@@ -298,7 +314,10 @@ fn partition_data(limits: &Limits, index: i32, error_code: i16, high_watermark: 
 
 struct PartitionRead {
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
+    /// For a read_committed fetch: the aborted transactions the batches may hold records of.
+    aborted: Vec<AbortedTxn>,
     /// Whole batches in offset order, zero-copy slices of the windows read.
     batches: Vec<Bytes>,
 }
@@ -307,22 +326,39 @@ struct PartitionRead {
 type ReadError = (ApiError, Option<(i64, i64)>);
 
 /// Whole batches from `fetch_offset`, at most `max_bytes` of them, or (with `min_one`) the first
-/// batch whatever its size. Each read plan is made under the partition lock and executed after.
-async fn read_partition(partition: &Arc<Partition>, fetch_offset: i64, max_bytes: usize, min_one: bool) -> Result<PartitionRead, ReadError> {
+/// batch whatever its size; with `read_committed`, only below the last stable offset. Each read
+/// plan is made under the partition lock and executed after.
+async fn read_partition(partition: &Arc<Partition>, fetch_offset: i64, max_bytes: usize, min_one: bool, read_committed: bool) -> Result<PartitionRead, ReadError> {
     let mut from_device = false;
     let mut batches: Vec<Bytes> = Vec::new();
     let mut total_bytes = 0usize;
     let mut offset = fetch_offset;
     let mut offsets = None;
+    // Fixed at the first read: the end this response serves up to (the last stable offset for
+    // read_committed, else the high watermark), the last stable offset (reported to both, as
+    // Kafka does) and the aborted transactions of fetch_offset..end for read_committed.
+    let mut stable: Option<(i64, i64, Vec<AbortedTxn>)> = None;
     for _ in 0..READS_PER_PARTITION_MAX {
         let planned = partition
             .with_log(|log| {
                 let (log_start_offset, high_watermark) = (log.log_start_offset(), log.high_watermark());
-                let plan = log.read(offset, max_bytes.saturating_sub(total_bytes));
+                let (stable_end, _, _) = stable.get_or_insert_with(|| {
+                    let last_stable_offset = log.last_stable_offset();
+                    match read_committed {
+                        true => (last_stable_offset, last_stable_offset, log.aborted_between(fetch_offset, last_stable_offset)),
+                        false => (high_watermark, last_stable_offset, Vec::new()),
+                    }
+                });
+                // At or above the stable end (but within the log) there is nothing to serve yet.
+                let plan = match offset >= *stable_end && offset >= log_start_offset && offset <= high_watermark {
+                    true => Ok(ReadPlan::Ready(Vec::new())),
+                    false => log.read(offset, max_bytes.saturating_sub(total_bytes)),
+                };
                 (log_start_offset, high_watermark, plan)
             })
             .map_err(|error| (error, offsets))?;
         let (log_start_offset, high_watermark, plan) = planned;
+        let stable_end = stable.as_ref().expect("set under the first lock").0;
         // The latest values: the high watermark only grows, and every batch read is below it.
         offsets = Some((high_watermark, log_start_offset));
         let plan = match plan {
@@ -342,6 +378,9 @@ async fn read_partition(partition: &Arc<Partition>, fetch_offset: i64, max_bytes
                 break;
             }
             let header = crate::log::batch::parse_header(&batch).map_err(|error| (ApiError::from(crate::log::LogError::from(error)), offsets))?;
+            if header.base_offset >= stable_end {
+                break;
+            }
             offset = header.last_offset() + 1;
             total_bytes += batch.len();
             last_bytes = batch.len();
@@ -351,15 +390,16 @@ async fn read_partition(partition: &Arc<Partition>, fetch_offset: i64, max_bytes
         // A read covers one zone; go on into the next only while there is data and room for
         // another batch like the last (a read for less would most likely return a batch that
         // does not fit: a device read for nothing, before the readahead could start).
-        if !progressed || max_bytes.saturating_sub(total_bytes) < last_bytes || offset >= high_watermark {
+        if !progressed || max_bytes.saturating_sub(total_bytes) < last_bytes || offset >= stable_end {
             break;
         }
     }
     let (high_watermark, log_start_offset) = offsets.expect("at least one read");
-    if from_device && !batches.is_empty() && offset < high_watermark {
+    let (stable_end, last_stable_offset, aborted) = stable.expect("at least one read");
+    if from_device && !batches.is_empty() && offset < stable_end {
         start_readahead(partition, offset, max_bytes);
     }
-    Ok(PartitionRead { high_watermark, log_start_offset, batches })
+    Ok(PartitionRead { high_watermark, last_stable_offset, log_start_offset, aborted, batches })
 }
 
 /// A consumer reading from the device will likely ask for what follows next: read it now, while

@@ -24,10 +24,14 @@ pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 /// v9+ (KIP-1005): the latest offset in tiered storage: there is none here.
 pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
+/// Kafka's READ_COMMITTED isolation level (v2+).
+const READ_COMMITTED: i8 = 1;
+
 /// The leader epoch this single broker reports (as Metadata does).
 const LEADER_EPOCH: i32 = 0;
 
 pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let read_committed = request.isolation_level == READ_COMMITTED;
     let mut topics = Vec::with_capacity(request.topics.len());
     for wanted in request.topics {
         let topic = cluster.topic(&wanted.name.0);
@@ -35,7 +39,7 @@ pub async fn handle(cluster: &Arc<Cluster>, api_version: i16, request: ListOffse
         for partition in wanted.partitions {
             let found = match topic.as_ref().and_then(|topic| topic.partition(partition.partition_index)) {
                 None => Err(ApiError::new(ResponseError::UnknownTopicOrPartition, "")),
-                Some(log) => lookup(&log, partition.timestamp).await,
+                Some(log) => lookup(&log, partition.timestamp, read_committed).await,
             };
             let response = ListOffsetsPartitionResponse::default().with_partition_index(partition.partition_index);
             let response = match found {
@@ -62,12 +66,15 @@ enum Lookup {
     ByTimestamp(TimestampPlan),
 }
 
-/// (offset, timestamp) for `timestamp` (a time or one of the special values).
-async fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>, ApiError> {
-    let planned = partition.with_log(|log| -> Result<Lookup, ApiError> {
-        Ok(match timestamp {
+/// (offset, timestamp) for `timestamp` (a time or one of the special values). With
+/// `read_committed`, as Kafka: the latest offset is the last stable offset, and a time or the
+/// max timestamp found at or above it is no answer yet.
+async fn lookup(partition: &Partition, timestamp: i64, read_committed: bool) -> Result<Option<(i64, i64)>, ApiError> {
+    let (planned, fetchable_end) = partition.with_log(|log| -> Result<(Lookup, i64), ApiError> {
+        let fetchable_end = if read_committed { log.last_stable_offset() } else { log.high_watermark() };
+        let planned = match timestamp {
             EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Lookup::Done(Some((log.log_start_offset(), -1))),
-            LATEST_TIMESTAMP => Lookup::Done(Some((log.high_watermark(), -1))),
+            LATEST_TIMESTAMP => Lookup::Done(Some((fetchable_end, -1))),
             LATEST_TIERED_TIMESTAMP => Lookup::Done(None),
             MAX_TIMESTAMP => match log.max_timestamp() {
                 None => Lookup::Done(None),
@@ -80,8 +87,16 @@ async fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<(i64, i6
             },
             // Any other value is a time (Kafka searches by time for unknown negative values too).
             target => Lookup::ByTimestamp(log.offset_for_timestamp(target)?),
-        })
+        };
+        Ok((planned, fetchable_end))
     })??;
+    let searched = !matches!(timestamp, EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP | LATEST_TIMESTAMP | LATEST_TIERED_TIMESTAMP);
+    let found = find(planned, timestamp).await?;
+    Ok(found.filter(|&(offset, _)| !searched || offset < fetchable_end))
+}
+
+/// Completes a lookup for `timestamp` planned under the partition lock.
+async fn find(planned: Lookup, timestamp: i64) -> Result<Option<(i64, i64)>, ApiError> {
     match planned {
         Lookup::Done(answer) => Ok(answer),
         Lookup::MaxTimestamp { offset, timestamp, log_start_offset, plan } => {

@@ -376,6 +376,14 @@ fn append_partition(
             format!("Produce requests with version {api_version} are not allowed to use ZStandard compression"),
         ));
     }
+    // Transactional batches need the transaction coordinator's check that the partition is in
+    // the producer's ongoing transaction (KIP-890); until it serves, they are outside one.
+    if header.is_transactional() {
+        return Err(ApiError::new(
+            ResponseError::InvalidTxnState,
+            "transactional batches are not supported yet: this broker does not serve transactions",
+        ));
+    }
     // max.message.bytes, on the whole batch, before anything reads its body.
     let max_message_bytes = config.max_message_bytes();
     let batch_bytes = batch.len();

@@ -71,8 +71,8 @@ mod field {
 
 const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
-const TRANSACTIONAL_BIT: i16 = 1 << 4;
-const CONTROL_BIT: i16 = 1 << 5;
+pub(crate) const TRANSACTIONAL_BIT: i16 = 1 << 4;
+pub(crate) const CONTROL_BIT: i16 = 1 << 5;
 const DELETE_HORIZON_BIT: i16 = 1 << 6;
 
 /// Compression codec of a batch (attributes bits 0-2).
@@ -741,6 +741,33 @@ pub fn records_max_timestamp_ms(header: &BatchHeader, records: &[u8]) -> Result<
 // Not for the serving path: they copy and allocate, and decoding trusts decompressed sizes.
 // ---------------------------------------------------------------------------------------------
 
+/// The header bytes of `header`, CRC as given: the batch is sealed with `seal_crc` once its
+/// records follow (the broker's own batches: transaction markers).
+pub(crate) fn encode_header(header: &BatchHeader) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES);
+    out.extend_from_slice(&header.base_offset.to_be_bytes());
+    out.extend_from_slice(&header.batch_length_bytes.to_be_bytes());
+    out.extend_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    out.extend_from_slice(&header.magic.to_be_bytes());
+    out.extend_from_slice(&header.crc.to_be_bytes());
+    out.extend_from_slice(&header.attributes.to_be_bytes());
+    out.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&header.base_timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&header.max_timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&header.producer_id.to_be_bytes());
+    out.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&header.base_sequence.to_be_bytes());
+    out.extend_from_slice(&header.record_count.to_be_bytes());
+    assert_eq!(out.len(), BATCH_HEADER_BYTES);
+    out
+}
+
+/// Sets the CRC of one whole batch from its bytes.
+pub(crate) fn seal_crc(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[field::ATTRIBUTES..]);
+    batch[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Makes a batch an idempotent producer's: sets producerId, producerEpoch and baseSequence, and
 /// recomputes the CRC over the whole batch (tests and benchmarks; the broker never rewrites
 /// these fields). `batch` must be exactly one whole batch.
@@ -749,8 +776,7 @@ pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, bas
     batch[field::PRODUCER_ID..field::PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
     batch[field::PRODUCER_EPOCH..field::PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_be_bytes());
     batch[field::BASE_SEQUENCE..field::BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[field::ATTRIBUTES..]);
-    batch[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    seal_crc(batch);
     Ok(())
 }
 
@@ -925,8 +951,7 @@ mod tests {
 
     /// Recomputes the CRC after a test edits CRC-covered fields on purpose.
     fn reseal(batch: &mut [u8]) {
-        let crc = crc32c::crc32c(&batch[field::ATTRIBUTES..]);
-        batch[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        seal_crc(batch);
     }
 
     fn write_i16(batch: &mut [u8], at: usize, value: i16) {

@@ -25,6 +25,7 @@
 //! after the frames, zeros up to the last block, and the trailer there (where the summary is,
 //! its checksum). Recovery reads a sealed zone's trailer and summary instead of its frames.
 
+use super::control::TxnRole;
 use crate::buf::BLOCK_SIZE;
 
 pub const ZONE_HEADER_BYTES: usize = BLOCK_SIZE;
@@ -194,22 +195,26 @@ pub struct FrameEntry {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// What the batch is to transactions (a byte that zones written before held 0: None).
+    pub txn_role: TxnRole,
 }
 
 pub const SUMMARY_ENTRY_BYTES: usize = 84;
 
 impl FrameEntry {
-    /// The entry of a record batch frame (its position and length filled in when placed).
-    pub fn for_batch(key: PartitionKey, boot: u64, header: &super::batch::BatchHeader, min_timestamp_ms: i64) -> FrameEntry {
+    /// The entry of a record batch frame, `batch` whole with its `header` (its position and
+    /// length filled in when placed).
+    pub fn for_batch(key: PartitionKey, boot: u64, batch: &[u8], header: &super::batch::BatchHeader) -> FrameEntry {
         FrameEntry {
             base_offset: header.base_offset,
             last_offset_delta: header.last_offset_delta,
             max_timestamp_ms: header.max_timestamp_ms,
-            min_timestamp_ms,
+            min_timestamp_ms: super::records::timestamp_lower_bound_ms(batch, header),
             producer_id: header.producer_id,
             producer_epoch: header.producer_epoch,
             base_sequence: header.base_sequence,
             kind: FrameKind::RecordBatch,
+            txn_role: super::control::role(batch, header),
             ..FrameEntry::for_log_start(key, boot, 0)
         }
     }
@@ -229,6 +234,7 @@ impl FrameEntry {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            txn_role: TxnRole::None,
         }
     }
 
@@ -245,7 +251,7 @@ impl FrameEntry {
         let start = out.len();
         out.extend_from_slice(&self.key.topic_id);
         out.extend_from_slice(&self.key.partition.to_be_bytes());
-        out.extend_from_slice(&[self.kind as u8, 0, 0, 0]);
+        out.extend_from_slice(&[self.kind as u8, self.txn_role as u8, 0, 0]);
         out.extend_from_slice(&self.boot.to_be_bytes());
         let position = u32::try_from(self.position_bytes).expect("zone capacity fits in u32");
         out.extend_from_slice(&position.to_be_bytes());
@@ -265,7 +271,7 @@ impl FrameEntry {
         let mut reader = Reader { bytes, at: 0 };
         let topic_id = reader.array()?;
         let partition = i32::from_be_bytes(reader.array()?);
-        let [kind, _, _, _]: [u8; 4] = reader.array()?;
+        let [kind, txn_role, _, _]: [u8; 4] = reader.array()?;
         let entry = FrameEntry {
             key: PartitionKey {
                 topic_id,
@@ -285,6 +291,7 @@ impl FrameEntry {
                 reader.take(2)?;
                 i32::from_be_bytes(reader.array()?)
             },
+            txn_role: TxnRole::from_u8(txn_role)?,
         };
         let valid = entry.base_offset >= 0
             && entry.last_offset_delta >= 0
@@ -548,6 +555,7 @@ mod tests {
             producer_id: 12,
             producer_epoch: 3,
             base_sequence: 40,
+            txn_role: TxnRole::Abort,
         };
         let mut bytes = Vec::new();
         entry.encode_into(&mut bytes);

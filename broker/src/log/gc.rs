@@ -19,7 +19,6 @@ use super::batch;
 use super::format::{self, FrameEntry, FrameKind, ScanStep};
 use super::index::{self, IndexedBatch, PartitionIndex, Run, SharedIndex, StartMarker};
 use super::partition::LogError;
-use super::records;
 use super::stream::{Lifetime, Placement, Streams};
 use crate::buf::{round_up, BLOCK_SIZE};
 
@@ -205,12 +204,7 @@ fn entry_for_copy(
         )),
         FrameKind::RecordBatch => {
             let header = batch::parse_header(payload).ok()?;
-            Some(FrameEntry::for_batch(
-                key,
-                boot,
-                &header,
-                records::timestamp_lower_bound_ms(payload, &header),
-            ))
+            Some(FrameEntry::for_batch(key, boot, payload, &header))
         }
     }
 }

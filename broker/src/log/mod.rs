@@ -4,6 +4,7 @@
 mod allocator;
 pub mod batch;
 mod cache;
+pub mod control;
 mod flush;
 mod format;
 mod gc;
@@ -17,6 +18,7 @@ mod reservation;
 mod seals;
 mod store;
 mod stream;
+pub mod txn_index;
 
 pub use allocator::{ZoneAllocator, ZoneUse};
 pub use cache::{CachedPartition, ReadCache};

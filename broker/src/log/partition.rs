@@ -25,9 +25,9 @@ use super::format::{FrameEntry, FrameKind, PartitionKey, TOPIC_NAME_BYTES_MAX};
 use super::index::{self, IndexedBatch, LogIndex, PartitionIndex, Run, SharedIndex, StartMarker};
 use super::producer_state::{Check, ProducerError, ProducerStateTable};
 use super::read::{DeviceScan, ReadPlan, Readahead, TimestampPlan};
-use super::records;
 use super::reservation::Reservation;
 use super::stream::{Lifetime, Placement, Streams};
+use super::txn_index::TxnIndex;
 use crate::zone::ZoneId;
 
 /// Tunables of partition logs. Every one is a limit with a reason.
@@ -177,6 +177,8 @@ pub struct PartitionLog {
     readahead: Option<ReadaheadSlot>,
     /// Idempotent producers' last batches: checked and updated with each append.
     producers: ProducerStateTable,
+    /// Open and aborted transactions: the last stable offset (see `partition_txn`).
+    txns: TxnIndex,
 }
 
 /// The most bytes that readahead reads of all partitions of a device hold at once: each is one
@@ -197,6 +199,7 @@ pub(crate) struct RecoveredParts {
     pub start_marker: Option<StartMarker>,
     pub next_offset: i64,
     pub producers: ProducerStateTable,
+    pub txns: TxnIndex,
 }
 
 impl PartitionLog {
@@ -213,6 +216,7 @@ impl PartitionLog {
             start_marker: None,
             next_offset: 0,
             producers: ProducerStateTable::default(),
+            txns: TxnIndex::default(),
         };
         PartitionLog::from_parts(id, streams, config, parts)
     }
@@ -249,6 +253,7 @@ impl PartitionLog {
             cache,
             readahead: None,
             producers: parts.producers,
+            txns: parts.txns,
             streams,
         }
     }
@@ -382,6 +387,14 @@ impl PartitionLog {
             batch::set_log_append_time(&mut batch, append_time_ms)?;
             header = batch::parse_header(&batch)?;
         }
+        let info = self.place(batch, header, now_ms)?;
+        self.producers.on_append(&BatchHeader { base_offset: info.base_offset, ..header }, now_ms);
+        Ok(info)
+    }
+
+    /// Appends a validated batch at the log end: offsets, the device, the index, the read
+    /// cache and the partition's transactions. A full device refuses it with nothing changed.
+    fn place(&mut self, mut batch: BytesMut, header: BatchHeader, now_ms: i64) -> Result<AppendInfo, LogError> {
         if batch.len() > self.batch_bytes_max() {
             return Err(LogError::BatchTooLarge {
                 size_bytes: batch.len(),
@@ -394,9 +407,7 @@ impl PartitionLog {
             base_offset,
             ..header
         };
-        let min_timestamp_ms = records::timestamp_lower_bound_ms(&batch, &header);
-        let entry = FrameEntry::for_batch(self.id.key(), self.streams.boot(), &header, min_timestamp_ms);
-        // A full device refuses here, before anything changed.
+        let entry = FrameEntry::for_batch(self.id.key(), self.streams.boot(), &batch, &header);
         let placement = self.streams.append(
             self.stream,
             &self.id.key(),
@@ -412,10 +423,10 @@ impl PartitionLog {
             base_offset,
             last_offset,
             header.max_timestamp_ms,
-            min_timestamp_ms,
+            entry.min_timestamp_ms,
         ));
         self.next_offset = last_offset + 1;
-        self.producers.on_append(&header, now_ms);
+        self.txns.on_batch(header.producer_id, base_offset, last_offset, entry.txn_role);
         self.cache.insert(base_offset, last_offset, batch.freeze());
         Ok(AppendInfo {
             base_offset,
@@ -715,6 +726,7 @@ impl PartitionLog {
         }
         self.log_start_offset = self.log_start_offset.max(offset);
         self.cache.remove_below(self.log_start_offset);
+        self.txns.on_log_start(self.log_start_offset);
         if self
             .readahead
             .as_ref()
@@ -827,6 +839,9 @@ fn indexed(
         follows_previous: placement.follows_own_frame,
     }
 }
+
+#[path = "partition_txn.rs"]
+mod txn;
 
 #[cfg(test)]
 #[path = "partition_tests.rs"]

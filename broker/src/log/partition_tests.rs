@@ -403,3 +403,63 @@ fn sealed_zones_awaiting_summaries_never_refuse_a_roll() {
         assert_eq!(&read[0][12..], &expected[12..], "batch {offset} after recovery");
     }
 }
+
+/// A transactional producer's batch: `count` records of `value_bytes`, sequence `base_sequence`.
+fn transactional_batch(producer_id: i64, base_sequence: i32, count: usize, value_bytes: usize) -> BytesMut {
+    let value = vec![7u8; value_bytes];
+    let records: Vec<SimpleRecord> = (0..count).map(|_| SimpleRecord::new(None, Some(&value), &[], 1)).collect();
+    let mut batch = BytesMut::from(&encode_batch(&records, Compression::None).unwrap()[..]);
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | batch::TRANSACTIONAL_BIT;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch::set_producer(&mut batch, producer_id, 0, base_sequence).unwrap();
+    batch
+}
+
+/// The open and aborted transactions of a partition survive a reopen, whether recovery reads
+/// its zones' summaries (settled) or scans them (a crash before any summary was written).
+#[test]
+fn transactions_are_recovered_from_summaries_and_from_scans() {
+    let geometry = ZoneGeometry {
+        zone_size_bytes: 64 << 10,
+        zone_capacity_bytes: 64 << 10,
+        zone_count: 32,
+        max_open_zones: 4,
+        max_active_zones: 8,
+    };
+    let config = LogConfig {
+        write_chunk_bytes: 16 << 10,
+        index_interval_bytes: 2048,
+        recent_cache_bytes_max: 0,
+        read_window_bytes: 64 << 10,
+    };
+    for settle in [true, false] {
+        let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+        let store = crate::pending::block_on(LogStore::open(device.clone(), config.clone())).unwrap().store;
+        let mut log = store.create_partition(PartitionId { topic: "t".into(), topic_id: [1; 16], partition: 0 });
+        let mut sequences = [0i32; 3];
+        for i in 0..40usize {
+            let producer = i % 3;
+            let batch = transactional_batch(100 + producer as i64, sequences[producer], 2, 3000);
+            sequences[producer] += 2;
+            log.append(batch, 0).unwrap();
+            if i % 5 == 4 {
+                // Ends the transaction of the producer after this one: commits and aborts alike.
+                let ended = (producer + 1) % 3;
+                log.append_marker(100 + ended as i64, 0, i % 10 == 4, 0, 0).unwrap();
+            }
+        }
+        log.start_flush().wait().unwrap();
+        if settle {
+            crate::pending::block_on(store.settle()).unwrap();
+        }
+        let state = |log: &PartitionLog| (log.last_stable_offset(), log.aborted_between(0, i64::MAX), log.ongoing_transactions());
+        let before = state(&log);
+        assert!(!before.1.is_empty() && !before.2.is_empty(), "{before:?}");
+        assert!(before.0 < log.high_watermark());
+        drop(log);
+        drop(store);
+        let recovered = crate::pending::block_on(LogStore::open(device, config.clone())).unwrap();
+        let log = recovered.partitions.into_iter().next().unwrap();
+        assert_eq!(state(&log), before, "settled: {settle}, {:?}", recovered.report);
+    }
+}

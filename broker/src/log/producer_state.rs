@@ -82,8 +82,6 @@ pub enum ProducerError {
     NewEpochNotAtZero { producer_id: i64, epoch: i16, current_epoch: i16, first_sequence: i32 },
     #[error("epoch {epoch} of producer {producer_id} is smaller than the last seen epoch {current_epoch}")]
     StaleEpoch { producer_id: i64, epoch: i16, current_epoch: i16 },
-    #[error("transactional batches are not supported: this broker has no transaction coordinator")]
-    Transactional,
 }
 
 impl ProducerError {
@@ -94,8 +92,6 @@ impl ProducerError {
             ProducerError::OutOfOrderSequence { .. } | ProducerError::NewEpochNotAtZero { .. } => 45,
             // INVALID_PRODUCER_EPOCH (Kafka's Produce answer since 2.7; PRODUCER_FENCED is fatal)
             ProducerError::StaleEpoch { .. } => 47,
-            // INVALID_TXN_STATE: what Kafka answers a transactional batch outside a transaction.
-            ProducerError::Transactional => 48,
         }
     }
 }
@@ -157,9 +153,6 @@ impl ProducerStateTable {
     pub fn check(&self, header: &BatchHeader) -> Result<Check, ProducerError> {
         if !header.has_producer_id() {
             return Ok(Check::Append);
-        }
-        if header.is_transactional() {
-            return Err(ProducerError::Transactional);
         }
         let producer_id = header.producer_id;
         let Some(entry) = self.producers.get(&producer_id) else {
@@ -385,12 +378,15 @@ mod tests {
     }
 
     #[test]
-    fn transactional_batches_are_refused() {
-        let table = ProducerStateTable::default();
+    fn transactional_batches_are_sequenced_as_idempotent_ones() {
+        // Whether the batch belongs to an ongoing transaction is the coordinator's check; the
+        // partition checks its sequence and epoch like any producer's.
+        let mut table = ProducerStateTable::default();
+        let mut next = 0;
         let mut h = header(1, 0, 0, 1, 0);
         h.attributes |= 0x10;
-        assert_eq!(table.check(&h), Err(ProducerError::Transactional));
-        assert_eq!(ProducerError::Transactional.kafka_error_code(), 48);
+        append(&mut table, &mut next, h).unwrap();
+        assert!(matches!(table.check(&h), Ok(Check::Duplicate(_))));
     }
 
     #[test]

@@ -26,8 +26,8 @@ use super::index::{IndexedBatch, PartitionIndex};
 use super::partition::{LogConfig, LogError, PartitionId, PartitionLog, RecoveredParts};
 use super::producer_state::ProducerStateTable;
 use super::reclaim::Reclaimer;
-use super::records;
 use super::stream::Streams;
+use super::txn_index::TxnIndex;
 use crate::buf::{round_up, AlignedBuf, BLOCK_SIZE};
 use crate::pending::join_all;
 use crate::zone::{ZoneId, ZoneInfo, ZoneState, ZonedDevice};
@@ -416,7 +416,7 @@ fn entry_of(kind: FrameKind, key: PartitionKey, boot: u64, payload: &[u8], start
         FrameKind::RecordBatch => {
             // The frame CRC covers only the batch's prefix: the batch CRC covers the rest.
             let header = batch::validate_integrity(payload).ok()?;
-            FrameEntry::for_batch(key, boot, &header, records::timestamp_lower_bound_ms(payload, &header))
+            FrameEntry::for_batch(key, boot, payload, &header)
         }
         FrameKind::LogStartOffset => {
             let offset = i64::from_be_bytes(<[u8; 8]>::try_from(payload).ok()?);
@@ -496,6 +496,7 @@ fn resolve(
     }
     let mut index = PartitionIndex::new(config.index_interval_bytes);
     let mut producers = ProducerStateTable::default();
+    let mut txns = TxnIndex::default();
     let mut previous: Option<&Located> = None;
     for frame in &accepted {
         let entry = &frame.entry;
@@ -517,13 +518,15 @@ fn resolve(
         });
         // When the batch was appended is not stored: no earlier than the zone's creation, and
         // (but for client clocks) its timestamps. The estimate only matters for expiry.
-        producers.load(
-            &header_of(entry),
-            entry.max_timestamp_ms.max(frame.created_ms),
-        );
+        // Markers are the broker's, not a producer's sequenced batches (as at append).
+        if !entry.txn_role.is_marker() {
+            producers.load(&header_of(entry), entry.max_timestamp_ms.max(frame.created_ms));
+        }
+        txns.on_batch(entry.producer_id, entry.base_offset, entry.last_offset(), entry.txn_role);
         *live.entry(frame.zone).or_default() += u64::from(entry.frame_bytes);
         previous = Some(frame);
     }
+    txns.on_log_start(log_start);
     let start_marker = marker.map(|marker| {
         *live.entry(marker.zone).or_default() += u64::from(marker.entry.frame_bytes);
         StartMarker {
@@ -544,6 +547,7 @@ fn resolve(
             start_marker,
             next_offset,
             producers,
+            txns,
         },
         accepted.len() as u64,
     )
