@@ -495,9 +495,7 @@ async fn list_offsets_earliest_latest_max_and_by_timestamp() {
 /// `batch` as a transactional producer's (attributes bit 4, producer id, epoch 0, sequence).
 fn transactional(batch: &[u8], producer_id: i64, base_sequence: i32) -> BytesMut {
     let mut batch = BytesMut::from(batch);
-    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | 0x10;
-    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
-    batch::set_producer(&mut batch, producer_id, 0, base_sequence).unwrap();
+    batch::set_transactional_producer(&mut batch, producer_id, 0, base_sequence).unwrap();
     batch
 }
 

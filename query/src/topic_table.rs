@@ -124,8 +124,9 @@ impl TableProvider for TopicTable {
                 if bounds.partitions.as_ref().is_some_and(|allowed| !allowed.contains(&partition.index)) {
                     continue;
                 }
-                // The snapshot that bounds this scan: [log start, high watermark) now, cut
-                // where every later zone's records are past the upper timestamp bound.
+                // The snapshot that bounds this scan: [log start, last stable offset) now (SQL
+                // reads committed data, as a read_committed consumer), cut where every later
+                // zone's records are past the upper timestamp bound.
                 let timestamp_ms_max = bounds.timestamp_ms_max;
                 let reader = partition.reader();
                 let Ok(Bounds { log_start_offset: log_start, high_watermark }) = reader.bounds_until(timestamp_ms_max) else {
@@ -302,18 +303,21 @@ impl PartitionRows {
         }
         let mut rows = RowsBuilder::new(&self.projection, self.batch_rows.min(self.rows_left));
         while rows.len() < self.batch_rows && self.rows_left > 0 && self.next_offset < self.scan.end_offset {
-            let batches = self.scan.reader.read(self.next_offset, READ_BYTES).await.map_err(read_error)?;
-            if batches.is_empty() {
+            let read = self.scan.reader.read_committed(self.next_offset, READ_BYTES).await.map_err(read_error)?;
+            if read.next_offset <= self.next_offset {
                 // Retention removed what we were about to read, or the log ends early.
                 break;
             }
-            for log_batch in batches {
+            // Past what the read dropped (markers, aborted batches) once every batch kept is read.
+            let mut read_end = read.next_offset;
+            for log_batch in read.batches {
                 let header = batch::parse_header(&log_batch).map_err(log_error)?;
                 self.count_zone(header.base_offset);
                 self.metrics.log_batches_read.add(1);
                 self.metrics.log_bytes_read.add(log_batch.len());
                 if header.base_offset >= self.scan.end_offset {
                     self.next_offset = self.scan.end_offset;
+                    read_end = self.next_offset;
                     break;
                 }
                 // A batch whose max timestamp is below the lower bound holds no match.
@@ -336,6 +340,7 @@ impl PartitionRows {
                 }
                 self.next_offset = self.next_offset.max(header.last_offset() + 1);
             }
+            self.next_offset = self.next_offset.max(read_end.min(self.scan.end_offset));
         }
         if rows.len() == 0 {
             return Ok(None);

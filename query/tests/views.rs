@@ -494,3 +494,47 @@ async fn a_drop_that_cannot_be_persisted_leaves_the_view_running() {
     assert!(!directory.path().join("views/maintenance_log").exists());
     materializer.shutdown().await;
 }
+
+/// Views and SQL over topics read committed data only: nothing of an open transaction until
+/// its commit, nothing of an aborted one ever, and no marker as a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_and_topic_scans_read_committed_data_only() {
+    let (cluster, _directory, materializer, engine) = setup(60_000).await;
+    cluster.create_topic("payments", 1, &BTreeMap::new(), false).await.unwrap().unwrap();
+    let partition = cluster.topic("payments").unwrap().partition(0).unwrap();
+    let append = |ids: &[i64], producer: Option<i64>| {
+        let records: Vec<SimpleRecord> =
+            ids.iter().map(|id| SimpleRecord::new(None, Some(format!("{{\"id\": {id}}}").as_bytes()), &[], 1_700_000_000_000)).collect();
+        let mut encoded = batch::encode_batch(&records, Compression::None).unwrap();
+        if let Some(producer_id) = producer {
+            batch::set_transactional_producer(&mut encoded, producer_id, 0, 0).unwrap();
+        }
+        partition.with_log(|log| log.append(BytesMut::from(&encoded[..]), 0).map(|_| ()).unwrap()).unwrap();
+    };
+    let marker = |producer_id: i64, commit: bool| {
+        partition.with_log(|log| log.append_marker(producer_id, 0, commit, 0, 0).map(|_| ()).unwrap()).unwrap();
+    };
+    let flush = || async {
+        let end = partition.with_log(|log| log.start_flush()).unwrap().complete().await.unwrap();
+        partition.acks.record(end, Instant::now());
+        partition.data_ready.notify_waiters();
+    };
+    append(&[0], None); // 0
+    append(&[100, 101], Some(7)); // 1-2, aborted below
+    append(&[200], Some(8)); // 3, committed below
+    marker(7, false); // 4
+    append(&[1], None); // 5
+    flush().await;
+    sql(&engine, "CREATE MATERIALIZED VIEW paid AS SELECT id FROM payments").await;
+    wait_caught_up(&materializer).await;
+    assert_eq!(rows(&engine, "SELECT id FROM paid").await, vec!["0"], "stops at producer 8's open transaction");
+    assert_eq!(rows(&engine, "SELECT value FROM payments").await, vec![r#"{"id": 0}"#]);
+    marker(8, true); // 6
+    flush().await;
+    wait_caught_up(&materializer).await;
+    let committed = vec!["0", "1", "200"];
+    assert_eq!(rows(&engine, "SELECT id FROM paid").await, committed);
+    let values: Vec<String> = committed.iter().map(|id| format!("{{\"id\": {id}}}")).collect();
+    assert_eq!(rows(&engine, "SELECT value FROM payments").await, values);
+    assert_eq!(rows(&engine, "SELECT count(*) FROM payments").await, vec!["3"]);
+}

@@ -17,7 +17,7 @@ use crate::group::store::{groups_partition_id, GROUPS_TOPIC};
 use crate::group::{GroupConfig, Groups};
 use crate::log::{LogError, LogStore, PartitionId, PartitionLog};
 use metadata::{metadata_partition_id, topic_id_from_hex, topic_id_to_hex, MetadataLog, MetadataRecord, METADATA_TOPIC};
-pub use reader::{Bounds, PartitionReader, PartitionStatus};
+pub use reader::{Bounds, CommittedRead, PartitionReader, PartitionStatus};
 pub use topic_config::{ConfigEntry, TopicConfig};
 
 /// Kafka's limit on partitions per topic is the broker's memory; this broker's is explicit.

@@ -17,6 +17,9 @@ use bytes::Bytes;
 use tokio::sync::futures::Notified;
 
 use super::{ApiError, Partition};
+use crate::log::batch;
+use crate::log::txn_index::AbortedFilter;
+use crate::log::LogError;
 use crate::zone::ZoneId;
 
 /// A partition, for reading. Cheap to clone (one `Arc`).
@@ -32,6 +35,13 @@ pub struct Bounds {
     pub log_start_offset: i64,
     /// Exclusive.
     pub high_watermark: i64,
+}
+
+/// Committed batches read, and where the next read starts.
+#[derive(Debug, Default)]
+pub struct CommittedRead {
+    pub batches: Vec<Bytes>,
+    pub next_offset: i64,
 }
 
 /// What `system.partitions` shows of a partition.
@@ -69,16 +79,26 @@ impl PartitionReader {
         })
     }
 
-    /// [`Bounds`], with the upper one lowered for a reader that wants no record later than
-    /// `timestamp_ms_max`: from the returned end on, every record is later (a bound, not exact:
-    /// records before it may be later too). Never below the log start offset.
+    /// What a committed reader (views, SQL over topics: read_committed by default) may read:
+    /// [`Bounds`] up to the last stable offset, not the high watermark.
+    pub fn committed_bounds(&self) -> Result<Bounds, ApiError> {
+        self.partition.with_log(|log| Bounds {
+            log_start_offset: log.log_start_offset(),
+            high_watermark: log.last_stable_offset(),
+        })
+    }
+
+    /// [`PartitionReader::committed_bounds`], with the upper one lowered for a reader that
+    /// wants no record later than `timestamp_ms_max`: from the returned end on, every record is
+    /// later (a bound, not exact: records before it may be later too). Never below the log
+    /// start offset.
     pub fn bounds_until(&self, timestamp_ms_max: i64) -> Result<Bounds, ApiError> {
         self.partition.with_log(|log| Bounds {
             log_start_offset: log.log_start_offset(),
             high_watermark: if timestamp_ms_max == i64::MAX {
-                log.high_watermark()
+                log.last_stable_offset()
             } else {
-                log.end_offset_for_timestamp(timestamp_ms_max)
+                log.end_offset_for_timestamp(timestamp_ms_max).min(log.last_stable_offset())
             },
         })
     }
@@ -91,6 +111,30 @@ impl PartitionReader {
             .partition
             .with_log(|log| log.read(offset, max_bytes))??;
         Ok(plan.execute().await?)
+    }
+
+    /// `read`, as a read_committed consumer sees it: only below the last stable offset, without
+    /// control batches or the batches of aborted transactions. `next_offset` is where the
+    /// following read starts (past what was dropped too).
+    pub async fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<CommittedRead, ApiError> {
+        let (plan, aborted, end) = self.partition.with_log(|log| {
+            let end = log.last_stable_offset();
+            (log.read(offset, max_bytes), log.aborted_between(offset, end), end)
+        })?;
+        let batches = plan?.execute().await?;
+        let mut filter = AbortedFilter::new(aborted);
+        let mut read = CommittedRead { batches: Vec::with_capacity(batches.len()), next_offset: offset };
+        for batch in batches {
+            let header = batch::parse_header(&batch).map_err(|error| ApiError::from(LogError::from(error)))?;
+            if header.base_offset >= end {
+                break;
+            }
+            read.next_offset = header.last_offset() + 1;
+            if filter.keeps(&header) {
+                read.batches.push(batch);
+            }
+        }
+        Ok(read)
     }
 
     /// The offset of the first batch, below the high watermark, whose largest record timestamp

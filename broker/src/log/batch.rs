@@ -780,6 +780,15 @@ pub fn set_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, bas
     Ok(())
 }
 
+/// `set_producer`, for a transactional producer: also sets the transactional attribute (tests
+/// and benchmarks; the broker never rewrites a client's batch this way).
+pub fn set_transactional_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Result<(), BatchError> {
+    let header = parse_exact(batch)?;
+    let attributes = header.attributes | TRANSACTIONAL_BIT;
+    batch[field::ATTRIBUTES..field::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    set_producer(batch, producer_id, producer_epoch, base_sequence)
+}
+
 /// One record as a test sees it. Duplicate header keys are legal in Kafka but not
 /// representable through kafka-protocol (it keys headers by name), so they are rejected.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -409,9 +409,7 @@ fn transactional_batch(producer_id: i64, base_sequence: i32, count: usize, value
     let value = vec![7u8; value_bytes];
     let records: Vec<SimpleRecord> = (0..count).map(|_| SimpleRecord::new(None, Some(&value), &[], 1)).collect();
     let mut batch = BytesMut::from(&encode_batch(&records, Compression::None).unwrap()[..]);
-    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | batch::TRANSACTIONAL_BIT;
-    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
-    batch::set_producer(&mut batch, producer_id, 0, base_sequence).unwrap();
+    batch::set_transactional_producer(&mut batch, producer_id, 0, base_sequence).unwrap();
     batch
 }
 

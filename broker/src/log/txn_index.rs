@@ -13,8 +13,9 @@
 //! transactions are forgotten as the log start passes their marker; there is no other bound:
 //! each entry (24 bytes) stands for a marker batch of 78 bytes on the device.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
+use super::batch::BatchHeader;
 use super::control::TxnRole;
 
 /// An aborted transaction's span in this partition: the consumer drops `producer_id`'s
@@ -90,6 +91,38 @@ impl TxnIndex {
     }
 }
 
+/// Drops, from batches read in offset order, what a read_committed consumer drops: control
+/// batches and the batches of aborted transactions (Kafka's consumer algorithm, for the
+/// broker's own readers: views and SQL over topics).
+pub struct AbortedFilter {
+    /// Aborted transactions not yet reached, by first offset.
+    pending: VecDeque<AbortedTxn>,
+    /// Producers whose aborted transaction is being read.
+    aborting: HashSet<i64>,
+}
+
+impl AbortedFilter {
+    /// For a read from some offset on: `aborted` as `TxnIndex::aborted_between` lists them.
+    pub fn new(mut aborted: Vec<AbortedTxn>) -> AbortedFilter {
+        aborted.sort_by_key(|txn| txn.first_offset);
+        AbortedFilter { pending: aborted.into(), aborting: HashSet::new() }
+    }
+
+    /// Whether the batch with `header` holds committed records (the next batch in order).
+    pub fn keeps(&mut self, header: &BatchHeader) -> bool {
+        while self.pending.front().is_some_and(|txn| txn.first_offset <= header.base_offset) {
+            let txn = self.pending.pop_front().expect("checked");
+            self.aborting.insert(txn.producer_id);
+        }
+        if header.is_control() {
+            // The abort marker ends the producer's aborted transaction.
+            self.aborting.remove(&header.producer_id);
+            return false;
+        }
+        !(header.is_transactional() && self.aborting.contains(&header.producer_id))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +165,46 @@ mod tests {
         assert_eq!(index.aborted_between(0, 11), vec![second]);
         index.on_log_start(11);
         assert_eq!(index.aborted_count(), 0);
+    }
+
+    #[test]
+    fn the_filter_drops_markers_and_aborted_batches_only() {
+        let batch = |base_offset: i64, producer_id: i64, attributes: i16| BatchHeader {
+            base_offset,
+            batch_length_bytes: 0,
+            partition_leader_epoch: -1,
+            magic: 2,
+            crc: 0,
+            attributes,
+            last_offset_delta: 0,
+            base_timestamp_ms: 0,
+            max_timestamp_ms: 0,
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: 0,
+            record_count: 1,
+        };
+        let (data, marker) = (0x10, 0x30);
+        // Producer 1 aborts 1..=4, producer 2 commits 2..=5, producer 1 commits 6..=7.
+        let log = [
+            (batch(0, -1, 0), true),
+            (batch(1, 1, data), false),
+            (batch(2, 2, data), true),
+            (batch(3, 1, data), false),
+            (batch(4, 1, marker), false),
+            (batch(5, 2, marker), false),
+            (batch(6, 1, data), true),
+            (batch(7, 1, marker), false),
+        ];
+        let aborted = vec![AbortedTxn { producer_id: 1, first_offset: 1, last_offset: 4 }];
+        let mut filter = AbortedFilter::new(aborted.clone());
+        for (header, kept) in &log {
+            assert_eq!(filter.keeps(header), *kept, "offset {}", header.base_offset);
+        }
+        // A read from the middle of the aborted transaction.
+        let mut filter = AbortedFilter::new(aborted);
+        assert!(!filter.keeps(&log[3].0));
+        assert!(!filter.keeps(&log[4].0), "its abort marker");
+        assert!(filter.keeps(&log[6].0), "the producer's next transaction, committed");
     }
 }

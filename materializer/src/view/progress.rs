@@ -38,7 +38,8 @@ pub struct ViewProgress {
 pub fn view_progress(cluster: &Cluster, view: &Arc<ViewShared>) -> ViewProgress {
     let rows = view.store.snapshot().live_rows as u64;
     let marks: Vec<(i32, i64)> = match cluster.topic(&view.definition.topic) {
-        Some(topic) => topic.partitions().iter().filter_map(|p| p.reader().bounds().ok().map(|bounds| (p.index, bounds.high_watermark))).collect(),
+        // A view reads committed data: it is caught up at the last stable offset.
+        Some(topic) => topic.partitions().iter().filter_map(|p| p.reader().committed_bounds().ok().map(|bounds| (p.index, bounds.high_watermark))).collect(),
         None => Vec::new(),
     };
     let status = view.lock_status();

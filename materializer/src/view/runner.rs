@@ -167,7 +167,9 @@ impl ViewRuntime {
     async fn step(&mut self, partition: &Arc<Partition>) -> Result<bool, ViewError> {
         let index = partition.index;
         let reader = partition.reader();
-        let Bounds { log_start_offset: log_start, high_watermark } = reader.bounds().map_err(|error| ViewError::Source(error.message))?;
+        // Views read committed data only (read_committed): never a record of an open or an
+        // aborted transaction, never a marker.
+        let Bounds { log_start_offset: log_start, high_watermark } = reader.committed_bounds().map_err(|error| ViewError::Source(error.message))?;
         let next = *self.offsets.entry(index).or_insert(log_start);
         let next = if next < log_start {
             // Retention removed records the view had not applied: it can no longer equal the
@@ -184,7 +186,7 @@ impl ViewRuntime {
         if next >= high_watermark {
             return Ok(false);
         }
-        let log_batches: Vec<Bytes> = reader.read(next, READ_BYTES).await.map_err(|error| ViewError::Source(error.message))?;
+        let read = reader.read_committed(next, READ_BYTES).await.map_err(|error| ViewError::Source(error.message))?;
         // Rows of a step that failed half-way are not this step's.
         if self.normaliser.rows() > 0 {
             self.normaliser.finish_batch().map_err(internal)?;
@@ -194,8 +196,11 @@ impl ViewRuntime {
         let mut tombstones = Vec::new();
         let mut new_next = next;
         let upsert = self.shared.definition.kind == ViewKind::Upsert;
-        for log_batch in log_batches {
+        // Past what the read dropped (markers, aborted batches) once every batch kept is applied.
+        let mut read_end = read.next_offset.min(high_watermark);
+        for log_batch in read.batches {
             if records.len() + tombstones.len() >= MICRO_BATCH_RECORDS {
+                read_end = new_next;
                 break;
             }
             let header = batch::parse_header(&log_batch).map_err(|error| ViewError::Source(error.to_string()))?;
@@ -236,6 +241,7 @@ impl ViewRuntime {
             }
             new_next = new_next.max(header.last_offset() + 1).min(high_watermark);
         }
+        let new_next = new_next.max(read_end);
         if new_next == next {
             return Ok(false);
         }
