@@ -11,6 +11,7 @@ pub mod log;
 pub mod malloc;
 pub mod metrics;
 pub mod pending;
+pub mod record_log;
 pub mod server;
 pub mod protocol;
 pub mod storage;

@@ -24,7 +24,6 @@ use kafka_protocol::protocol::StrBytes;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_TXN_STATE: i16 = 48;
-const UNSUPPORTED_VERSION: i16 = 35;
 
 fn device() -> Arc<dyn ZonedDevice> {
     // Small zones, so the producers' batches span several zones and recovery chains them.
@@ -84,8 +83,11 @@ fn producer_ids_are_never_reused_across_reopens() {
         assert_eq!((error, epoch), (0, 0));
         seen.push(id);
     }
-    // A transactional id is refused: this broker has no transaction coordinator.
-    assert_eq!(init_producer_id(&cluster, 4, Some("txn")).0, UNSUPPORTED_VERSION);
+    // A transactional id's producer id comes from the same sequence.
+    let (error, id, epoch) = init_producer_id(&cluster, 4, Some("txn"));
+    assert_eq!((error, epoch), (0, 0));
+    assert!(seen.iter().all(|&old| id > old), "transactional id {id}, already handed out: {seen:?}");
+    seen.push(id);
     drop(cluster);
     for _ in 0..2 {
         let cluster = open(&device);

@@ -454,6 +454,20 @@ fn sample_request(api_key: ApiKey, api_version: i16) -> RequestKind {
             .with_group_ids(vec![group("group-a"), group("group-b")])
             .with_include_authorized_operations(api_version >= 1)
             .into(),
+        ApiKey::AddPartitionsToTxn => kafka_protocol::messages::AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(kafka_protocol::messages::TransactionalId(text("app-1")))
+            .with_v3_and_below_producer_id(kafka_protocol::messages::ProducerId(7))
+            .with_v3_and_below_producer_epoch(2)
+            .with_v3_and_below_topics(vec![kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(name("events"))
+                .with_partitions(vec![0, 1])])
+            .into(),
+        ApiKey::EndTxn => kafka_protocol::messages::EndTxnRequest::default()
+            .with_transactional_id(kafka_protocol::messages::TransactionalId(text("app-1")))
+            .with_producer_id(kafka_protocol::messages::ProducerId(7))
+            .with_producer_epoch(2)
+            .with_committed(true)
+            .into(),
         other => panic!("no sample request for {other:?}"),
     }
 }

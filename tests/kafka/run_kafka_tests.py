@@ -34,6 +34,7 @@ Modules and tests:
   dashboard            the web dashboard in headless Chromium (issue 7): see
                        tests/kafka/dashboard_tests.py.
   group-*              consumer groups (issue 4): see tests/kafka/group_tests.py.
+  txn                  transactions (issue 15): see tests/kafka/txn_tests.py.
   sql                  SQL over HTTP and `yottastore sql` (issue 6): see tests/kafka/sql_tests.py.
   views                materialized views of vehicle records against a Python reference, across
                        a SIGKILL (issue 5): see tests/kafka/views_tests.py.
@@ -1055,6 +1056,8 @@ def build_modules():
     mods.append(("limits", limits_tests.tests(sys.modules[__name__])))
     import idempotence_tests
     mods.append(("idempotence", idempotence_tests.tests(sys.modules[__name__])))
+    import txn_tests
+    mods.append(("txn", txn_tests.tests(sys.modules[__name__])))
     import sql_tests
     mods.append(("sql", sql_tests.tests(sys.modules[__name__])))
     import views_tests

@@ -15,12 +15,12 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
-    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, TopicName,
+    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
 };
 use uuid::Uuid;
 
 use super::configs::describe_topic_config;
-use super::str_bytes;
+use super::{str_bytes, topic_name};
 use crate::cluster::{now_ms, validate_topic_name, ApiError, Cluster, ResponseError, TopicConfig};
 use crate::log::Flush;
 
@@ -34,9 +34,6 @@ const CLUSTER_OPERATIONS_ALL: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | 
 const ENDPOINT_BROKERS: i8 = 1;
 const ENDPOINT_CONTROLLERS: i8 = 2;
 
-fn topic_name(name: &str) -> TopicName {
-    TopicName(str_bytes(name))
-}
 
 /// Names that occur more than once in one request.
 fn repeated<'a>(names: impl Iterator<Item = &'a str>) -> BTreeSet<&'a str> {

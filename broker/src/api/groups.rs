@@ -44,6 +44,8 @@ use crate::group::{GroupRecord, JoinRequest, OffsetRecord, SyncRequest};
 
 /// FindCoordinator key type of consumer groups (1 is transactions, 2 share groups).
 const KEY_TYPE_GROUP: i8 = 0;
+/// FindCoordinator key type of a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// What a client may do to a group with no authorizer (Kafka: every operation a group
@@ -67,8 +69,13 @@ fn text(bytes: &StrBytes) -> String {
 pub fn find_coordinator(cluster: &Arc<Cluster>, api_version: i16, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let broker = cluster.broker();
     let answer = |key: &str| -> (Option<ResponseError>, Option<String>) {
+        if request.key_type == KEY_TYPE_TRANSACTION {
+            // This broker coordinates every transactional id; the id itself is checked by the
+            // transaction APIs.
+            return (None, None);
+        }
         if request.key_type != KEY_TYPE_GROUP {
-            return (Some(ResponseError::InvalidRequest), Some(format!("key type {} is not served: only consumer groups", request.key_type)));
+            return (Some(ResponseError::InvalidRequest), Some(format!("key type {} is not served: only consumer groups and transactional ids", request.key_type)));
         }
         match coordinator::validate_group_id(key) {
             Ok(()) => (None, None),

@@ -10,6 +10,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod producer_id;
+mod txn;
 
 use std::sync::Arc;
 
@@ -67,6 +68,8 @@ pub async fn handle_from(cluster: &Arc<Cluster>, api_version: i16, body: Request
             ResponseKind::ConsumerGroupDescribe(groups::consumer_group_describe(cluster, api_version, request))
         }
         RequestKind::OffsetDelete(request) => ResponseKind::OffsetDelete(groups::offset_delete(cluster, api_version, request).await),
+        RequestKind::AddPartitionsToTxn(request) => ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn(cluster, api_version, request).await),
+        RequestKind::EndTxn(request) => ResponseKind::EndTxn(txn::end_txn(cluster, api_version, request).await),
         other => {
             // The server only dispatches APIs in the version table; reaching here is a bug in
             // that table, answered by closing the connection rather than a wrong response.
@@ -101,4 +104,9 @@ pub async fn fetch_segmented(cluster: &Arc<Cluster>, api_version: i16, request: 
 /// A `StrBytes` for a response field.
 pub(crate) fn str_bytes(text: impl Into<String>) -> StrBytes {
     StrBytes::from_string(text.into())
+}
+
+/// A topic name for a response field.
+pub(crate) fn topic_name(name: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(str_bytes(name))
 }

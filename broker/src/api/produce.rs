@@ -32,6 +32,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::str_bytes;
+use crate::txn::Transactions;
 use crate::cluster::{now_ms, ApiError, Cluster, Partition, ResponseError, Topic, TopicConfig};
 use crate::log::batch::{self, BatchError, BatchHeader, Compression, TimestampType};
 use crate::log::records;
@@ -98,7 +99,7 @@ pub fn start(
             let outcome = if !acks_valid {
                 Err(ApiError::new(ResponseError::InvalidRequiredAcks, format!("Invalid required acks {acks}: only -1, 0 and 1 are allowed")))
             } else {
-                append_partition(topic.as_deref().zip(config.as_deref()), by_id, partition_data.index, records, api_version, now)
+                append_partition(cluster.transactions(), topic.as_deref().zip(config.as_deref()), by_id, partition_data.index, records, api_version, now)
             };
             let outcome = outcome.map(|(appended, partition, target)| {
                 appended_partitions.push((partition, target.end_offset()));
@@ -335,6 +336,7 @@ fn unknown_partition() -> ApiError {
 /// them durable (started for the whole request once every partition is appended, and awaited
 /// after the partition locks are released).
 fn append_partition(
+    transactions: &Transactions,
     topic: Option<(&Topic, &TopicConfig)>,
     by_id: bool,
     index: i32,
@@ -376,13 +378,13 @@ fn append_partition(
             format!("Produce requests with version {api_version} are not allowed to use ZStandard compression"),
         ));
     }
-    // Transactional batches need the transaction coordinator's check that the partition is in
-    // the producer's ongoing transaction (KIP-890); until it serves, they are outside one.
+    // A transactional batch must belong to its producer's ongoing transaction, which must hold
+    // this partition (KIP-890's server-side check: a late batch cannot join a later transaction).
     if header.is_transactional() {
-        return Err(ApiError::new(
-            ResponseError::InvalidTxnState,
-            "transactional batches are not supported yet: this broker does not serve transactions",
-        ));
+        transactions
+            .coordinator()
+            .verify(header.producer_id, header.producer_epoch, &topic.name, index)
+            .map_err(|error| ApiError::new(error, "the batch's transaction is not ongoing or does not hold this partition"))?;
     }
     // max.message.bytes, on the whole batch, before anything reads its body.
     let max_message_bytes = config.max_message_bytes();

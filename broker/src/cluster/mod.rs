@@ -6,6 +6,7 @@ pub mod acks;
 pub mod metadata;
 pub mod reader;
 pub mod topic_config;
+mod txn_host;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,6 +17,9 @@ use tokio::sync::Notify;
 use crate::group::store::{groups_partition_id, GROUPS_TOPIC};
 use crate::group::{GroupConfig, Groups};
 use crate::log::{LogError, LogStore, PartitionId, PartitionLog};
+use crate::txn::coordinator::TxnConfig;
+use crate::txn::service::txns_partition_id;
+use crate::txn::{Transactions, TXNS_TOPIC};
 use metadata::{metadata_partition_id, topic_id_from_hex, topic_id_to_hex, MetadataLog, MetadataRecord, METADATA_TOPIC};
 pub use reader::{Bounds, CommittedRead, PartitionReader, PartitionStatus};
 pub use topic_config::{ConfigEntry, TopicConfig};
@@ -201,6 +205,8 @@ pub struct Cluster {
     groups: Groups,
     /// Producer ids handed out by InitProducerId. Lock order: this, then `metadata`.
     producer_ids: tokio::sync::Mutex<ProducerIdBlock>,
+    /// The transaction coordinator (this broker coordinates every transactional id).
+    transactions: Transactions,
 }
 
 /// Producer ids are recorded in the metadata log this many at a time (Kafka's block size): one
@@ -233,6 +239,7 @@ impl Cluster {
         let mut logs: BTreeMap<([u8; 16], i32), PartitionLog> = BTreeMap::new();
         let mut metadata_log = None;
         let mut groups_log = None;
+        let mut txns_log = None;
         for mut log in recovered {
             let key = (log.id().topic_id, log.id().partition);
             if key == (metadata_partition_id().topic_id, metadata_partition_id().partition) {
@@ -241,6 +248,9 @@ impl Cluster {
             } else if key == (groups_partition_id().topic_id, groups_partition_id().partition) {
                 log.rename(&groups_partition_id().topic);
                 groups_log = Some(log);
+            } else if key == (txns_partition_id().topic_id, txns_partition_id().partition) {
+                log.rename(&txns_partition_id().topic);
+                txns_log = Some(log);
             } else {
                 logs.insert(key, log);
             }
@@ -272,6 +282,8 @@ impl Cluster {
         }
         let groups_log = groups_log.unwrap_or_else(|| store.create_partition(groups_partition_id()));
         let groups = Groups::open(groups_log, group_config, |name, id| topics.get(name).is_some_and(|topic: &Arc<Topic>| topic.id == *id)).await?;
+        let txns_log = txns_log.unwrap_or_else(|| store.create_partition(txns_partition_id()));
+        let transactions = Transactions::open(txns_log, TxnConfig::default()).await?;
         let mut metadata = MetadataLog::new(metadata_log, producer_id_end, broker.metadata_compact_bytes_min);
         // What a snapshot of the state replayed would take: the log compacts once its garbage
         // outgrows that, whatever the records replayed were.
@@ -285,6 +297,7 @@ impl Cluster {
             // Ids of the last recorded block may have been handed out before a restart: start
             // after it, with an empty block, so the first allocation records a new one.
             producer_ids: tokio::sync::Mutex::new(ProducerIdBlock { next: producer_id_end, end: producer_id_end }),
+            transactions,
         }))
     }
 
@@ -294,6 +307,10 @@ impl Cluster {
 
     pub fn groups(&self) -> &Groups {
         &self.groups
+    }
+
+    pub fn transactions(&self) -> &Transactions {
+        &self.transactions
     }
 
     pub fn store(&self) -> &LogStore {
@@ -545,7 +562,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return invalid(format!("Topic name {name:?} contains characters other than ASCII alphanumerics, '.', '_' and '-'"));
     }
-    if name == METADATA_TOPIC || name == GROUPS_TOPIC {
+    if name == METADATA_TOPIC || name == GROUPS_TOPIC || name == TXNS_TOPIC {
         return invalid(format!("Topic name {name:?} is reserved for the broker's metadata"));
     }
     Ok(())

@@ -66,7 +66,7 @@ impl Groups {
         let commit_timeout = std::time::Duration::from_millis(config.offset_commit_timeout_ms);
         let mut coordinator = Coordinator::new(config, member_id_nonce());
         let mut records = 0u64;
-        store::replay(&log, |record| {
+        crate::record_log::replay(&log, |record: GroupRecord| {
             records += 1;
             coordinator.apply(&record);
         })

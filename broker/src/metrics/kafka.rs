@@ -84,6 +84,8 @@ fn key_name(key: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+        ApiKey::EndTxn => "EndTxn",
         // Not served (the version table's test keeps the two lists together).
         _ => "other",
     }

@@ -102,6 +102,8 @@ supported_messages! {
     OffsetDelete,
     ConsumerGroupHeartbeat,
     ConsumerGroupDescribe,
+    AddPartitionsToTxn,
+    EndTxn,
 }
 
 /// A decoded request. `api_key` and `api_version` repeat the header's fields, already checked
@@ -468,6 +470,8 @@ mod tests {
             ApiKey::OffsetDelete => kafka_protocol::messages::OffsetDeleteRequest::default().into(),
             ApiKey::ConsumerGroupHeartbeat => kafka_protocol::messages::ConsumerGroupHeartbeatRequest::default().into(),
             ApiKey::ConsumerGroupDescribe => kafka_protocol::messages::ConsumerGroupDescribeRequest::default().into(),
+            ApiKey::AddPartitionsToTxn => kafka_protocol::messages::AddPartitionsToTxnRequest::default().into(),
+            ApiKey::EndTxn => kafka_protocol::messages::EndTxnRequest::default().into(),
             other => panic!("no default request for {other:?}"),
         }
     }

@@ -35,9 +35,9 @@ use kafka_protocol::messages::ApiKey;
 ///   (KIP-1073) adds fenced brokers, which a single broker never has, but no client needs it.
 /// - DescribeConfigs 1-4, AlterConfigs 0-2, IncrementalAlterConfigs 0-1: all versions
 ///   kafka-protocol knows.
-/// - InitProducerId 0-4: idempotent producers (no transactional id; see `api::producer_id`).
+/// - InitProducerId 0-4: idempotent and transactional producers (see `api::producer_id`).
 ///   v3 adds the current producer id and epoch (KIP-360), v4 lets the answer say PRODUCER_FENCED
-///   (KIP-588); neither changes a non-transactional answer. v5 is transaction version 2
+///   (KIP-588). v5 is transaction version 2
 ///   (KIP-890) and v6 two-phase commit (KIP-939): transaction features we do not have, so, as
 ///   with Produce v12, we stop before them.
 /// - Consumer groups (the classic protocol), lower bounds from Kafka 4.0 (KIP-896):
@@ -61,6 +61,9 @@ use kafka_protocol::messages::ApiKey;
 ///     consumer group (no KIP-1099 upgrade path).
 ///   - ListGroups 0-5 (v4 state filter, v5 type filter), DescribeGroups 0-6 (v6 answers
 ///     GROUP_ID_NOT_FOUND for an unknown group), DeleteGroups 0-2, OffsetDelete 0: all.
+/// - Transactions (KIP-98): AddPartitionsToTxn 0-3 (v4-5 are the brokers' batched form, KIP-890)
+///   and EndTxn 0-3 (v4 adds TRANSACTION_ABORTABLE, v5 transaction version 2); FindCoordinator
+///   answers key type 1 (transactional ids). AddOffsetsToTxn and TxnOffsetCommit are not served.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 16),
@@ -89,6 +92,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
 ];
 
 /// The inclusive version range this broker serves for `api_key`, or `None` if it does not

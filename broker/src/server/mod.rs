@@ -52,6 +52,7 @@ impl Default for ServerConfig {
 pub async fn run(listener: TcpListener, cluster: Arc<Cluster>, config: ServerConfig, mut shutdown: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(config.connections_max));
     let group_timer = tokio::spawn(group_timer(cluster.clone(), shutdown.clone()));
+    let txn_timer = tokio::spawn(txn_timer(cluster.clone(), shutdown.clone()));
     let mut connections = JoinSet::new();
     let mut retention = tokio::time::interval(config.retention_check_interval);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -106,6 +107,7 @@ pub async fn run(listener: TcpListener, cluster: Arc<Cluster>, config: ServerCon
         connections.abort_all();
     }
     group_timer.abort();
+    txn_timer.abort();
     flush_all(&cluster).await;
 }
 
@@ -133,8 +135,33 @@ async fn group_timer(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>)
     }
 }
 
+/// How often transactions are checked for their timeout: Kafka's
+/// transaction.abort.timed.out.transaction.cleanup.interval.ms is 10 s; a second keeps a
+/// timed-out transaction's records from holding read_committed consumers much longer.
+const TXN_EXPIRY_INTERVAL_MS: u64 = 1_000;
+
+/// Drives the transaction coordinator's clock: completes the transactions a restart found
+/// prepared (first tick), aborts those open past their timeout and removes expired ids.
+async fn txn_timer(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(TXN_EXPIRY_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => cluster.transactions().expire(&*cluster).await,
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Makes everything appended durable (acks=0 appends may not have been flushed yet).
 async fn flush_all(cluster: &Arc<Cluster>) {
+    if let Err(error) = cluster.transactions().flush().await {
+        tracing::error!(error = %error.message, "flush of the transaction log at shutdown failed");
+    }
     if let Err(error) = cluster.groups().flush().await {
         tracing::error!(error = %error.message, "flush of the group log at shutdown failed");
     }

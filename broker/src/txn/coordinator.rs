@@ -14,7 +14,7 @@
 //! memory never runs ahead of the log. While a transition is on its way to the log the id is
 //! pending: other requests for it get CONCURRENT_TRANSACTIONS, as Kafka's `pendingState`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
@@ -160,11 +160,31 @@ struct Txn {
 pub struct TxnCoordinator {
     config: TxnConfig,
     txns: BTreeMap<String, Txn>,
+    /// Each durable producer id's transactional id: Produce checks a transactional batch
+    /// against its producer's transaction.
+    by_producer: HashMap<i64, String>,
 }
 
 impl TxnCoordinator {
     pub fn new(config: TxnConfig) -> TxnCoordinator {
-        TxnCoordinator { config, txns: BTreeMap::new() }
+        TxnCoordinator { config, txns: BTreeMap::new(), by_producer: HashMap::new() }
+    }
+
+    /// Whether a transactional batch of `producer_id` at `producer_epoch` may be appended to
+    /// `topic`/`partition`: its transaction is ongoing and holds the partition (KIP-890's
+    /// server-side check). Kafka's errors: an older epoch is fenced, anything else is outside a
+    /// transaction.
+    pub fn verify(&self, producer_id: i64, producer_epoch: i16, topic: &str, partition: i32) -> Result<(), ResponseError> {
+        let current = self.by_producer.get(&producer_id).and_then(|id| self.get(id)).ok_or(ResponseError::InvalidTxnState)?;
+        if producer_epoch < current.producer_epoch {
+            return Err(ResponseError::ProducerFenced);
+        }
+        let target = TxnTarget::Partition { topic: topic.to_string(), partition };
+        let ongoing = current.state == TxnState::Ongoing && current.producer_epoch == producer_epoch;
+        match ongoing && current.targets.contains(&target) {
+            true => Ok(()),
+            false => Err(ResponseError::InvalidTxnState),
+        }
     }
 
     /// The durable state of `transactional_id`.
@@ -383,11 +403,16 @@ impl TxnCoordinator {
     /// A durable record (a transition's, or one replayed from the log at start) becomes the
     /// id's state; the id is no longer pending.
     pub fn apply(&mut self, record: TxnRecord) {
+        let previous = self.txns.get(&record.transactional_id).and_then(|txn| txn.durable.as_ref()).map(|durable| durable.producer_id);
+        if let Some(producer_id) = previous {
+            self.by_producer.remove(&producer_id);
+        }
         if record.state == TxnState::Dead {
             self.txns.remove(&record.transactional_id);
             return;
         }
         let id = record.transactional_id.clone();
+        self.by_producer.insert(record.producer_id, id.clone());
         self.txns.insert(id, Txn { durable: Some(record), pending: false });
     }
 

@@ -6,7 +6,10 @@
 //! InitProducerId with a transactional id (epoch bumps, fencing, KIP-360 retries),
 //! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and transaction.timeout.ms expiry.
 //!
-//! Not wired yet: the coordinator's log, the transaction APIs, control batches, the last stable
-//! offset and read_committed fetches are the rest of issue 15.
+//! `service.rs` is its async layer: the coordinator's log (`__yotta_txns`), markers written
+//! through `TxnHost` (the cluster), recovery and expiry.
 
 pub mod coordinator;
+pub mod service;
+
+pub use service::{Transactions, TxnHost, TXNS_TOPIC};

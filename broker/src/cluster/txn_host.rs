@@ -1,0 +1,55 @@
+//! The cluster as the transaction coordinator's host (`txn::TxnHost`): producer ids, and the
+//! markers that end a transaction in each of its partitions.
+
+use std::sync::Arc;
+
+use super::{now_ms, ApiError, Cluster, Partition};
+use crate::log::FlushTarget;
+use crate::txn::coordinator::{Markers, TxnTarget};
+use crate::txn::TxnHost;
+
+/// The coordinator epoch written into markers: one broker, one coordinator, never moved.
+const COORDINATOR_EPOCH: i32 = 0;
+
+impl TxnHost for Cluster {
+    async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        Cluster::allocate_producer_id(self).await
+    }
+
+    async fn write_markers(&self, markers: &Markers) -> Result<(), ApiError> {
+        let mut appended: Vec<(Arc<Partition>, FlushTarget)> = Vec::new();
+        for target in &markers.targets {
+            let TxnTarget::Partition { topic, partition } = target else {
+                // Groups' transactional offsets are not served yet: no group joins a transaction.
+                continue;
+            };
+            let Some(partition) = self.topic(topic).and_then(|topic| topic.partition(*partition)) else {
+                continue;
+            };
+            let flush_target = partition.with_log(|log| {
+                log.append_marker(markers.producer_id, markers.producer_epoch, markers.commit, COORDINATOR_EPOCH, now_ms())?;
+                log.flush_target().map_err(crate::log::LogError::Failed)
+            });
+            match flush_target {
+                Ok(result) => appended.push((partition, result?)),
+                // Deleted meanwhile: nothing is left to end there.
+                Err(_) => continue,
+            }
+        }
+        if appended.is_empty() {
+            return Ok(());
+        }
+        let (partitions, targets): (Vec<_>, Vec<_>) = appended.into_iter().unzip();
+        let ends: Vec<i64> = targets.iter().map(FlushTarget::end_offset).collect();
+        let result = FlushTarget::start(targets).complete().await;
+        let now = std::time::Instant::now();
+        for (partition, end) in partitions.iter().zip(ends) {
+            if result.is_ok() {
+                partition.acks.record(end, now);
+            }
+            partition.data_ready.notify_waiters();
+        }
+        result?;
+        Ok(())
+    }
+}
