@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -30,6 +30,7 @@ use datafusion::logical_expr::{Accumulator, Expr, FetchType, LogicalPlan, SkipTy
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+use materializer::view::ViewSnapshot;
 use materializer::Materializer;
 
 use crate::engine::QueryOutput;
@@ -40,6 +41,9 @@ use crate::view_table::ViewTable;
 const ENTRIES_MAX: usize = 1024;
 /// Rows an index may name for a direct run (a few milliseconds of work at most).
 const ROWS_MAX: usize = 1 << 20;
+/// Rows per thread at least when an aggregate's rows are split over the cores: a thread costs
+/// about what gathering a few thousand rows does (DataFusion's index scan splits alike).
+const PART_ROWS_MIN: usize = 32_768;
 
 /// One step of a kept plan, applied bottom-up to the batches the index scan gathers.
 enum Step {
@@ -157,27 +161,77 @@ impl DirectQuery {
         let table = self.view_table();
         let snapshot = table.view().store.snapshot();
         let (index, keys) = table.lookup(&snapshot, &self.filter)?;
-        let mut run = Run::new(self, rows_max).map_err(dropped).ok()?;
         let found = snapshot.lookup(&index, &keys);
+        let rows = found.iter().map(|(_, rows)| rows.len()).sum::<usize>();
         // A direct run holds its task's thread and knows no timeout: a large answer goes to
         // DataFusion, which yields, spreads it over the cores and stops at the timeout.
-        if found.iter().map(|(_, rows)| rows.len()).sum::<usize>() > ROWS_MAX {
+        if rows > ROWS_MAX {
             return None;
         }
+        let parts = std::thread::available_parallelism().map_or(1, |cores| cores.get()).min(rows / PART_ROWS_MIN);
+        let run = if parts > 1 && self.splittable() {
+            self.run_parts(&snapshot, &found, parts, rows_max)
+        } else {
+            self.run_chunks(&snapshot, &found, rows_max)
+        };
+        run.and_then(Run::finish).map_err(dropped).ok()
+    }
+
+    /// The steps run over the rows `found` names, chunk by chunk, up to the answer.
+    fn run_chunks(&self, snapshot: &ViewSnapshot, found: &[(usize, UInt32Array)], rows_max: usize) -> Result<Run<'_>> {
+        let mut run = Run::new(self, rows_max)?;
         let mut scan_remaining = self.scan_fetch.unwrap_or(usize::MAX);
         for (chunk, rows) in found {
             if scan_remaining == 0 {
                 break;
             }
-            let batch = snapshot.read_chunk(&snapshot.chunks[chunk], Some(&rows), &self.projection, &self.scan_schema);
-            let batch = batch.map_err(dropped).ok()?;
+            let batch = snapshot.read_chunk(&snapshot.chunks[*chunk], Some(rows), &self.projection, &self.scan_schema)?;
             let batch = batch.slice(0, batch.num_rows().min(scan_remaining));
             scan_remaining -= batch.num_rows();
-            if !run.push(batch, 0).map_err(dropped).ok()? {
+            if !run.push(batch, 0)? {
                 break;
             }
         }
-        run.finish().map_err(dropped).ok()
+        Ok(run)
+    }
+
+    /// Whether parts of the rows may run apart, their aggregates merged: an Aggregate with
+    /// no Limit below it.
+    fn splittable(&self) -> bool {
+        let first = self.steps.iter().find(|step| matches!(step, Step::Aggregate { .. } | Step::Limit { .. }));
+        self.scan_fetch.is_none() && matches!(first, Some(Step::Aggregate { .. }))
+    }
+
+    /// `found` in `parts` runs of chunks of about equal rows, one thread each (as DataFusion's
+    /// index scan spreads them over partitions); the others' accumulators merged into the
+    /// first's.
+    fn run_parts(&self, snapshot: &ViewSnapshot, found: &[(usize, UInt32Array)], parts: usize, rows_max: usize) -> Result<Run<'_>> {
+        let rows = found.iter().map(|(_, rows)| rows.len()).sum::<usize>();
+        let share = rows.div_ceil(parts);
+        let mut bounds = vec![0];
+        let mut taken = 0;
+        for (position, (_, chunk_rows)) in found.iter().enumerate() {
+            taken += chunk_rows.len();
+            if taken >= share * bounds.len() && position + 1 < found.len() {
+                bounds.push(position + 1);
+            }
+        }
+        bounds.push(found.len());
+        let runs: Vec<Result<Run<'_>>> = std::thread::scope(|scope| {
+            let others: Vec<_> = bounds[1..]
+                .windows(2)
+                .map(|part| scope.spawn(move || self.run_chunks(snapshot, &found[part[0]..part[1]], rows_max)))
+                .collect();
+            let first = self.run_chunks(snapshot, &found[..bounds[1]], rows_max);
+            let others = others.into_iter().map(|handle| handle.join().unwrap_or_else(|_| Err(internal("a part's thread panicked"))));
+            std::iter::once(first).chain(others).collect()
+        });
+        let mut runs = runs.into_iter();
+        let mut first = runs.next().expect("one part at least")?;
+        for run in runs {
+            first.merge(run?)?;
+        }
+        Ok(first)
     }
 }
 
@@ -250,6 +304,15 @@ impl<'a> Run<'a> {
             }
         }
         Ok(self.keep(batch))
+    }
+
+    /// Adds what `other` (a run over other rows, before its aggregate's row) aggregated.
+    fn merge(&mut self, mut other: Run<'_>) -> Result<()> {
+        for (ours, theirs) in self.accumulators.iter_mut().zip(other.accumulators.iter_mut()) {
+            let state = theirs.state()?.iter().map(|value| value.to_array()).collect::<Result<Vec<_>>>()?;
+            ours.merge_batch(&state)?;
+        }
+        Ok(())
     }
 
     /// Keeps an answer batch within `rows_max`, as the engine's collect does.

@@ -645,3 +645,24 @@ async fn kept_statements_follow_view_and_index_changes() {
     drop(directory);
     materializer.shutdown().await;
 }
+
+/// Aggregates over more rows than one thread takes (32,768) are split over the cores, their
+/// accumulators merged: the same answer as DataFusion's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_aggregates_split_over_threads_equal_datafusion_answers() {
+    let (cluster, _directory, materializer, engine) = setup(1000).await;
+    sql(&engine, "CREATE MATERIALIZED VIEW everything AS SELECT vehicle_id, region, speed, _offset FROM vehicles").await;
+    sql(&engine, "CREATE INDEX everything_region ON everything (region)").await;
+    produce(&cluster, 0..70_000).await;
+    wait_caught_up(&materializer).await;
+    let all = "region IN ('north', 'south', 'east', 'west')";
+    let query = "SELECT count(*), avg(speed), sum(_offset), min(vehicle_id), max(speed) FROM everything WHERE {p}";
+    let reference = answer(&engine, &query.replace("{p}", &format!("{all} OR region IS NULL"))).await;
+    assert!(reference.1[0].split('|').next().unwrap().parse::<usize>().unwrap() > 32_768 * 2, "{reference:?}");
+    let answered = engine.direct_answers();
+    for _ in 0..2 {
+        assert_eq!(answer(&engine, &query.replace("{p}", all)).await, reference);
+    }
+    assert_eq!(engine.direct_answers(), answered + 2);
+    materializer.shutdown().await;
+}
