@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::compute::filter_record_batch;
@@ -30,7 +30,7 @@ use datafusion::logical_expr::{Accumulator, Expr, FetchType, LogicalPlan, SkipTy
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
-use materializer::view::ViewSnapshot;
+use materializer::view::{ViewShared, ViewSnapshot};
 use materializer::Materializer;
 
 use crate::engine::QueryOutput;
@@ -56,8 +56,11 @@ enum Step {
 
 /// A statement answered from a view's index. See the module documentation.
 pub(crate) struct DirectQuery {
-    /// The `ViewTable` the plan was made with (its view and columns as of planning).
-    table: Arc<dyn TableProvider>,
+    /// The view planned against, by name, and its columns then. Weak: a kept statement does
+    /// not keep a dropped view's rows in memory.
+    view: Weak<ViewShared>,
+    view_name: String,
+    view_schema: SchemaRef,
     /// The pushed filter its index answers.
     filter: Expr,
     projection: Vec<usize>,
@@ -130,35 +133,44 @@ impl DirectQuery {
 
     /// The scan's part: a view whose one pushed filter an index answers now.
     fn over_scan(scan: &TableScan, steps: Vec<Step>, schema: SchemaRef) -> Option<DirectQuery> {
-        let table = source_as_provider(&scan.source).ok()?;
-        let view = table.downcast_ref::<ViewTable>()?;
+        let provider = source_as_provider(&scan.source).ok()?;
+        let table = provider.downcast_ref::<ViewTable>()?;
         let [filter] = scan.filters.as_slice() else {
             return None;
         };
-        view.lookup(&view.view().store.snapshot(), filter)?;
-        let projection = scan.projection.clone().unwrap_or_else(|| (0..view.schema().fields().len()).collect());
-        let scan_schema = Arc::new(view.schema().project(&projection).ok()?);
-        let filter = filter.clone();
-        Some(DirectQuery { table, filter, projection, scan_schema, scan_fetch: scan.fetch, steps, schema })
+        table.lookup(&table.view().store.snapshot(), filter)?;
+        let view_schema = table.schema();
+        let projection = scan.projection.clone().unwrap_or_else(|| (0..view_schema.fields().len()).collect());
+        let scan_schema = Arc::new(view_schema.project(&projection).ok()?);
+        Some(DirectQuery {
+            view: Arc::downgrade(table.view()),
+            view_name: table.view().definition.name.clone(),
+            view_schema,
+            filter: filter.clone(),
+            projection,
+            scan_schema,
+            scan_fetch: scan.fetch,
+            steps,
+            schema,
+        })
     }
 
-    fn view_table(&self) -> &ViewTable {
-        self.table.downcast_ref::<ViewTable>().expect("recognised over a ViewTable")
+    /// The view as a table, if the view of that name is still the one planned against, with
+    /// the same columns.
+    fn current(&self, materializer: &Materializer) -> Option<ViewTable> {
+        let view = materializer.view(&self.view_name)?;
+        if !std::ptr::eq(self.view.as_ptr(), Arc::as_ptr(&view)) {
+            return None;
+        }
+        let table = ViewTable::new(view);
+        (table.schema() == self.view_schema).then_some(table)
     }
 
-    /// Whether the view of that name is still the one planned against, with its columns.
-    fn current(&self, materializer: &Materializer) -> bool {
-        let table = self.view_table();
-        let Some(view) = materializer.view(&table.view().definition.name) else {
-            return false;
-        };
-        Arc::ptr_eq(&view, table.view()) && view.store.schema() == table.schema()
-    }
-
-    /// The answer (at most `rows_max` rows), or `None` when the index no longer answers the
-    /// filter or a step failed: DataFusion's path answers then (or reports the error).
-    pub(crate) fn run(&self, rows_max: usize) -> Option<QueryOutput> {
-        let table = self.view_table();
+    /// The answer (at most `rows_max` rows), or `None` when the view changed, the index no
+    /// longer answers the filter or a step failed: DataFusion's path answers then (or reports
+    /// the error).
+    pub(crate) fn run(&self, materializer: &Materializer, rows_max: usize) -> Option<QueryOutput> {
+        let table = self.current(materializer)?;
         let snapshot = table.view().store.snapshot();
         let (index, keys) = table.lookup(&snapshot, &self.filter)?;
         let found = snapshot.lookup(&index, &keys);
@@ -389,7 +401,7 @@ impl DirectCache {
     /// The answer of the statement kept for `sql`, if it still applies (else it is dropped).
     pub(crate) fn answer(&self, sql: &str, materializer: &Materializer, rows_max: usize) -> Option<QueryOutput> {
         let query = self.lock().get(sql)?.clone();
-        let output = query.current(materializer).then(|| query.run(rows_max)).flatten();
+        let output = query.run(materializer, rows_max);
         match &output {
             Some(_) => self.answers.fetch_add(1, Ordering::Relaxed),
             None => {
@@ -401,8 +413,8 @@ impl DirectCache {
     }
 
     /// Runs `query` (just recognised for `sql`) and keeps it when it answered.
-    pub(crate) fn run_and_keep(&self, sql: &str, query: DirectQuery, reusable: bool, rows_max: usize) -> Option<QueryOutput> {
-        let output = query.run(rows_max)?;
+    pub(crate) fn run_and_keep(&self, sql: &str, query: DirectQuery, reusable: bool, materializer: &Materializer, rows_max: usize) -> Option<QueryOutput> {
+        let output = query.run(materializer, rows_max)?;
         self.answers.fetch_add(1, Ordering::Relaxed);
         if reusable {
             let mut entries = self.lock();

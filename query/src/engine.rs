@@ -193,9 +193,9 @@ impl QueryEngine {
         // What `DataFrame::execute_stream` does, with the optimized plan seen on the way: an
         // indexed lookup on a view is answered (and kept) by `direct`.
         let optimized = state.optimize(&plan)?;
-        if self.materializer.is_some() {
+        if let Some(materializer) = &self.materializer {
             if let Some(query) = DirectQuery::recognise(&optimized, schema.clone(), &state) {
-                if let Some(output) = self.direct.run_and_keep(sql, query, direct::reusable(&plan), self.limits.rows_max) {
+                if let Some(output) = self.direct.run_and_keep(sql, query, direct::reusable(&plan), materializer, self.limits.rows_max) {
                     return Ok(output);
                 }
             }

@@ -621,7 +621,15 @@ async fn kept_statements_follow_view_and_index_changes() {
     assert_eq!(engine.direct_answers(), 3);
     sql(&engine, "CREATE INDEX log_region ON maintenance_log (region)").await;
     assert_eq!(rows(&engine, query).await, before);
+    let dropped = Arc::downgrade(&materializer.view("maintenance_log").unwrap());
     sql(&other, "DROP MATERIALIZED VIEW maintenance_log").await;
+    // The statement `engine` keeps does not keep the dropped view (and its rows) alive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dropped.upgrade().is_some() {
+        assert!(Instant::now() < deadline, "the dropped view is still held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(engine.direct_statements(), 1);
     assert!(sql_error(&engine, query).await.contains("maintenance_log"));
     sql(
         &other,
