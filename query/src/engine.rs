@@ -5,6 +5,10 @@
 //! `system` the broker's state (`system_tables`). Each query gets its own memory pool (the
 //! per-query memory limit) over the shared session state, and its own timeout.
 //!
+//! An indexed lookup on a view (a statement `direct` recognises in its optimized plan) is
+//! kept by SQL text and answered again without DataFusion's planning; its rows are bounded
+//! (1M) instead of its memory, as its run is too short to need the timeout.
+//!
 //! Architecture invariant: SQL can only read. DDL and DML (CREATE TABLE, INSERT, COPY ...) are
 //! refused at planning, so no statement can pin memory in the server or write files.
 
