@@ -5,6 +5,10 @@
 //! `system` the broker's state (`system_tables`). Each query gets its own memory pool (the
 //! per-query memory limit) over the shared session state, and its own timeout.
 //!
+//! An indexed lookup on a view (a statement `direct` recognises in its optimized plan) is
+//! kept by SQL text and answered again without DataFusion's planning; its rows are bounded
+//! (1M) instead of its memory, as its run is too short to need the timeout.
+//!
 //! Architecture invariant: SQL can only read. DDL and DML (CREATE TABLE, INSERT, COPY ...) are
 //! refused at planning, so no statement can pin memory in the server or write files.
 
@@ -23,9 +27,12 @@ use datafusion::datasource::TableProvider;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
+use crate::direct::{self, DirectCache, DirectQuery};
 use crate::system_tables::SystemSchema;
 use crate::topic_table::TopicTable;
 use crate::view_system_tables::ViewSystemSchema;
@@ -94,6 +101,7 @@ pub struct QueryEngine {
     materializer: Option<Arc<Materializer>>,
     limits: QueryLimits,
     template: SessionState,
+    direct: DirectCache,
 }
 
 impl fmt::Debug for QueryEngine {
@@ -141,7 +149,7 @@ impl QueryEngine {
         context.register_udf(crate::pg::current_setting_udf(limits.timeout.as_millis()));
         // CAST(x AS TIMESTAMP) reads every time spelling JSON decoding reads, epochs included.
         materializer::timestamp_cast::register(&context);
-        Ok(QueryEngine { cluster, materializer, limits, template: context.state() })
+        Ok(QueryEngine { cluster, materializer, limits, template: context.state(), direct: DirectCache::default() })
     }
 
     pub fn limits(&self) -> &QueryLimits {
@@ -176,17 +184,51 @@ impl QueryEngine {
         if let Some(statement) = materializer::view::parse_statement(sql) {
             return self.run_view_statement(statement?).await;
         }
+        if let Some(materializer) = &self.materializer {
+            if let Some(output) = self.direct.answer(sql, materializer, self.limits.rows_max) {
+                return Ok(output);
+            }
+        }
         let session = self.session()?;
-        let frame = session.sql_with_options(sql, read_only()).await?;
-        self.collect(frame).await
+        let state = session.state();
+        let plan = state.create_logical_plan(sql).await?;
+        read_only().verify_plan(&plan)?;
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        // What `DataFrame::execute_stream` does, with the optimized plan seen on the way: an
+        // indexed lookup on a view is answered (and kept) by `direct`.
+        let optimized = state.optimize(&plan)?;
+        if let Some(materializer) = &self.materializer {
+            if let Some(query) = DirectQuery::recognise(&optimized, schema.clone(), &state) {
+                if let Some(output) = self.direct.run_and_keep(sql, query, direct::reusable(&plan), materializer, self.limits.rows_max) {
+                    return Ok(output);
+                }
+            }
+        }
+        let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
+        let stream = execute_stream(physical, session.task_ctx())?;
+        self.collect(schema, stream).await
     }
 
     async fn run_view_statement(&self, statement: ViewStatement) -> Result<QueryOutput, QueryError> {
         let Some(materializer) = &self.materializer else {
             return Err(QueryError::View(materializer::view::ViewError::Invalid("materialized views are not enabled on this server".into())));
         };
-        let batch = materializer.execute(statement).await?;
+        // A view or index made or dropped changes what kept statements mean.
+        self.direct.clear();
+        let result = materializer.execute(statement).await;
+        self.direct.clear();
+        let batch = result?;
         Ok(QueryOutput { schema: batch.schema(), batches: vec![batch], truncated: false })
+    }
+
+    /// Statements kept for direct answers from a view's index (`direct`).
+    pub fn direct_statements(&self) -> usize {
+        self.direct.len()
+    }
+
+    /// Queries answered directly from a view's index, without DataFusion's planning.
+    pub fn direct_answers(&self) -> u64 {
+        self.direct.answers()
     }
 
     /// Plans one read-only statement that may hold `$1`-style parameters, without running it:
@@ -223,7 +265,8 @@ impl QueryEngine {
                 Prepared::Plan(plan) => {
                     let plan = plan.clone().replace_params_with_values(&parameters)?;
                     let frame = self.session()?.execute_logical_plan(plan).await?;
-                    self.collect(frame).await
+                    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+                    self.collect(schema, frame.execute_stream().await?).await
                 }
                 Prepared::View(view_statement) => self.run_view_statement(view_statement.clone()).await,
             }
@@ -234,10 +277,8 @@ impl QueryEngine {
         }
     }
 
-    /// Runs `frame`, keeping at most `rows_max` rows.
-    async fn collect(&self, frame: DataFrame) -> Result<QueryOutput, QueryError> {
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let mut stream = frame.execute_stream().await?;
+    /// Runs `stream` (answering `schema`), keeping at most `rows_max` rows.
+    async fn collect(&self, schema: SchemaRef, mut stream: SendableRecordBatchStream) -> Result<QueryOutput, QueryError> {
         let mut batches = Vec::new();
         let mut rows = 0usize;
         let mut truncated = false;

@@ -7,11 +7,13 @@
 //! - `system_tables` — `system.topics`, `topic_configs`, `partitions`, `zones`.
 //! - `http` — `POST /sql` (JSON or Arrow IPC answers).
 //! - `view_table` — materialized views as tables, with index pushdown.
+//! - `direct` — indexed lookups on a view answered without DataFusion's planning, kept by SQL.
 //! - `view_system_tables` — `system.views` and `system.dead_letters`.
 //! - `pg` — the Postgres wire protocol (psql, psycopg, Grafana).
 
 pub mod bounds;
 pub mod dashboard;
+mod direct;
 pub mod engine;
 pub mod http;
 pub mod pg;

@@ -62,9 +62,13 @@ impl ViewTable {
         ViewTable { view, schema }
     }
 
+    pub(crate) fn view(&self) -> &Arc<ViewShared> {
+        &self.view
+    }
+
     /// The index and the keys to look up for `filter`, if an index answers it.
     /// The index comes from `snapshot`: its lists are those of the snapshot's chunks.
-    fn lookup(&self, snapshot: &ViewSnapshot, filter: &Expr) -> Option<(Arc<ViewIndex>, Vec<String>)> {
+    pub(crate) fn lookup(&self, snapshot: &ViewSnapshot, filter: &Expr) -> Option<(Arc<ViewIndex>, Vec<String>)> {
         // DataFusion rewrites a short IN list into ORs of equalities: one index, both sides.
         if let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) = filter {
             let (left_index, mut keys) = self.lookup(snapshot, left)?;

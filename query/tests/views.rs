@@ -538,3 +538,183 @@ async fn views_and_topic_scans_read_committed_data_only() {
     assert_eq!(rows(&engine, "SELECT value FROM payments").await, values);
     assert_eq!(rows(&engine, "SELECT count(*) FROM payments").await, vec!["3"]);
 }
+
+/// The answer's column names and types, and its rows sorted.
+async fn answer(engine: &QueryEngine, text: &str) -> (Vec<String>, Vec<String>) {
+    let output = sql(engine, text).await;
+    let columns = output.schema.fields().iter().map(|field| format!("{}: {}", field.name(), field.data_type())).collect();
+    let mut lines = Vec::new();
+    for batch in &output.batches {
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|column| datafusion::arrow::util::display::array_value_to_string(column, row).unwrap())
+                .collect();
+            lines.push(cells.join("|"));
+        }
+    }
+    lines.sort();
+    (columns, lines)
+}
+
+/// Queries whose `{p}` is an indexed filter answered directly, and the same queries with
+/// `{p}` hidden from the index (`|| ''`), which DataFusion plans and runs over every row.
+const DIRECT_QUERIES: [&str; 12] = [
+    "SELECT * FROM latest WHERE {p}",
+    "SELECT vehicle_id, speed FROM latest WHERE {p}",
+    "SELECT speed * 2 AS doubled, upper(vehicle_id), seen_at FROM latest WHERE {p}",
+    "SELECT count(*), avg(speed), sum(speed), min(speed), max(vehicle_id), count(temp) FROM latest WHERE {p}",
+    "SELECT count(*) / 2 AS half, sum(temp) + 1 FROM latest WHERE {p}",
+    "SELECT vehicle_id FROM latest WHERE {p} AND speed > 40",
+    "SELECT avg(speed) FROM latest WHERE {p} AND status = 'idle'",
+    "SELECT * FROM maintenance_log WHERE {p}",
+    "SELECT count(*), max(_offset), min(_timestamp) FROM maintenance_log WHERE {p}",
+    "SELECT _partition, _offset FROM maintenance_log WHERE {p} LIMIT 100000",
+    "SELECT count(*) FROM (SELECT _offset FROM maintenance_log WHERE {p} LIMIT 9)",
+    "SELECT sum(speed) FROM latest WHERE {p} OFFSET 0",
+];
+
+async fn direct_answers_equal_datafusion_answers(limits: ViewLimits) {
+    let cluster = cluster().await;
+    let directory = tempfile::tempdir().unwrap();
+    let (materializer, engine) = open_with(&cluster, directory.path(), 1000, limits).await;
+    sql(&engine, &create_statement("latest", "")).await;
+    sql(&engine, &create_statement("maintenance_log", "")).await;
+    sql(&engine, "CREATE INDEX latest_region ON latest (region)").await;
+    sql(&engine, "CREATE INDEX log_region ON maintenance_log (region)").await;
+    produce(&cluster, 0..3000).await;
+    wait_caught_up(&materializer).await;
+
+    let predicates = [
+        ("region = 'north'", "region || '' = 'north'"),
+        ("region IN ('east', 'west', 'nowhere')", "region || '' IN ('east', 'west', 'nowhere')"),
+        ("region = 'nowhere'", "region || '' = 'nowhere'"),
+    ];
+    let mut answered = engine.direct_answers();
+    for query in DIRECT_QUERIES {
+        for (indexed, hidden) in predicates {
+            let reference = answer(&engine, &query.replace("{p}", hidden)).await;
+            assert_eq!(engine.direct_answers(), answered, "{query} with {hidden} is not an indexed lookup");
+            // Recognised at its first run, kept and answered from the cache at the second.
+            for run in 0..2 {
+                let direct = answer(&engine, &query.replace("{p}", indexed)).await;
+                answered += 1;
+                assert_eq!(engine.direct_answers(), answered, "{query} with {indexed} (run {run}) was not answered directly");
+                assert_eq!(direct, reference, "{query} with {indexed} (run {run})");
+            }
+        }
+    }
+    assert_eq!(engine.direct_statements(), DIRECT_QUERIES.len() * predicates.len());
+
+    // A LIMIT below the row count keeps that many of the matching rows.
+    let all = answer(&engine, "SELECT _offset, _partition FROM maintenance_log WHERE region || '' = 'north'").await.1;
+    let some = answer(&engine, "SELECT _offset, _partition FROM maintenance_log WHERE region = 'north' LIMIT 7").await.1;
+    assert_eq!(some.len(), 7);
+    assert!(some.iter().all(|row| all.contains(row)), "{some:?}");
+    // What the direct form does not cover goes to DataFusion.
+    answered = engine.direct_answers();
+    sql(&engine, "SELECT * FROM latest WHERE region = 'north' ORDER BY vehicle_id").await;
+    sql(&engine, "SELECT status, count(*) FROM latest WHERE region = 'north' GROUP BY status").await;
+    sql(&engine, "EXPLAIN SELECT * FROM latest WHERE region = 'north'").await;
+    assert_eq!(engine.direct_answers(), answered);
+    materializer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_answers_of_indexed_lookups_equal_datafusion_answers() {
+    direct_answers_equal_datafusion_answers(ViewLimits::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_answers_over_spilled_chunks_equal_datafusion_answers() {
+    direct_answers_equal_datafusion_answers(tiny_chunks()).await;
+}
+
+/// A kept statement follows the catalog: DROP/CREATE INDEX and MATERIALIZED VIEW through this
+/// engine or through another one over the same views, and time-dependent plans are not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_statements_follow_view_and_index_changes() {
+    let (cluster, directory, materializer, engine) = setup(1000).await;
+    let other = QueryEngine::with_materializer(cluster.clone(), QueryLimits::default(), Some(materializer.clone())).unwrap();
+    sql(&engine, &create_statement("maintenance_log", "")).await;
+    sql(&engine, "CREATE INDEX log_region ON maintenance_log (region)").await;
+    produce(&cluster, 0..3000).await;
+    wait_caught_up(&materializer).await;
+    let query = "SELECT count(*), sum(_offset) FROM maintenance_log WHERE region = 'north'";
+    let reference = "SELECT count(*), sum(_offset) FROM maintenance_log WHERE region || '' = 'north'";
+    let before = rows(&engine, reference).await;
+    for _ in 0..2 {
+        assert_eq!(rows(&engine, query).await, before);
+    }
+    assert_eq!((engine.direct_statements(), engine.direct_answers()), (1, 2));
+
+    // Without the index the filter is DataFusion's again; with it, the index's.
+    sql(&engine, "DROP INDEX log_region").await;
+    assert_eq!(engine.direct_statements(), 0);
+    assert_eq!(rows(&engine, query).await, before);
+    assert_eq!((engine.direct_statements(), engine.direct_answers()), (0, 2));
+    sql(&engine, "CREATE INDEX log_region ON maintenance_log (region)").await;
+    assert_eq!(rows(&engine, query).await, before);
+    assert_eq!((engine.direct_statements(), engine.direct_answers()), (1, 3));
+
+    // Another engine drops the index, then the view, and makes a view of that name over other
+    // rows: the kept statement is not reused for either.
+    sql(&other, "DROP INDEX log_region").await;
+    assert_eq!(rows(&engine, query).await, before);
+    assert_eq!(engine.direct_answers(), 3);
+    sql(&engine, "CREATE INDEX log_region ON maintenance_log (region)").await;
+    assert_eq!(rows(&engine, query).await, before);
+    let dropped = Arc::downgrade(&materializer.view("maintenance_log").unwrap());
+    sql(&other, "DROP MATERIALIZED VIEW maintenance_log").await;
+    // The statement `engine` keeps does not keep the dropped view (and its rows) alive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dropped.upgrade().is_some() {
+        assert!(Instant::now() < deadline, "the dropped view is still held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(engine.direct_statements(), 1);
+    assert!(sql_error(&engine, query).await.contains("maintenance_log"));
+    sql(
+        &other,
+        "CREATE MATERIALIZED VIEW maintenance_log AS SELECT _offset, region FROM vehicles WHERE status = 'idle'",
+    )
+    .await;
+    sql(&other, "CREATE INDEX log_region ON maintenance_log (region)").await;
+    wait_caught_up(&materializer).await;
+    let after = rows(&engine, reference).await;
+    assert_ne!(after, before);
+    assert_eq!(rows(&engine, query).await, after);
+    assert_eq!(rows(&engine, query).await, after);
+    assert_eq!(engine.direct_statements(), 1);
+
+    // `now()` is folded into the plan as a constant: such a plan is answered, never kept.
+    let answered = engine.direct_answers();
+    let timed = "SELECT count(*) FROM maintenance_log WHERE region = 'north' AND _offset < extract(epoch from now())";
+    assert_eq!(rows(&engine, timed).await, rows(&engine, "SELECT count(*) FROM maintenance_log WHERE region = 'north'").await);
+    assert_eq!(engine.direct_answers(), answered + 2);
+    assert_eq!(engine.direct_statements(), 2);
+    drop(directory);
+    materializer.shutdown().await;
+}
+
+/// Aggregates over more rows than one thread takes (32,768) are split over the cores, their
+/// accumulators merged: the same answer as DataFusion's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_aggregates_split_over_threads_equal_datafusion_answers() {
+    let (cluster, _directory, materializer, engine) = setup(1000).await;
+    sql(&engine, "CREATE MATERIALIZED VIEW everything AS SELECT vehicle_id, region, speed, _offset FROM vehicles").await;
+    sql(&engine, "CREATE INDEX everything_region ON everything (region)").await;
+    produce(&cluster, 0..70_000).await;
+    wait_caught_up(&materializer).await;
+    let all = "region IN ('north', 'south', 'east', 'west')";
+    let query = "SELECT count(*), avg(speed), sum(_offset), min(vehicle_id), max(speed) FROM everything WHERE {p}";
+    let reference = answer(&engine, &query.replace("{p}", &format!("{all} OR region IS NULL"))).await;
+    assert!(reference.1[0].split('|').next().unwrap().parse::<usize>().unwrap() > 32_768 * 2, "{reference:?}");
+    let answered = engine.direct_answers();
+    for _ in 0..2 {
+        assert_eq!(answer(&engine, &query.replace("{p}", all)).await, reference);
+    }
+    assert_eq!(engine.direct_answers(), answered + 2);
+    materializer.shutdown().await;
+}

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use datafusion::arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::array::{Array, RecordBatch, RecordBatchOptions, StringArray, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::common::{DataFusionError, Result};
 
@@ -183,6 +183,11 @@ impl Chunk {
     /// Arrow's `take`. A spilled chunk reads only the file batches that hold them.
     pub fn take(&self, rows: &UInt32Array, projection: &[usize]) -> Result<RecordBatch> {
         debug_assert!(rows.values().windows(2).all(|pair| pair[0] < pair[1]));
+        if projection.is_empty() {
+            // No column to count rows by (`count(*)`): Arrow's `take` cannot make this batch.
+            let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+            return Ok(RecordBatch::try_new_with_options(Arc::new(Schema::empty()), Vec::new(), &options)?);
+        }
         if let Some(batch) = self.memory().as_ref() {
             return Ok(take_record_batch(&batch.project(projection)?, rows)?);
         }
