@@ -468,6 +468,27 @@ fn sample_request(api_key: ApiKey, api_version: i16) -> RequestKind {
             .with_producer_epoch(2)
             .with_committed(true)
             .into(),
+        ApiKey::AddOffsetsToTxn => kafka_protocol::messages::AddOffsetsToTxnRequest::default()
+            .with_transactional_id(kafka_protocol::messages::TransactionalId(text("app-1")))
+            .with_producer_id(kafka_protocol::messages::ProducerId(7))
+            .with_producer_epoch(2)
+            .with_group_id(group("group-a"))
+            .into(),
+        ApiKey::TxnOffsetCommit => kafka_protocol::messages::TxnOffsetCommitRequest::default()
+            .with_transactional_id(kafka_protocol::messages::TransactionalId(text("app-1")))
+            .with_group_id(group("group-a"))
+            .with_producer_id(kafka_protocol::messages::ProducerId(7))
+            .with_producer_epoch(2)
+            .with_generation_id(if api_version >= 3 { 4 } else { -1 })
+            .with_member_id(if api_version >= 3 { text("member-1") } else { text("") })
+            .with_topics(vec![kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                .with_name(name("events"))
+                .with_partitions(vec![kafka_protocol::messages::txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(42)
+                    .with_committed_leader_epoch(if api_version >= 2 { 1 } else { -1 })
+                    .with_committed_metadata(Some(text("m")))])])
+            .into(),
         other => panic!("no sample request for {other:?}"),
     }
 }

@@ -134,3 +134,62 @@ async fn transactions_commit_refuse_outsiders_and_abort_at_their_timeout_after_a
     // The committed producer's id survived the reopen: its next InitProducerId bumps the epoch.
     assert_eq!(init(&cluster, "app", 60_000).await, (0, producer_id, 1));
 }
+
+async fn add_offsets(cluster: &Arc<Cluster>, id: &str, (producer_id, epoch): (i64, i16), group: &str) -> i16 {
+    let request = kafka_protocol::messages::AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(text(id)))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_group_id(kafka_protocol::messages::GroupId(text(group)));
+    match handle(cluster, 3, RequestKind::AddOffsetsToTxn(request)).await {
+        Some(ResponseKind::AddOffsetsToTxn(response)) => response.error_code,
+        _ => panic!("not an AddOffsetsToTxn response"),
+    }
+}
+
+async fn txn_offset_commit(cluster: &Arc<Cluster>, id: &str, (producer_id, epoch): (i64, i16), group: &str, offset: i64) -> i16 {
+    use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
+    let request = kafka_protocol::messages::TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(text(id)))
+        .with_group_id(kafka_protocol::messages::GroupId(text(group)))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(text("t")))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(offset)])]);
+    match handle(cluster, 3, RequestKind::TxnOffsetCommit(request)).await {
+        Some(ResponseKind::TxnOffsetCommit(response)) => response.topics[0].partitions[0].error_code,
+        _ => panic!("not a TxnOffsetCommit response"),
+    }
+}
+
+fn committed(cluster: &Arc<Cluster>, group: &str) -> Option<i64> {
+    cluster.groups().coordinator().groups().find(|found| found.group_id == group).and_then(|found| found.offset("t", 0).map(|offset| offset.offset))
+}
+
+/// Offsets committed with a transaction become the group's only when it commits, survive a
+/// reopen while pending, and are dropped when it aborts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_offsets_commit_with_their_transaction_across_a_reopen() {
+    let device = device();
+    let cluster = open(&device).await;
+    cluster.create_topic("t", 1, &BTreeMap::new(), false).await.unwrap();
+    let (_, producer_id, epoch) = init(&cluster, "pipe", 60_000).await;
+    let pipe = (producer_id, epoch);
+    assert_eq!(txn_offset_commit(&cluster, "pipe", pipe, "g", 5).await, ResponseError::InvalidTxnState.code(), "the group is not in a transaction");
+    assert_eq!(add_offsets(&cluster, "pipe", pipe, "g").await, 0);
+    assert_eq!(txn_offset_commit(&cluster, "pipe", pipe, "g", 5).await, 0);
+    assert_eq!(committed(&cluster, "g"), None, "pending until the transaction commits");
+    drop(cluster);
+    let cluster = open(&device).await;
+    assert_eq!(end(&cluster, "pipe", pipe, true).await, 0);
+    assert_eq!(committed(&cluster, "g"), Some(5));
+    assert_eq!(add_offsets(&cluster, "pipe", pipe, "g").await, 0);
+    assert_eq!(txn_offset_commit(&cluster, "pipe", pipe, "g", 9).await, 0);
+    assert_eq!(end(&cluster, "pipe", pipe, false).await, 0);
+    assert_eq!(committed(&cluster, "g"), Some(5), "an aborted transaction's offsets are dropped");
+    drop(cluster);
+    let cluster = open(&device).await;
+    assert_eq!(committed(&cluster, "g"), Some(5), "and stay dropped after a reopen");
+}

@@ -10,6 +10,11 @@ Module `txn` (one broker):
   txn/zombie-fencing          a second producer with the same transactional.id fences the first:
                               the first's commit fails as fenced, its open transaction is aborted,
                               and the second's transactions commit.
+  txn/send-offsets            consume-transform-produce: a transactional producer commits its
+                              output with the input consumer group's offsets
+                              (send_offsets_to_transaction); an aborted transaction commits
+                              neither, so the group's committed offsets are exactly those of the
+                              committed transactions, and the output holds one record per input.
   txn/timeout                 a transaction left open past transaction.timeout.ms is aborted by
                               the broker: read_committed consumers move past it and see none of
                               it, and the producer is fenced.
@@ -146,10 +151,59 @@ def test_timeout(rk, broker):
     rk.check(got == ["l000", "l001"], f"read_committed after the timeout: {got}")
 
 
+def test_send_offsets(rk, broker):
+    C = rk.ck()
+    source, sink = rk.topic_name("txn-in"), rk.topic_name("txn-out")
+    rk.create_topic(broker, source, partitions=1)
+    rk.create_topic(broker, sink, partitions=2)
+    feeder = rk.ck().Producer({"bootstrap.servers": broker.addr, "log_level": 3})
+    for i in range(20):
+        feeder.produce(source, value=json.dumps({"v": f"in{i:03d}"}).encode(), partition=0)
+    feeder.flush(30)
+    group = f"{source}-pipeline"
+    consumer = C.Consumer({"bootstrap.servers": broker.addr, "group.id": group, "isolation.level": "read_committed",
+                           "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 3})
+    consumer.assign([C.TopicPartition(source, 0, 0)])
+    p = producer(rk, broker, f"{source}-app")
+
+    def transform(count, commit):
+        """Reads `count` input records, writes their outputs and the group's offsets in one
+        transaction, then commits or aborts it (an aborted one rewinds to the last commit)."""
+        p.begin_transaction()
+        taken = []
+        deadline = time.time() + POLL_S
+        while len(taken) < count and time.time() < deadline:
+            m = consumer.poll(0.3)
+            if m is not None and m.error() is None:
+                taken.append(m)
+        rk.check(len(taken) == count, f"read {len(taken)} of {count} input records")
+        for m in taken:
+            p.produce(sink, value=json.dumps({"v": json.loads(m.value())["v"].replace("in", "out")}).encode())
+        p.flush(30)
+        position = [C.TopicPartition(source, 0, taken[-1].offset() + 1)]
+        p.send_offsets_to_transaction(position, consumer.consumer_group_metadata(), 30)
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+            committed = consumer.committed([C.TopicPartition(source, 0)], 30)[0].offset
+            consumer.seek(C.TopicPartition(source, 0, max(committed, 0)))
+
+    transform(8, True)
+    transform(5, False)
+    transform(12, True)
+    committed = consumer.committed([C.TopicPartition(source, 0)], 30)[0].offset
+    rk.check(committed == 20, f"the group's committed offset: {committed}")
+    consumer.close()
+    got = consume(rk, broker, sink, 2, "read_committed", expect=20)
+    rk.check(got == [f"out{i:03d}" for i in range(20)], f"output: {got}")
+
+
 def tests(rk):
     """The `txn` module's tests for run_kafka_tests.build_modules()."""
     return [
         ("txn/confluent-commit-abort", lambda b: test_commit_abort(rk, b)),
         ("txn/zombie-fencing", lambda b: test_zombie_fencing(rk, b)),
+        ("txn/send-offsets", lambda b: test_send_offsets(rk, b)),
         ("txn/timeout", lambda b: test_timeout(rk, b)),
     ]

@@ -70,6 +70,8 @@ pub async fn handle_from(cluster: &Arc<Cluster>, api_version: i16, body: Request
         RequestKind::OffsetDelete(request) => ResponseKind::OffsetDelete(groups::offset_delete(cluster, api_version, request).await),
         RequestKind::AddPartitionsToTxn(request) => ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn(cluster, api_version, request).await),
         RequestKind::EndTxn(request) => ResponseKind::EndTxn(txn::end_txn(cluster, api_version, request).await),
+        RequestKind::AddOffsetsToTxn(request) => ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(cluster, api_version, request).await),
+        RequestKind::TxnOffsetCommit(request) => ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(cluster, api_version, request).await),
         other => {
             // The server only dispatches APIs in the version table; reaching here is a bug in
             // that table, answered by closing the connection rather than a wrong response.

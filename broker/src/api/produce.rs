@@ -32,6 +32,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::str_bytes;
+use crate::txn::coordinator::TxnTarget;
 use crate::txn::Transactions;
 use crate::cluster::{now_ms, ApiError, Cluster, Partition, ResponseError, Topic, TopicConfig};
 use crate::log::batch::{self, BatchError, BatchHeader, Compression, TimestampType};
@@ -383,7 +384,7 @@ fn append_partition(
     if header.is_transactional() {
         transactions
             .coordinator()
-            .verify(header.producer_id, header.producer_epoch, &topic.name, index)
+            .verify(header.producer_id, header.producer_epoch, &TxnTarget::Partition { topic: topic.name.clone(), partition: index })
             .map_err(|error| ApiError::new(error, "the batch's transaction is not ongoing or does not hold this partition"))?;
     }
     // max.message.bytes, on the whole batch, before anything reads its body.

@@ -1,14 +1,20 @@
-//! The transaction APIs a transactional producer calls (KIP-98): AddPartitionsToTxn v0-3 and
-//! EndTxn v0-3, translated for `txn::Transactions`; InitProducerId with a transactional id is in
-//! `producer_id`. AddOffsetsToTxn and TxnOffsetCommit (offsets committed with a transaction)
-//! are not served yet.
+//! The transaction APIs a transactional producer calls (KIP-98, KIP-447): AddPartitionsToTxn,
+//! AddOffsetsToTxn, TxnOffsetCommit and EndTxn (v0-3 each), translated for `txn::Transactions`
+//! and `group::Groups`; InitProducerId with a transactional id is in `producer_id`.
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult};
-use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse};
+use kafka_protocol::messages::txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
 
-use crate::cluster::{Cluster, ResponseError};
+use crate::cluster::metadata::topic_id_to_hex;
+use crate::cluster::{now_ms, Cluster, ResponseError};
+use crate::group::coordinator::{self, OFFSET_METADATA_BYTES_MAX};
+use crate::group::{GroupRecord, OffsetRecord};
 use crate::txn::coordinator::TxnTarget;
 
 /// AddPartitionsToTxn (v0-3, one transaction per request). Kafka's rule: if any partition is
@@ -61,4 +67,91 @@ pub async fn end_txn(cluster: &Arc<Cluster>, _api_version: i16, request: EndTxnR
         tracing::debug!(transactional_id = %request.transactional_id.0.as_str(), code = error.code(), message = %error.message, "EndTxn refused");
     }
     EndTxnResponse::default().with_error_code(ended.err().map_or(0, |error| error.code()))
+}
+
+/// AddOffsetsToTxn (v0-3): the group joins the transaction, so that TxnOffsetCommit may commit
+/// its offsets with it.
+pub async fn add_offsets_to_txn(cluster: &Arc<Cluster>, _api_version: i16, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    let group = request.group_id.0.to_string();
+    let added = match coordinator::validate_group_id(&group) {
+        Err(error) => Err(error),
+        Ok(()) => cluster
+            .transactions()
+            .add_targets(&request.transactional_id.0, request.producer_id.0, request.producer_epoch, &[TxnTarget::Group(group)])
+            .await
+            .map_err(|error| error.error),
+    };
+    AddOffsetsToTxnResponse::default().with_error_code(added.err().map_or(0, |error| error.code()))
+}
+
+/// TxnOffsetCommit (v0-3): offsets committed with the producer's ongoing transaction, which
+/// must hold the group (AddOffsetsToTxn). Written durably to the group log as pending; the
+/// transaction's end commits or drops them (`cluster::txn_host`). v3's generation and member,
+/// when given, are checked as OffsetCommit checks them.
+pub async fn txn_offset_commit(cluster: &Arc<Cluster>, _api_version: i16, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+    let group = request.group_id.0.to_string();
+    let target = TxnTarget::Group(group.clone());
+    let mut refused = cluster.transactions().coordinator().verify(request.producer_id.0, request.producer_epoch, &target).err();
+    if refused.is_none() && request.generation_id >= 0 {
+        refused = cluster
+            .groups()
+            .coordinator()
+            .validate_commit(&group, request.generation_id, &request.member_id, request.group_instance_id.as_deref())
+            .err();
+    }
+    let now = now_ms();
+    let mut offsets = Vec::new();
+    let mut results: Vec<Vec<(i32, Option<ResponseError>)>> = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let known = cluster.topic(&topic.name.0);
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|partition| {
+                let error = match &known {
+                    _ if refused.is_some() => refused,
+                    _ if partition.committed_metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX) => Some(ResponseError::OffsetMetadataTooLarge),
+                    Some(known) if (0..known.partition_count()).contains(&partition.partition_index) => {
+                        offsets.push(OffsetRecord {
+                            topic: known.name.clone(),
+                            topic_id: topic_id_to_hex(&known.id),
+                            partition: partition.partition_index,
+                            offset: partition.committed_offset,
+                            leader_epoch: partition.committed_leader_epoch,
+                            metadata: partition.committed_metadata.as_ref().map(|m| m.to_string()),
+                            commit_timestamp_ms: now,
+                        });
+                        None
+                    }
+                    _ => Some(ResponseError::UnknownTopicOrPartition),
+                };
+                (partition.partition_index, error)
+            })
+            .collect();
+        results.push(partitions);
+    }
+    let mut write_error = None;
+    if !offsets.is_empty() {
+        let record = GroupRecord::TxnOffsetCommit { group: group.clone(), producer_id: request.producer_id.0, offsets };
+        if let Err(error) = cluster.groups().write(record).await {
+            tracing::error!(group = %group, error = %error.message, "cannot write transactional offsets");
+            write_error = Some(ResponseError::CoordinatorNotAvailable);
+        }
+    }
+    let topics = request
+        .topics
+        .iter()
+        .zip(results)
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(index, error)| {
+                    let code = error.or(write_error).map_or(0, |error| error.code());
+                    TxnOffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(code)
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default().with_name(topic.name.clone()).with_partitions(partitions)
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{now_ms, ApiError, Cluster, Partition};
+use crate::group::GroupRecord;
 use crate::log::FlushTarget;
 use crate::txn::coordinator::{Markers, TxnTarget};
 use crate::txn::TxnHost;
@@ -19,9 +20,14 @@ impl TxnHost for Cluster {
     async fn write_markers(&self, markers: &Markers) -> Result<(), ApiError> {
         let mut appended: Vec<(Arc<Partition>, FlushTarget)> = Vec::new();
         for target in &markers.targets {
-            let TxnTarget::Partition { topic, partition } = target else {
-                // Groups' transactional offsets are not served yet: no group joins a transaction.
-                continue;
+            let (topic, partition) = match target {
+                TxnTarget::Partition { topic, partition } => (topic, partition),
+                TxnTarget::Group(group) => {
+                    // The group's offsets of the transaction become committed, or are dropped.
+                    let end = GroupRecord::TxnOffsetEnd { group: group.clone(), producer_id: markers.producer_id, commit: markers.commit };
+                    self.groups().write(end).await?;
+                    continue;
+                }
             };
             let Some(partition) = self.topic(topic).and_then(|topic| topic.partition(*partition)) else {
                 continue;

@@ -153,6 +153,8 @@ pub struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED, until they join or their session ends.
     pending_members: BTreeMap<String, i64>,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Offsets committed with a transaction still open, by producer id (TxnOffsetCommit).
+    pending_txn_offsets: BTreeMap<i64, Vec<OffsetRecord>>,
     rebalance_deadline_ms: Option<i64>,
     /// While a new group waits for more members (INITIAL_REBALANCE_DELAY_MS).
     initial_delay_deadline_ms: Option<i64>,
@@ -175,6 +177,7 @@ impl Group {
             static_members: BTreeMap::new(),
             pending_members: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            pending_txn_offsets: BTreeMap::new(),
             rebalance_deadline_ms: None,
             initial_delay_deadline_ms: None,
             sync_deadline_ms: None,
@@ -195,6 +198,11 @@ impl Group {
 
     pub fn offsets(&self) -> &BTreeMap<(String, i32), CommittedOffset> {
         &self.offsets
+    }
+
+    /// Offsets committed with transactions still open, by producer id.
+    pub fn pending_txn_offsets(&self) -> &BTreeMap<i64, Vec<OffsetRecord>> {
+        &self.pending_txn_offsets
     }
 
     pub fn offset(&self, topic: &str, partition: i32) -> Option<&CommittedOffset> {
@@ -261,7 +269,11 @@ impl Group {
     }
 
     fn is_idle(&self) -> bool {
-        self.state == GroupState::Empty && self.members.is_empty() && self.pending_members.is_empty() && self.offsets.is_empty()
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending_members.is_empty()
+            && self.offsets.is_empty()
+            && self.pending_txn_offsets.is_empty()
     }
 }
 
@@ -786,6 +798,16 @@ impl Coordinator {
                             commit_timestamp_ms: *commit_timestamp_ms,
                         },
                     );
+                }
+            }
+            GroupRecord::TxnOffsetCommit { group, producer_id, offsets } => {
+                let group = self.groups.entry(group.clone()).or_insert_with(|| Group::new(group));
+                group.pending_txn_offsets.entry(*producer_id).or_default().extend(offsets.iter().cloned());
+            }
+            GroupRecord::TxnOffsetEnd { group, producer_id, commit } => {
+                let pending = self.groups.get_mut(group).and_then(|found| found.pending_txn_offsets.remove(producer_id));
+                if let (Some(offsets), true) = (pending, *commit) {
+                    self.apply(&GroupRecord::OffsetCommit { group: group.clone(), offsets });
                 }
             }
             GroupRecord::OffsetDelete { group, partitions } => {

@@ -38,6 +38,10 @@ pub enum GroupRecord {
     GroupMetadata { group: String, protocol_type: Option<String>, generation_id: i32 },
     /// DeleteGroups.
     GroupDelete { group: String },
+    /// TxnOffsetCommit: offsets of `producer_id`'s ongoing transaction, committed with it.
+    TxnOffsetCommit { group: String, producer_id: i64, offsets: Vec<OffsetRecord> },
+    /// The transaction's marker for the group: its offsets become committed, or are dropped.
+    TxnOffsetEnd { group: String, producer_id: i64, commit: bool },
 }
 
 /// The group log: group records on `__yotta_groups`.
@@ -71,6 +75,11 @@ pub fn snapshot_records<'a>(groups: impl Iterator<Item = &'a crate::group::coord
             .collect();
         for chunk in offsets.chunks(SNAPSHOT_OFFSETS_PER_RECORD) {
             records.push(GroupRecord::OffsetCommit { group: group.group_id.clone(), offsets: chunk.to_vec() });
+        }
+        for (&producer_id, offsets) in group.pending_txn_offsets() {
+            for chunk in offsets.chunks(SNAPSHOT_OFFSETS_PER_RECORD) {
+                records.push(GroupRecord::TxnOffsetCommit { group: group.group_id.clone(), producer_id, offsets: chunk.to_vec() });
+            }
         }
     }
     records

@@ -86,6 +86,8 @@ fn key_name(key: ApiKey) -> &'static str {
         ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
         ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
         ApiKey::EndTxn => "EndTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
         // Not served (the version table's test keeps the two lists together).
         _ => "other",
     }

@@ -104,6 +104,8 @@ supported_messages! {
     ConsumerGroupDescribe,
     AddPartitionsToTxn,
     EndTxn,
+    AddOffsetsToTxn,
+    TxnOffsetCommit,
 }
 
 /// A decoded request. `api_key` and `api_version` repeat the header's fields, already checked
@@ -472,6 +474,8 @@ mod tests {
             ApiKey::ConsumerGroupDescribe => kafka_protocol::messages::ConsumerGroupDescribeRequest::default().into(),
             ApiKey::AddPartitionsToTxn => kafka_protocol::messages::AddPartitionsToTxnRequest::default().into(),
             ApiKey::EndTxn => kafka_protocol::messages::EndTxnRequest::default().into(),
+            ApiKey::AddOffsetsToTxn => kafka_protocol::messages::AddOffsetsToTxnRequest::default().into(),
+            ApiKey::TxnOffsetCommit => kafka_protocol::messages::TxnOffsetCommitRequest::default().into(),
             other => panic!("no default request for {other:?}"),
         }
     }

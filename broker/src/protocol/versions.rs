@@ -63,7 +63,8 @@ use kafka_protocol::messages::ApiKey;
 ///     GROUP_ID_NOT_FOUND for an unknown group), DeleteGroups 0-2, OffsetDelete 0: all.
 /// - Transactions (KIP-98): AddPartitionsToTxn 0-3 (v4-5 are the brokers' batched form, KIP-890)
 ///   and EndTxn 0-3 (v4 adds TRANSACTION_ABORTABLE, v5 transaction version 2); FindCoordinator
-///   answers key type 1 (transactional ids). AddOffsetsToTxn and TxnOffsetCommit are not served.
+///   answers key type 1 (transactional ids). AddOffsetsToTxn 0-3 and TxnOffsetCommit 0-3 (v4 is
+///   transaction version 2; v3 adds the generation and member, checked when given).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 16),
@@ -94,6 +95,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::AddPartitionsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
 /// The inclusive version range this broker serves for `api_key`, or `None` if it does not

@@ -170,18 +170,17 @@ impl TxnCoordinator {
         TxnCoordinator { config, txns: BTreeMap::new(), by_producer: HashMap::new() }
     }
 
-    /// Whether a transactional batch of `producer_id` at `producer_epoch` may be appended to
-    /// `topic`/`partition`: its transaction is ongoing and holds the partition (KIP-890's
-    /// server-side check). Kafka's errors: an older epoch is fenced, anything else is outside a
-    /// transaction.
-    pub fn verify(&self, producer_id: i64, producer_epoch: i16, topic: &str, partition: i32) -> Result<(), ResponseError> {
+    /// Whether `producer_id` at `producer_epoch` may write to `target` now: a transactional
+    /// batch to a partition (KIP-890's server-side check), or TxnOffsetCommit to a group. Its
+    /// transaction must be ongoing and hold the target. Kafka's errors: an older epoch is
+    /// fenced, anything else is outside a transaction.
+    pub fn verify(&self, producer_id: i64, producer_epoch: i16, target: &TxnTarget) -> Result<(), ResponseError> {
         let current = self.by_producer.get(&producer_id).and_then(|id| self.get(id)).ok_or(ResponseError::InvalidTxnState)?;
         if producer_epoch < current.producer_epoch {
             return Err(ResponseError::ProducerFenced);
         }
-        let target = TxnTarget::Partition { topic: topic.to_string(), partition };
         let ongoing = current.state == TxnState::Ongoing && current.producer_epoch == producer_epoch;
-        match ongoing && current.targets.contains(&target) {
+        match ongoing && current.targets.contains(target) {
             true => Ok(()),
             false => Err(ResponseError::InvalidTxnState),
         }

@@ -248,12 +248,13 @@ fn produce_is_verified_against_the_producers_ongoing_transaction() {
     let mut h = Harness::new();
     let producer = h.producer("app", None);
     let (producer_id, epoch) = producer;
-    let verify = |h: &Harness, epoch: i16, topic: &str| h.coordinator.verify(producer_id, epoch, topic, 0);
+    let verify = |h: &Harness, epoch: i16, topic: &str| h.coordinator.verify(producer_id, epoch, &partition(topic, 0));
     assert_eq!(verify(&h, epoch, "t"), Err(ResponseError::InvalidTxnState), "no transaction yet");
     assert!(h.add("app", producer, &[partition("t", 0)], 0).unwrap());
     assert_eq!(verify(&h, epoch, "t"), Ok(()));
     assert_eq!(verify(&h, epoch, "other"), Err(ResponseError::InvalidTxnState), "not added");
-    assert_eq!(h.coordinator.verify(producer_id + 1, epoch, "t", 0), Err(ResponseError::InvalidTxnState), "unknown producer");
+    assert_eq!(h.coordinator.verify(producer_id + 1, epoch, &partition("t", 0)), Err(ResponseError::InvalidTxnState), "unknown producer");
+    assert_eq!(h.coordinator.verify(producer_id, epoch, &TxnTarget::Group("g".into())), Err(ResponseError::InvalidTxnState), "no AddOffsetsToTxn");
     assert!(h.end("app", producer, true).unwrap());
     assert_eq!(verify(&h, epoch, "t"), Err(ResponseError::InvalidTxnState), "prepared: no more appends");
     h.finish("app");
