@@ -370,11 +370,13 @@ fn start_readahead(partition: &Arc<Partition>, offset: i64, max_bytes: usize) {
     let Ok(readaheads) = partition.with_log(|log| log.start_readahead(offset, max_bytes)) else { return };
     for readahead in readaheads {
         let partition = partition.clone();
-        let start_offset = readahead.offset();
+        // By id: a read started later from the same offset (a consumer reading it again) is
+        // not this one's to drop.
+        let id = readahead.id();
         runtime.spawn(async move {
             readahead.run().await;
             tokio::time::sleep(READAHEAD_TTL).await;
-            let _ = partition.with_log(|log| log.drop_readahead(start_offset));
+            let _ = partition.with_log(|log| log.drop_readahead(id));
         });
     }
 }

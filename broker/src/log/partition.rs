@@ -177,6 +177,8 @@ pub struct PartitionLog {
     /// Device reads started ahead of a sequential consumer, for the offsets it will ask next:
     /// consecutive (each starts where the one before ends), oldest first.
     readahead: VecDeque<ReadaheadSlot>,
+    /// Readahead reads started so far: the next one's id.
+    readahead_started: u64,
     /// Idempotent producers' last batches: checked and updated with each append.
     producers: ProducerStateTable,
 }
@@ -199,6 +201,8 @@ pub const READAHEAD_PARTITION_BYTES_MAX: usize = 48 << 20;
 /// A readahead read: its outcome (`None` while running), every batch of `start_offset..
 /// end_offset`, for the consumer who asks for an offset in between.
 struct ReadaheadSlot {
+    /// Names it for `drop_readahead` (a later read from the same offset is another one).
+    id: u64,
     start_offset: i64,
     end_offset: i64,
     outcome: ReadaheadOutcome,
@@ -263,6 +267,7 @@ impl PartitionLog {
             durable_end_offset: Arc::new(AtomicI64::new(parts.next_offset)),
             cache,
             readahead: VecDeque::new(),
+            readahead_started: 0,
             producers: parts.producers,
             streams,
         }
@@ -586,7 +591,10 @@ impl PartitionLog {
             READAHEAD_BYTES_MAX,
         )?;
         let (sender, receiver) = watch::channel(None);
+        let id = self.readahead_started;
+        self.readahead_started += 1;
         self.readahead.push_back(ReadaheadSlot {
+            id,
             start_offset: offset,
             end_offset,
             outcome: receiver,
@@ -601,14 +609,15 @@ impl PartitionLog {
         Some(Readahead {
             plan,
             outcome: sender,
+            id,
             offset,
         })
     }
 
-    /// Drops the readahead read that starts at `offset`, if it is still there (it expired
+    /// Drops the readahead read `id` (`Readahead::id`), if it is still there (it expired
     /// unused).
-    pub fn drop_readahead(&mut self, offset: i64) {
-        self.readahead.retain(|slot| slot.start_offset != offset);
+    pub fn drop_readahead(&mut self, id: u64) {
+        self.readahead.retain(|slot| slot.id != id);
     }
 
     /// A device read of the runs from the one holding `offset` (which must be in the log, below

@@ -244,7 +244,7 @@ fn readahead_answers_as_the_device_would() {
     ] {
         let readaheads = log.start_readahead(offset, ahead_bytes);
         assert_eq!(readaheads.len(), READAHEAD_DEPTH_MAX, "offset {offset}");
-        let starts: Vec<i64> = readaheads.iter().map(Readahead::offset).collect();
+        let ids: Vec<u64> = readaheads.iter().map(Readahead::id).collect();
         for readahead in readaheads {
             crate::pending::block_on(readahead.run());
         }
@@ -274,16 +274,17 @@ fn readahead_answers_as_the_device_would() {
             log.read(offset - 1, max_bytes).unwrap(),
             ReadPlan::Device { .. }
         ));
-        for start in starts {
-            log.drop_readahead(start);
+        for id in ids {
+            log.drop_readahead(id);
         }
     }
 }
 
 /// Readahead stays `READAHEAD_DEPTH_MAX` reads deep ahead of a sequential consumer (each
-/// consecutive), restarts where a consumer that went elsewhere reads, is bounded by the
-/// device's budget, gives its bytes back when dropped, and retention or delete-records past
-/// its reads drop them.
+/// consecutive), restarts where a consumer that went elsewhere reads (an earlier read's
+/// expiry does not drop the new one from the same offset), is bounded by the device's
+/// budget, gives its bytes back when dropped, and retention or delete-records past its reads
+/// drop them.
 #[test]
 fn readahead_keeps_several_reads_ahead_within_its_budgets() {
     let (store, mut log) = log_of_40_batches();
@@ -302,9 +303,12 @@ fn readahead_keeps_several_reads_ahead_within_its_budgets() {
     let again = log.start_readahead(0, 5_000);
     assert_eq!(again[0].offset(), 0);
     assert_eq!(log.readahead_count(), READAHEAD_DEPTH_MAX);
+    // The first read from 0 expiring does not drop the one started again from there.
+    log.drop_readahead(first[0].id());
+    assert_eq!(log.readahead_count(), READAHEAD_DEPTH_MAX);
     assert!(readahead_reserved_bytes(&store) > 0);
     for readahead in &again {
-        log.drop_readahead(readahead.offset());
+        log.drop_readahead(readahead.id());
     }
     assert_eq!(readahead_reserved_bytes(&store), 0);
     // The device's budget: with all but a block of it taken, nothing is read ahead.

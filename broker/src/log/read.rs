@@ -337,7 +337,9 @@ fn take_budget(batches: Vec<Bytes>, max_bytes: usize) -> Vec<Bytes> {
 pub struct Readahead {
     pub(crate) plan: ReadPlan,
     pub(crate) outcome: watch::Sender<Option<Result<Vec<Bytes>, String>>>,
-    /// The first offset it reads, which names it (see `PartitionLog::drop_readahead`).
+    /// Names it for `PartitionLog::drop_readahead`.
+    pub(crate) id: u64,
+    /// The first offset it reads.
     pub(crate) offset: i64,
 }
 
@@ -345,6 +347,11 @@ impl Readahead {
     /// The first offset it reads.
     pub fn offset(&self) -> i64 {
         self.offset
+    }
+
+    /// What names it for `PartitionLog::drop_readahead`.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Reads, and leaves the batches for the consumer's next read.
