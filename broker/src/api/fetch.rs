@@ -403,15 +403,20 @@ async fn read_partition(partition: &Arc<Partition>, fetch_offset: i64, max_bytes
 }
 
 /// A consumer reading from the device will likely ask for what follows next: read it now, while
-/// this response is written (see `PartitionLog::start_readahead`), and give its memory back if
-/// nobody asked for it within `READAHEAD_TTL`.
+/// this response is written, a few fetches deep (see `PartitionLog::start_readahead`), and give
+/// each read's memory back if nobody asked for it within `READAHEAD_TTL`.
 fn start_readahead(partition: &Arc<Partition>, offset: i64, max_bytes: usize) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-    let Ok(Some(readahead)) = partition.with_log(|log| log.start_readahead(offset, max_bytes)) else { return };
-    let partition = partition.clone();
-    runtime.spawn(async move {
-        readahead.run().await;
-        tokio::time::sleep(READAHEAD_TTL).await;
-        let _ = partition.with_log(|log| log.drop_readahead(offset));
-    });
+    let Ok(readaheads) = partition.with_log(|log| log.start_readahead(offset, max_bytes)) else { return };
+    for readahead in readaheads {
+        let partition = partition.clone();
+        // By id: a read started later from the same offset (a consumer reading it again) is
+        // not this one's to drop.
+        let id = readahead.id();
+        runtime.spawn(async move {
+            readahead.run().await;
+            tokio::time::sleep(READAHEAD_TTL).await;
+            let _ = partition.with_log(|log| log.drop_readahead(id));
+        });
+    }
 }

@@ -133,8 +133,10 @@ impl DeadZones {
 /// Chunk buffers kept for reuse: enough for the chunks a device has in flight at once.
 const CHUNK_BUFFERS_KEPT_MAX: usize = 32;
 
-/// Read-window buffers kept for reuse, by count and by bytes.
-const READ_BUFFERS_KEPT_MAX: usize = 32;
+/// Read-window buffers kept for reuse, by count and by bytes: enough for a sequential
+/// consumer's readahead (`READAHEAD_DEPTH_MAX` fetches of windows of about 1 MiB) and the
+/// fetch going out on its socket, so its windows are not allocated and faulted in again.
+const READ_BUFFERS_KEPT_MAX: usize = 64;
 const READ_BUFFER_BYTES_KEPT_MAX: usize = 128 << 20;
 
 /// Free zones reserved for the internal stream: room for metadata, offset commits and log

@@ -10,11 +10,12 @@
 //! is readable once a flush covering it has completed. So nothing that could be lost by a crash
 //! is ever served.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::sync::watch;
 
 use super::allocator::ZoneAllocator;
@@ -24,7 +25,7 @@ use super::flush::Flush;
 use super::format::{FrameEntry, FrameKind, PartitionKey, TOPIC_NAME_BYTES_MAX};
 use super::index::{self, IndexedBatch, LogIndex, PartitionIndex, Run, SharedIndex, StartMarker};
 use super::producer_state::{Check, ProducerError, ProducerStateTable};
-use super::read::{DeviceScan, ReadPlan, Readahead, TimestampPlan};
+use super::read::{DeviceScan, ReadPlan, Readahead, ReadaheadOutcome, TimestampPlan};
 use super::reservation::Reservation;
 use super::stream::{Lifetime, Placement, Streams};
 use super::txn_index::TxnIndex;
@@ -173,8 +174,11 @@ pub struct PartitionLog {
     durable_end_offset: Arc<AtomicI64>,
     /// This partition's share of the store's read cache: its most recently appended batches.
     cache: CachedPartition,
-    /// A device read started ahead of a sequential consumer, for the offset it will ask next.
-    readahead: Option<ReadaheadSlot>,
+    /// Device reads started ahead of a sequential consumer, for the offsets it will ask next:
+    /// consecutive (each starts where the one before ends), oldest first.
+    readahead: VecDeque<ReadaheadSlot>,
+    /// Readahead reads started so far: the next one's id.
+    readahead_started: u64,
     /// Idempotent producers' last batches: checked and updated with each append.
     producers: ProducerStateTable,
     /// Open and aborted transactions: the last stable offset (see `partition_txn`).
@@ -185,11 +189,26 @@ pub struct PartitionLog {
 /// fetch's worth of one partition, kept until the consumer asks for it or it expires.
 pub const READAHEAD_BYTES_MAX: usize = 256 << 20;
 
-/// A readahead read: its outcome (`None` while running) for the consumer who asks for `offset`.
+/// The most readahead reads one partition has at once: several, so the device always has
+/// reads queued for a sequential consumer while the bytes of its last fetch go out on the
+/// socket (one read in flight leaves the device idle between fetches).
+pub const READAHEAD_DEPTH_MAX: usize = 4;
+
+/// The most bytes of one partition's readahead reads (a share of `READAHEAD_BYTES_MAX`, so a
+/// few consumers far behind cannot take it all): `READAHEAD_DEPTH_MAX` reads of a Kafka
+/// consumer's 8 MiB partition fetches, each planned a run beyond its budget. The first read
+/// is taken whatever its size.
+pub const READAHEAD_PARTITION_BYTES_MAX: usize = 48 << 20;
+
+/// A readahead read: its outcome (`None` while running), every batch of `start_offset..
+/// end_offset`, for the consumer who asks for an offset in between.
 struct ReadaheadSlot {
-    offset: i64,
-    outcome: watch::Receiver<Option<Result<Vec<Bytes>, String>>>,
-    _reservation: Reservation,
+    /// Names it for `drop_readahead` (a later read from the same offset is another one).
+    id: u64,
+    start_offset: i64,
+    end_offset: i64,
+    outcome: ReadaheadOutcome,
+    reservation: Reservation,
 }
 
 /// What recovery rebuilt of a partition.
@@ -251,7 +270,8 @@ impl PartitionLog {
             next_offset: parts.next_offset,
             durable_end_offset: Arc::new(AtomicI64::new(parts.next_offset)),
             cache,
-            readahead: None,
+            readahead: VecDeque::new(),
+            readahead_started: 0,
             producers: parts.producers,
             txns: parts.txns,
             streams,
@@ -484,67 +504,131 @@ impl PartitionLog {
             return Ok(ReadPlan::Ready(batches));
         }
         let device = self.device_plan(offset, max_bytes);
-        if let Some(slot) = self.readahead.as_ref().filter(|slot| slot.offset == offset) {
+        let holding = self
+            .readahead
+            .iter()
+            .find(|slot| slot.start_offset <= offset && offset < slot.end_offset);
+        if let Some(slot) = holding {
             return Ok(ReadPlan::Readahead {
                 outcome: slot.outcome.clone(),
                 fallback: Box::new(device),
+                offset,
                 max_bytes,
             });
         }
         Ok(device)
     }
 
-    /// Starts reading, ahead of a sequential consumer, what it will ask for next: the batches
-    /// from `offset` (where its last read ended) up to `max_bytes`, if they are durable, not in
-    /// the read cache, and the device's readahead budget has room. The returned read must be
-    /// run (off the lock); a `read` at `offset` then waits for it instead of reading again. It
-    /// is replaced by the next readahead of this partition, or dropped with `drop_readahead`.
-    pub fn start_readahead(&mut self, offset: i64, max_bytes: usize) -> Option<Readahead> {
+    /// Starts reading, ahead of a sequential consumer, what it will ask for next: from `offset`
+    /// (where its last read ended) on, up to `READAHEAD_DEPTH_MAX` reads of a fetch's worth
+    /// (`max_bytes`) each, consecutive, while they are durable, not in the read cache, and
+    /// within the partition's and the device's readahead budgets. Reads already started that
+    /// continue from `offset` are kept, so a consumer keeps the device that many reads ahead.
+    /// The returned reads must be run (off the lock); a `read` at an offset one of them holds
+    /// then waits for it instead of reading again. Each is dropped once the consumer has
+    /// passed it, or by `drop_readahead`.
+    pub fn start_readahead(&mut self, offset: i64, max_bytes: usize) -> Vec<Readahead> {
         let high_watermark = self.high_watermark();
         if self.failure().is_some()
             || offset < self.log_start_offset
             || offset >= high_watermark
             || max_bytes == 0
         {
-            return None;
+            self.readahead.clear();
+            return Vec::new();
         }
-        if self
+        self.keep_readahead_from(offset);
+        let mut started = Vec::new();
+        while self.readahead.len() < READAHEAD_DEPTH_MAX {
+            let next_offset = self.readahead.back().map_or(offset, |slot| slot.end_offset);
+            if next_offset >= high_watermark
+                || self.cache.read(next_offset, high_watermark, 0).is_some()
+            {
+                break;
+            }
+            let Some(readahead) = self.start_readahead_at(next_offset, max_bytes) else {
+                break;
+            };
+            started.push(readahead);
+        }
+        started
+    }
+
+    /// Keeps the readahead reads a consumer at `offset` still needs: the one holding it and
+    /// those continuing it; the rest (passed, or read for a consumer gone elsewhere) are
+    /// dropped, their bytes given back.
+    fn keep_readahead_from(&mut self, offset: i64) {
+        while self
             .readahead
-            .as_ref()
-            .is_some_and(|slot| slot.offset == offset)
-            || self.cache.read(offset, high_watermark, 0).is_some()
+            .front()
+            .is_some_and(|slot| slot.end_offset <= offset)
+        {
+            self.readahead.pop_front();
+        }
+        if !self
+            .readahead
+            .front()
+            .is_some_and(|slot| slot.start_offset <= offset)
+        {
+            self.readahead.clear();
+            return;
+        }
+        let continued = (1..self.readahead.len())
+            .find(|&at| self.readahead[at].start_offset != self.readahead[at - 1].end_offset)
+            .unwrap_or(self.readahead.len());
+        self.readahead.truncate(continued);
+    }
+
+    /// One more readahead read, from `offset` for `max_bytes` of batches, if the budgets allow.
+    fn start_readahead_at(&mut self, offset: i64, max_bytes: usize) -> Option<Readahead> {
+        let ReadPlan::Device { scan, .. } = self.device_plan(offset, max_bytes) else {
+            unreachable!("device_plan plans a device read");
+        };
+        let end_offset = scan.end_offset();
+        let bytes = scan.window_bytes();
+        let held_bytes: usize = self
+            .readahead
+            .iter()
+            .map(|slot| slot.reservation.bytes())
+            .sum();
+        if end_offset <= offset
+            || (!self.readahead.is_empty() && held_bytes + bytes > READAHEAD_PARTITION_BYTES_MAX)
         {
             return None;
         }
-        // The slot being replaced gives its bytes back first.
-        self.readahead = None;
         let reservation = Reservation::take(
             self.allocator().readahead_reserved(),
-            max_bytes,
+            bytes,
             READAHEAD_BYTES_MAX,
         )?;
-        let plan = self.device_plan(offset, max_bytes);
         let (sender, receiver) = watch::channel(None);
-        self.readahead = Some(ReadaheadSlot {
-            offset,
+        let id = self.readahead_started;
+        self.readahead_started += 1;
+        self.readahead.push_back(ReadaheadSlot {
+            id,
+            start_offset: offset,
+            end_offset,
             outcome: receiver,
-            _reservation: reservation,
+            reservation,
         });
+        // The whole scan: the slot holds every batch up to its end offset.
+        let plan = ReadPlan::Device {
+            scan,
+            offset,
+            max_bytes: usize::MAX,
+        };
         Some(Readahead {
             plan,
             outcome: sender,
+            id,
+            offset,
         })
     }
 
-    /// Drops the readahead for `offset`, if it is still there (it expired unused).
-    pub fn drop_readahead(&mut self, offset: i64) {
-        if self
-            .readahead
-            .as_ref()
-            .is_some_and(|slot| slot.offset == offset)
-        {
-            self.readahead = None;
-        }
+    /// Drops the readahead read `id` (`Readahead::id`), if it is still there (it expired
+    /// unused).
+    pub fn drop_readahead(&mut self, id: u64) {
+        self.readahead.retain(|slot| slot.id != id);
     }
 
     /// A device read of the runs from the one holding `offset` (which must be in the log, below
@@ -727,13 +811,9 @@ impl PartitionLog {
         self.log_start_offset = self.log_start_offset.max(offset);
         self.cache.remove_below(self.log_start_offset);
         self.txns.on_log_start(self.log_start_offset);
-        if self
-            .readahead
-            .as_ref()
-            .is_some_and(|slot| slot.offset < self.log_start_offset)
-        {
-            self.readahead = None;
-        }
+        let log_start_offset = self.log_start_offset;
+        self.readahead
+            .retain(|slot| slot.start_offset >= log_start_offset);
         Ok(())
     }
 
@@ -782,7 +862,7 @@ impl PartitionLog {
     /// Drops every batch of the log (topic deletion): zones left with nothing live are reset.
     pub fn delete(mut self) {
         self.cache.clear();
-        self.readahead = None;
+        self.readahead.clear();
         let (runs, marker) = {
             let mut index = self.index();
             let runs: Vec<Run> = index.runs.drain().collect();
@@ -804,8 +884,8 @@ impl PartitionLog {
     }
 
     #[cfg(test)]
-    pub(crate) fn has_readahead(&self) -> bool {
-        self.readahead.is_some()
+    pub(crate) fn readahead_count(&self) -> usize {
+        self.readahead.len()
     }
 
     #[cfg(test)]

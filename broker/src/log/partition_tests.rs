@@ -1,6 +1,7 @@
 //! Tests of `PartitionLog` reads: the read cache, readahead and device reads agree.
 
 use super::*;
+use bytes::Bytes;
 use crate::log::batch::{encode_batch, Compression, SimpleRecord};
 use crate::log::read::ReadPlan;
 use crate::log::{LogStore, PartitionId};
@@ -191,19 +192,16 @@ fn small_geometry() -> ZoneGeometry {
     }
 }
 
-/// A read at the offset a readahead started from is answered by the readahead, with what a
-/// device read of its own budget would give; readaheads are bounded by the device budget,
-/// and retention or delete-records past them drop them.
-#[test]
-fn readahead_answers_as_the_device_would() {
-    let geometry = small_geometry();
+/// A partition of 40 durable batches of 1000 to 6000 bytes on a small device, without a read
+/// cache, so every read goes to the device or to readahead.
+fn log_of_40_batches() -> (LogStore, PartitionLog) {
     let config = LogConfig {
         write_chunk_bytes: 16 << 10,
         index_interval_bytes: 2048,
         recent_cache_bytes_max: 0,
         read_window_bytes: 8 << 10,
     };
-    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(geometry).unwrap());
+    let device: Arc<dyn ZonedDevice> = Arc::new(MemZonedDevice::new(small_geometry()).unwrap());
     let store = crate::pending::block_on(LogStore::open(device, config))
         .unwrap()
         .store;
@@ -222,69 +220,122 @@ fn readahead_answers_as_the_device_would() {
         log.append(BytesMut::from(&batch[..]), 0).unwrap();
         log.start_flush().wait().unwrap();
     }
-    let device_read = |log: &PartitionLog, offset: i64, max_bytes: usize| {
-        log.device_read(offset, max_bytes).wait().unwrap()
-    };
+    (store, log)
+}
+
+fn readahead_reserved_bytes(store: &LogStore) -> usize {
+    store
+        .allocator()
+        .readahead_reserved()
+        .load(Ordering::Relaxed)
+}
+
+/// A sequential consumer reading from where readahead started is answered by the readahead
+/// reads, at every offset in them (also inside one an earlier read took the head of), with a
+/// non-empty prefix of what a device read of the same budget gives (the rest is read next).
+#[test]
+fn readahead_answers_as_the_device_would() {
+    let (_store, mut log) = log_of_40_batches();
     for (offset, ahead_bytes, max_bytes) in [
         (3i64, 20_000usize, 20_000usize),
         (7, 20_000, 5_000),
         (7, 5_000, 60_000),
         (10, 1, 1),
     ] {
-        let readahead = log
-            .start_readahead(offset, ahead_bytes)
-            .expect("room for a readahead");
+        let readaheads = log.start_readahead(offset, ahead_bytes);
+        assert_eq!(readaheads.len(), READAHEAD_DEPTH_MAX, "offset {offset}");
+        let ids: Vec<u64> = readaheads.iter().map(Readahead::id).collect();
+        for readahead in readaheads {
+            crate::pending::block_on(readahead.run());
+        }
+        let mut at = offset;
+        while at < log.high_watermark() {
+            let plan = log.read(at, max_bytes).unwrap();
+            if !matches!(plan, ReadPlan::Readahead { .. }) {
+                break;
+            }
+            let got = plan.wait().unwrap();
+            let expected = log.device_read(at, max_bytes).wait().unwrap();
+            assert!(
+                !got.is_empty() && expected.starts_with(&got),
+                "offset {offset} at {at} ahead {ahead_bytes} max {max_bytes}"
+            );
+            at = batch::parse_header(got.last().unwrap())
+                .unwrap()
+                .last_offset()
+                + 1;
+        }
         assert!(
-            log.start_readahead(offset, ahead_bytes).is_none(),
-            "one readahead per offset"
+            at > offset + READAHEAD_DEPTH_MAX as i64 - 1,
+            "read ahead to {at}"
         );
-        crate::pending::block_on(readahead.run());
-        let plan = log.read(offset, max_bytes).unwrap();
-        assert!(matches!(plan, ReadPlan::Readahead { .. }));
-        let got = plan.wait().unwrap();
-        let expected = device_read(&log, offset, max_bytes.min(ahead_bytes));
-        assert_eq!(
-            got, expected,
-            "offset {offset} ahead {ahead_bytes} max {max_bytes}"
-        );
-        // Another offset reads the device.
+        // An offset before the readahead reads the device.
         assert!(matches!(
-            log.read(offset + 1, max_bytes).unwrap(),
+            log.read(offset - 1, max_bytes).unwrap(),
             ReadPlan::Device { .. }
         ));
-        log.drop_readahead(offset);
+        for id in ids {
+            log.drop_readahead(id);
+        }
     }
-    // The budget: a readahead larger than what remains is refused.
-    assert!(log.start_readahead(20, READAHEAD_BYTES_MAX + 1).is_none());
-    assert!(log.start_readahead(20, 1000).is_some());
-    assert_eq!(
-        store
-            .allocator()
-            .readahead_reserved()
-            .load(Ordering::Relaxed),
-        1000
-    );
-    log.drop_readahead(20);
-    assert_eq!(
-        store
-            .allocator()
-            .readahead_reserved()
-            .load(Ordering::Relaxed),
-        0
-    );
-    // Delete-records past a readahead drops it.
-    let _unrun = log.start_readahead(25, 1000).unwrap();
-    log.delete_records(30, 0).unwrap().wait().unwrap();
-    assert!(!log.has_readahead());
-    assert_eq!(
-        store
-            .allocator()
-            .readahead_reserved()
-            .load(Ordering::Relaxed),
-        0
-    );
+}
+
+/// Readahead stays `READAHEAD_DEPTH_MAX` reads deep ahead of a sequential consumer (each
+/// consecutive), restarts where a consumer that went elsewhere reads (an earlier read's
+/// expiry does not drop the new one from the same offset), is bounded by the device's
+/// budget, gives its bytes back when dropped, and retention or delete-records past its reads
+/// drop them.
+#[test]
+fn readahead_keeps_several_reads_ahead_within_its_budgets() {
+    let (store, mut log) = log_of_40_batches();
+    let first = log.start_readahead(0, 5_000);
+    assert_eq!(first.len(), READAHEAD_DEPTH_MAX);
+    let starts: Vec<i64> = first.iter().map(Readahead::offset).collect();
+    assert_eq!(starts[0], 0);
+    assert!(starts.windows(2).all(|pair| pair[0] < pair[1]));
+    // Inside the first read: nothing to add. At the second: one more, after the last.
+    assert!(log.start_readahead(starts[1] - 1, 5_000).is_empty());
+    let more = log.start_readahead(starts[1], 5_000);
+    assert_eq!(more.len(), 1);
+    assert!(more[0].offset() > starts[READAHEAD_DEPTH_MAX - 1]);
+    assert_eq!(log.readahead_count(), READAHEAD_DEPTH_MAX);
+    // Back to offset 0: the reads ahead of it are dropped and started again from there.
+    let again = log.start_readahead(0, 5_000);
+    assert_eq!(again[0].offset(), 0);
+    assert_eq!(log.readahead_count(), READAHEAD_DEPTH_MAX);
+    // The first read from 0 expiring does not drop the one started again from there.
+    log.drop_readahead(first[0].id());
+    assert_eq!(log.readahead_count(), READAHEAD_DEPTH_MAX);
+    assert!(readahead_reserved_bytes(&store) > 0);
+    for readahead in &again {
+        log.drop_readahead(readahead.id());
+    }
+    assert_eq!(readahead_reserved_bytes(&store), 0);
+    // The device's budget: with all but a block of it taken, nothing is read ahead.
+    let taken = Reservation::take(
+        store.allocator().readahead_reserved(),
+        READAHEAD_BYTES_MAX - 1000,
+        READAHEAD_BYTES_MAX,
+    )
+    .unwrap();
+    assert!(log.start_readahead(20, 1000).is_empty());
+    drop(taken);
+    // Delete-records drops the reads that start below the new log start.
+    let started = log.start_readahead(25, 1000);
+    assert!(started.len() >= 2);
+    log.delete_records(started[1].offset(), 0)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(log.readahead_count(), started.len() - 1);
+    log.delete_records(log.high_watermark(), 0)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(log.readahead_count(), 0);
+    assert_eq!(readahead_reserved_bytes(&store), 0);
     // At the high watermark there is nothing to read ahead.
-    assert!(log.start_readahead(log.high_watermark(), 1000).is_none());
+    assert!(log.start_readahead(log.high_watermark(), 1000).is_empty());
 }
 
 /// Device reads serve exactly the greedy prefix of batches that fits the budget (the first

@@ -46,6 +46,8 @@ pub struct DeviceScan {
     windows: Vec<Window>,
     /// Batches from this offset on are not durable yet: the scan stops before them.
     stop_offset: i64,
+    /// The offset after the last batch planned (at most `stop_offset`; `i64::MIN` if none).
+    end_offset: i64,
     /// The zones of `windows`, held from reset until the scan is done (see `pin_zones`).
     _pins: Vec<ZonePin>,
 }
@@ -63,6 +65,7 @@ impl DeviceScan {
     ) -> DeviceScan {
         let mut windows: Vec<Window> = Vec::new();
         let mut planned_bytes = 0u64;
+        let mut end_offset = None;
         for run in runs.take(RUNS_PER_READ_MAX) {
             if run.base_offset >= stop_offset
                 || (planned_bytes >= budget_bytes && !windows.is_empty())
@@ -70,6 +73,7 @@ impl DeviceScan {
                 break;
             }
             planned_bytes += run.bytes;
+            end_offset = Some(run.end_offset.min(stop_offset));
             let write_pointer = device
                 .zone(run.zone)
                 .map_or(0, |info| info.write_pointer_bytes);
@@ -108,8 +112,23 @@ impl DeviceScan {
             key,
             windows,
             stop_offset,
+            end_offset: end_offset.unwrap_or(i64::MIN),
             _pins: Vec::new(),
         }
+    }
+
+    /// The offset after the last batch the scan reads (`i64::MIN` if none): it reads every
+    /// batch below this one (from its first run's base offset on).
+    pub fn end_offset(&self) -> i64 {
+        self.end_offset
+    }
+
+    /// The bytes of the windows read: the memory the scan's buffers take.
+    pub fn window_bytes(&self) -> usize {
+        self.windows
+            .iter()
+            .map(|window| (window.end_bytes - window.start_bytes) as usize)
+            .sum()
     }
 
     /// Pins the zones the scan reads, so none is reset (GC, retention) before the scan is done
@@ -215,8 +234,11 @@ fn scan_run(
     Ok(ControlFlow::Continue(()))
 }
 
+/// What a readahead read yields once done: every batch of its runs from its start offset on.
+pub type ReadaheadOutcome = watch::Receiver<Option<Result<Vec<Bytes>, String>>>;
+
 /// A planned read: either already answered from memory, or a device read, or the outcome of
-/// a readahead that started at the same offset (the device read if it failed).
+/// a readahead whose batches hold the offset (the device read if it failed).
 pub enum ReadPlan {
     Ready(Vec<Bytes>),
     Device {
@@ -225,8 +247,9 @@ pub enum ReadPlan {
         max_bytes: usize,
     },
     Readahead {
-        outcome: watch::Receiver<Option<Result<Vec<Bytes>, String>>>,
+        outcome: ReadaheadOutcome,
         fallback: Box<ReadPlan>,
+        offset: i64,
         max_bytes: usize,
     },
 }
@@ -244,12 +267,23 @@ impl ReadPlan {
             ReadPlan::Readahead {
                 mut outcome,
                 fallback,
+                offset,
                 max_bytes,
             } => {
                 let read = match outcome.wait_for(|outcome| outcome.is_some()).await {
                     Ok(outcome) => outcome.clone().and_then(Result::ok),
                     Err(_) => None,
                 };
+                // The readahead started at or before `offset` (an earlier read took its head).
+                let read = read.map(|batches| {
+                    batches
+                        .into_iter()
+                        .skip_while(|batch| {
+                            batch::parse_header(batch)
+                                .is_ok_and(|header| header.last_offset() < offset)
+                        })
+                        .collect::<Vec<_>>()
+                });
                 let Some(read) = read.filter(|read| !read.is_empty()) else {
                     return Box::pin(fallback.execute()).await;
                 };
@@ -303,9 +337,23 @@ fn take_budget(batches: Vec<Bytes>, max_bytes: usize) -> Vec<Bytes> {
 pub struct Readahead {
     pub(crate) plan: ReadPlan,
     pub(crate) outcome: watch::Sender<Option<Result<Vec<Bytes>, String>>>,
+    /// Names it for `PartitionLog::drop_readahead`.
+    pub(crate) id: u64,
+    /// The first offset it reads.
+    pub(crate) offset: i64,
 }
 
 impl Readahead {
+    /// The first offset it reads.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// What names it for `PartitionLog::drop_readahead`.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Reads, and leaves the batches for the consumer's next read.
     pub async fn run(self) {
         let result = self.plan.execute().await.map_err(|error| error.to_string());

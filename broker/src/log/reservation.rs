@@ -21,6 +21,10 @@ impl Reservation {
                 bytes,
             })
     }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 impl Drop for Reservation {
