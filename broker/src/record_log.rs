@@ -34,7 +34,7 @@ pub fn from_batch<R: Record>(bytes: &Bytes) -> Result<Vec<R>, String> {
     records
         .iter()
         .map(|record| {
-            let value = record.value.as_ref().ok_or("coordinator record without a value")?;
+            let value = record.value.as_ref().ok_or("a log record without a value")?;
             serde_json::from_slice(value).map_err(|error| error.to_string())
         })
         .collect()

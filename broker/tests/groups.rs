@@ -8,8 +8,7 @@ use std::sync::Arc;
 use broker::api::handle;
 use broker::cluster::{BrokerConfig, Cluster, ResponseError};
 use broker::log::{LogConfig, LogStore};
-use broker::zone::mem::MemZonedDevice;
-use broker::zone::{ZoneGeometry, ZonedDevice};
+use broker::zone::ZonedDevice;
 use bytes::Bytes;
 use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as ConsumerDescribedGroup;
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as HeartbeatTopicPartitions;
@@ -22,15 +21,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-fn device() -> Arc<dyn ZonedDevice> {
-    let geometry = ZoneGeometry { zone_size_bytes: 1 << 20, zone_capacity_bytes: 1 << 20, zone_count: 64, max_open_zones: 4, max_active_zones: 64 };
-    Arc::new(MemZonedDevice::new(geometry).unwrap())
-}
-
-async fn open(device: &Arc<dyn ZonedDevice>) -> Arc<Cluster> {
-    let recovered = LogStore::open(device.clone(), LogConfig::default()).await.unwrap();
-    Cluster::open(recovered.store, recovered.partitions, BrokerConfig::default()).await.unwrap()
-}
+mod common;
+use common::{device, open};
 
 fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())

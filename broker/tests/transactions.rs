@@ -9,11 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::api::handle;
-use broker::cluster::{BrokerConfig, Cluster, ResponseError};
+use broker::cluster::{Cluster, ResponseError};
 use broker::log::batch::{self, Compression, SimpleRecord};
-use broker::log::{LogConfig, LogStore};
-use broker::zone::mem::MemZonedDevice;
-use broker::zone::{ZoneGeometry, ZonedDevice};
 use bytes::Bytes;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -23,15 +20,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-fn device() -> Arc<dyn ZonedDevice> {
-    let geometry = ZoneGeometry { zone_size_bytes: 1 << 20, zone_capacity_bytes: 1 << 20, zone_count: 64, max_open_zones: 4, max_active_zones: 64 };
-    Arc::new(MemZonedDevice::new(geometry).unwrap())
-}
-
-async fn open(device: &Arc<dyn ZonedDevice>) -> Arc<Cluster> {
-    let recovered = LogStore::open(device.clone(), LogConfig::default()).await.unwrap();
-    Cluster::open(recovered.store, recovered.partitions, BrokerConfig::default()).await.unwrap()
-}
+mod common;
+use common::{device, open};
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())

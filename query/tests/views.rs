@@ -129,7 +129,11 @@ async fn sql_error(engine: &QueryEngine, text: &str) -> String {
 
 /// Rows as sorted lines (views have no order).
 async fn rows(engine: &QueryEngine, text: &str) -> Vec<String> {
-    let output = sql(engine, text).await;
+    sorted_lines(&sql(engine, text).await)
+}
+
+/// An answer's rows as sorted lines, cells joined by `|`.
+fn sorted_lines(output: &QueryOutput) -> Vec<String> {
     let mut lines = Vec::new();
     for batch in &output.batches {
         for row in 0..batch.num_rows() {
@@ -543,19 +547,7 @@ async fn views_and_topic_scans_read_committed_data_only() {
 async fn answer(engine: &QueryEngine, text: &str) -> (Vec<String>, Vec<String>) {
     let output = sql(engine, text).await;
     let columns = output.schema.fields().iter().map(|field| format!("{}: {}", field.name(), field.data_type())).collect();
-    let mut lines = Vec::new();
-    for batch in &output.batches {
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = batch
-                .columns()
-                .iter()
-                .map(|column| datafusion::arrow::util::display::array_value_to_string(column, row).unwrap())
-                .collect();
-            lines.push(cells.join("|"));
-        }
-    }
-    lines.sort();
-    (columns, lines)
+    (columns, sorted_lines(&output))
 }
 
 /// Queries whose `{p}` is an indexed filter answered directly, and the same queries with

@@ -63,14 +63,7 @@ impl MetadataRecord {
     /// The changes in one batch of the metadata log (written by this broker, so a record that
     /// does not parse is a bug or corruption, reported with its position).
     pub fn from_batch(bytes: &Bytes) -> Result<Vec<MetadataRecord>, String> {
-        let records = batch::decode_records(bytes).map_err(|error| error.to_string())?;
-        records
-            .iter()
-            .map(|record| {
-                let value = record.value.as_ref().ok_or("metadata record without a value")?;
-                serde_json::from_slice(value).map_err(|error| error.to_string())
-            })
-            .collect()
+        crate::record_log::from_batch(bytes)
     }
 }
 
