@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use super::{str_bytes, RequestContext};
 use crate::cluster::metadata::topic_id_to_hex;
-use crate::cluster::{now_ms, Cluster, ResponseError};
+use crate::cluster::{now_ms, Cluster, ResponseError, Topic};
 use crate::group::coordinator::{self, GroupState, OFFSET_METADATA_BYTES_MAX};
 use crate::group::consumer;
 use crate::group::{GroupRecord, JoinRequest, OffsetRecord, SyncRequest};
@@ -57,6 +57,20 @@ const GROUP_TYPE_CONSUMER: &str = "consumer";
 /// ConsumerGroupDescribe v1's member type of a member speaking the consumer protocol (0 is a
 /// classic member of a consumer group, which this broker never has).
 const MEMBER_TYPE_CONSUMER: i8 = 1;
+
+/// A committed offset of `topic`'s `partition` (known to exist), as the group log records it:
+/// (offset, leader epoch, metadata) at `now_ms`. OffsetCommit's and TxnOffsetCommit's.
+pub(super) fn offset_record(topic: &Topic, partition: i32, (offset, leader_epoch, metadata): (i64, i32, Option<String>), now_ms: i64) -> OffsetRecord {
+    OffsetRecord {
+        topic: topic.name.clone(),
+        topic_id: topic_id_to_hex(&topic.id),
+        partition,
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms: now_ms,
+    }
+}
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |error| error.code())
@@ -227,15 +241,9 @@ pub async fn offset_commit(cluster: &Arc<Cluster>, _api_version: i16, request: O
             } else {
                 match &known {
                     Some(known) if (0..known.partition_count()).contains(&partition.partition_index) => {
-                        accepted.push(OffsetRecord {
-                            topic: name.clone(),
-                            topic_id: topic_id_to_hex(&known.id),
-                            partition: partition.partition_index,
-                            offset: partition.committed_offset,
-                            leader_epoch: partition.committed_leader_epoch,
-                            metadata: partition.committed_metadata.as_ref().map(text),
-                            commit_timestamp_ms: now,
-                        });
+                        let metadata = partition.committed_metadata.as_ref().map(text);
+                        let committed = (partition.committed_offset, partition.committed_leader_epoch, metadata);
+                        accepted.push(offset_record(known, partition.partition_index, committed, now));
                         None
                     }
                     _ => Some(ResponseError::UnknownTopicOrPartition),

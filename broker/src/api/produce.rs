@@ -37,7 +37,7 @@ use crate::txn::Transactions;
 use crate::cluster::{now_ms, ApiError, Cluster, Partition, ResponseError, Topic, TopicConfig};
 use crate::log::batch::{self, BatchError, BatchHeader, Compression, TimestampType};
 use crate::log::records;
-use crate::log::{Flush, FlushTarget, LogError};
+use crate::log::{FlushTarget, LogError};
 
 /// A Produce request whose batches are appended: `completion` waits for durability and yields
 /// the response (`None` for acks=0).
@@ -113,7 +113,7 @@ pub fn start(
         topics.push((topic_data.name, topic_data.topic_id, outcomes));
     }
     let flush = (!targets.is_empty()).then(|| FlushTarget::start(targets));
-    let flushes = complete_flush(flush, appended_partitions);
+    let flushes = crate::cluster::complete_flush(flush, appended_partitions);
     Started { completion: async move { respond(api_version, acks, by_id, topics, flushes).await }, close_connection }
 }
 
@@ -290,27 +290,6 @@ async fn respond(
         })
         .collect();
     Some(ProduceResponse::default().with_responses(responses))
-}
-
-/// Awaits the request's flush, then, per appended partition (with the end its flush raises the
-/// high watermark to), records the ack and wakes the fetches waiting for data: the flush
-/// advanced the high watermark readers see. One result per partition, in order.
-async fn complete_flush(flush: Option<Flush>, partitions: Vec<(Arc<Partition>, i64)>) -> Vec<Result<i64, LogError>> {
-    let result = match flush {
-        Some(flush) => flush.complete().await.map_err(|error| error.to_string()),
-        None => Ok(0),
-    };
-    let now = std::time::Instant::now();
-    partitions
-        .into_iter()
-        .map(|(partition, high_watermark)| {
-            if result.is_ok() {
-                partition.acks.record(high_watermark, now);
-            }
-            partition.data_ready.notify_waiters();
-            result.clone().map(|_| high_watermark).map_err(LogError::Failed)
-        })
-        .collect()
 }
 
 fn partition_response(api_version: i16, index: i32, outcome: Outcome) -> PartitionProduceResponse {

@@ -11,10 +11,10 @@ use kafka_protocol::messages::{
     TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
-use crate::cluster::metadata::topic_id_to_hex;
 use crate::cluster::{now_ms, Cluster, ResponseError};
 use crate::group::coordinator::{self, OFFSET_METADATA_BYTES_MAX};
-use crate::group::{GroupRecord, OffsetRecord};
+use crate::group::GroupRecord;
+use super::groups::offset_record;
 use crate::txn::coordinator::TxnTarget;
 
 /// AddPartitionsToTxn (v0-3, one transaction per request). Kafka's rule: if any partition is
@@ -112,15 +112,9 @@ pub async fn txn_offset_commit(cluster: &Arc<Cluster>, _api_version: i16, reques
                     _ if refused.is_some() => refused,
                     _ if partition.committed_metadata.as_ref().is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX) => Some(ResponseError::OffsetMetadataTooLarge),
                     Some(known) if (0..known.partition_count()).contains(&partition.partition_index) => {
-                        offsets.push(OffsetRecord {
-                            topic: known.name.clone(),
-                            topic_id: topic_id_to_hex(&known.id),
-                            partition: partition.partition_index,
-                            offset: partition.committed_offset,
-                            leader_epoch: partition.committed_leader_epoch,
-                            metadata: partition.committed_metadata.as_ref().map(|m| m.to_string()),
-                            commit_timestamp_ms: now,
-                        });
+                        let metadata = partition.committed_metadata.as_ref().map(|m| m.to_string());
+                        let committed = (partition.committed_offset, partition.committed_leader_epoch, metadata);
+                        offsets.push(offset_record(known, partition.partition_index, committed, now));
                         None
                     }
                     _ => Some(ResponseError::UnknownTopicOrPartition),

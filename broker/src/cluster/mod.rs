@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::group::store::{groups_partition_id, GROUPS_TOPIC};
 use crate::group::{GroupConfig, Groups};
-use crate::log::{LogError, LogStore, PartitionId, PartitionLog};
+use crate::log::{Flush, LogError, LogStore, PartitionId, PartitionLog};
 use crate::txn::coordinator::TxnConfig;
 use crate::txn::service::txns_partition_id;
 use crate::txn::{Transactions, TXNS_TOPIC};
@@ -148,6 +148,27 @@ impl Partition {
     fn take_log(&self) -> Option<PartitionLog> {
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
+}
+
+/// Awaits a flush of appended partitions (a produce request's, a transaction's markers), then, per appended partition (with the end its flush raises the
+/// high watermark to), records the ack and wakes the fetches waiting for data: the flush
+/// advanced the high watermark readers see. One result per partition, in order.
+pub async fn complete_flush(flush: Option<Flush>, partitions: Vec<(Arc<Partition>, i64)>) -> Vec<Result<i64, LogError>> {
+    let result = match flush {
+        Some(flush) => flush.complete().await.map_err(|error| error.to_string()),
+        None => Ok(0),
+    };
+    let now = std::time::Instant::now();
+    partitions
+        .into_iter()
+        .map(|(partition, high_watermark)| {
+            if result.is_ok() {
+                partition.acks.record(high_watermark, now);
+            }
+            partition.data_ready.notify_waiters();
+            result.clone().map(|_| high_watermark).map_err(LogError::Failed)
+        })
+        .collect()
 }
 
 pub struct Topic {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{now_ms, ApiError, Cluster, Partition};
+use super::{complete_flush, now_ms, ApiError, Cluster, Partition};
 use crate::group::GroupRecord;
 use crate::log::FlushTarget;
 use crate::txn::coordinator::{Markers, TxnTarget};
@@ -45,17 +45,11 @@ impl TxnHost for Cluster {
         if appended.is_empty() {
             return Ok(());
         }
-        let (partitions, targets): (Vec<_>, Vec<_>) = appended.into_iter().unzip();
-        let ends: Vec<i64> = targets.iter().map(FlushTarget::end_offset).collect();
-        let result = FlushTarget::start(targets).complete().await;
-        let now = std::time::Instant::now();
-        for (partition, end) in partitions.iter().zip(ends) {
-            if result.is_ok() {
-                partition.acks.record(end, now);
-            }
-            partition.data_ready.notify_waiters();
+        let ends: Vec<(Arc<Partition>, i64)> = appended.iter().map(|(partition, target)| (partition.clone(), target.end_offset())).collect();
+        let flush = FlushTarget::start(appended.into_iter().map(|(_, target)| target).collect());
+        for result in complete_flush(Some(flush), ends).await {
+            result?;
         }
-        result?;
         Ok(())
     }
 }
